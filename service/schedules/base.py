@@ -1,0 +1,156 @@
+"""What every schedule family shares: the compiled `Schedule`, the build context, the errors.
+
+A spec model (pydantic, one per schedule type) validates its parameters once and then
+`build(ctx)` compiles them into a `Schedule`: a pure object mapping a step to the LR of every
+param group (and the momentum, where the schedule cycles it). Evaluation is closed form, so
+its cost does not depend on the step.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+STEP_MAX = 2**53
+"""The largest step the engine answers (SPEC §2): every step is exact as a float."""
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One invalid field: where it is in the spec, why it is wrong, and the value given."""
+
+    loc: Loc
+    msg: str
+    value: Any = None
+
+    def prefixed(self, *prefix: str | int) -> FieldError:
+        return FieldError((*prefix, *self.loc), self.msg, self.value)
+
+
+class SpecError(ValueError):
+    """The spec cannot be built. Carries every invalid field, each with its path."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__(
+            "; ".join(f"{'.'.join(map(str, e.loc)) or '<spec>'}: {e.msg}" for e in self.errors)
+        )
+
+    @classmethod
+    def at(cls, loc: Loc, msg: str, value: Any = None) -> SpecError:
+        return cls([FieldError(loc, msg, value)])
+
+    def prefixed(self, *prefix: str | int) -> SpecError:
+        return SpecError([e.prefixed(*prefix) for e in self.errors])
+
+
+class DomainError(ValueError):
+    """The spec is valid, but the schedule has no value at this step (the reference raises)."""
+
+    def __init__(self, step: int, reason: str) -> None:
+        self.step = step
+        self.reason = reason
+        super().__init__(f"step {step}: {reason}")
+
+
+@dataclass
+class BuildContext:
+    """What a spec is built against: the run's base LR of every param group.
+
+    `base_lrs` is None when the run gave none; then schedules that carry absolute values
+    (optax, keras, mxnet) answer for one group, and the others refuse to build.
+
+    `initial_lrs` mirrors torch's `param_group["initial_lr"]`: the first torch scheduler
+    constructed on an optimizer records it, and OneCycleLR overwrites it. Torch schedulers are
+    built in the order a user would construct them (children before their composite), so a
+    composite's children see exactly the base LRs torch would give them.
+    """
+
+    base_lrs: tuple[float, ...] | None
+    initial_lrs: tuple[float, ...] | None = field(default=None)
+
+    @property
+    def n_groups(self) -> int:
+        return 1 if self.base_lrs is None else len(self.base_lrs)
+
+    def require_base_lrs(self) -> tuple[float, ...]:
+        if self.base_lrs is None:
+            raise SpecError.at((), "this schedule scales the run's base LRs: give the run `lr` or `lrs`")
+        return self.base_lrs
+
+    def group_ratios(self) -> tuple[float, ...]:
+        """Group i's share of an absolute schedule's value: lrs[i] / lrs[0] (SPEC §2)."""
+        if self.base_lrs is None:
+            return (1.0,)
+        first = self.base_lrs[0]
+        if first == 0:
+            raise SpecError.at(("lrs", 0), "must be non-zero: other groups are scaled by lrs[i] / lrs[0]", first)
+        return tuple(lr / first for lr in self.base_lrs)
+
+    def per_group(self, loc: Loc, value: float | Sequence[float]) -> tuple[float, ...]:
+        """Expand a scalar-or-list parameter to one value per group, as torch's `_format_param`."""
+        if isinstance(value, (int, float)):
+            return (float(value),) * self.n_groups
+        if len(value) != self.n_groups:
+            raise SpecError.at(
+                loc, f"expected {self.n_groups} values, one per param group, but got {len(value)}", list(value)
+            )
+        return tuple(float(v) for v in value)
+
+
+class Schedule(ABC):
+    """A compiled schedule: step -> LR of every param group. Immutable and pure."""
+
+    n_groups: int
+    has_momentum: ClassVar[bool] = False
+
+    @abstractmethod
+    def lrs(self, step: int) -> list[float]:
+        """The LR of every param group at `step` (0 <= step <= STEP_MAX, already checked)."""
+
+    def momentum(self, step: int) -> list[float] | None:
+        """The momentum (or Adam's beta1) of every group, for schedules that cycle it."""
+        return None
+
+
+class AbsoluteSchedule(Schedule):
+    """A schedule that carries its own values (optax, keras, mxnet): group i gets v * ratio[i]."""
+
+    def __init__(self, value: Callable[[int], float], ratios: tuple[float, ...]) -> None:
+        self._value = value
+        self._ratios = ratios
+        self._single = ratios == (1.0,)
+        self.n_groups = len(ratios)
+
+    def lrs(self, step: int) -> list[float]:
+        v = self._value(step)
+        if self._single:
+            return [v]
+        return [v * r for r in self._ratios]
+
+
+class RelativeSchedule(Schedule):
+    """A schedule of the run's base LRs: group i gets value(step, base_lrs[i])."""
+
+    def __init__(self, value: Callable[[int, float], float], base_lrs: tuple[float, ...]) -> None:
+        self._value = value
+        self._bases = base_lrs
+        self.n_groups = len(base_lrs)
+
+    def lrs(self, step: int) -> list[float]:
+        return [self._value(step, base) for base in self._bases]
+
+
+class SpecModel(BaseModel):
+    """Base of every schedule spec: strict about unknown fields, immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    def build(self, ctx: BuildContext) -> Schedule:
+        raise NotImplementedError

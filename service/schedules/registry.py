@@ -1,0 +1,119 @@
+"""Every schedule type in one discriminated union, and the two entry points: parse and build.
+
+Validation happens here, once: a spec is checked for size, then parsed by pydantic into its
+family's model, then compiled. Pydantic's error locations carry the union's tag (the type name);
+we drop it so that each error names the field path as the user wrote it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Union
+
+from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
+
+from . import hf, keras, mxnet, optax, timm, torch_basic, torch_composite, torch_cyclic
+from .base import BuildContext, FieldError, Schedule, SpecError, SpecModel
+
+MAX_DEPTH = 16
+"""The deepest nesting of composite specs accepted (a guard against pathological input)."""
+MAX_NODES = 256
+"""The most schedule objects one spec may hold, composites included."""
+
+SPEC_TYPES: tuple[type[SpecModel], ...] = (
+    *torch_basic.SPECS,
+    *torch_cyclic.SPECS,
+    *torch_composite.SPECS,
+    *hf.SPECS,
+    *optax.SPECS,
+    *keras.SPECS,
+    *timm.SPECS,
+    *mxnet.SPECS,
+)
+TYPE_NAMES: dict[str, type[SpecModel]] = {
+    model.model_fields["type"].default: model for model in SPEC_TYPES
+}
+TORCH_PREFIX = "torch."
+
+
+def _type_tag(value: Any) -> str | None:
+    """The union tag of a raw spec: its `type`, with the optional `torch.` prefix removed."""
+    name = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
+    if not isinstance(name, str):
+        return None
+    if name.startswith(TORCH_PREFIX) and name[len(TORCH_PREFIX) :] in TYPE_NAMES:
+        name = name[len(TORCH_PREFIX) :]
+    return name if name in TYPE_NAMES else None
+
+
+ScheduleSpec = Annotated[
+    Union[tuple(Annotated[model, Tag(name)] for name, model in TYPE_NAMES.items())],  # type: ignore[valid-type]  # noqa: UP007
+    Discriminator(_type_tag),
+]
+_ADAPTER: TypeAdapter[SpecModel] = TypeAdapter(ScheduleSpec)
+
+
+def _check_size(spec: Any) -> None:
+    """Refuse specs nested or sized beyond the limits, before pydantic walks them."""
+    nodes = 0
+    stack: list[tuple[Any, tuple[str | int, ...], int]] = [(spec, (), 0)]
+    while stack:
+        value, loc, depth = stack.pop()
+        if isinstance(value, Mapping):
+            if "type" in value:
+                nodes += 1
+                if depth > MAX_DEPTH:
+                    raise SpecError.at(loc, f"schedules nest at most {MAX_DEPTH} levels deep")
+                if nodes > MAX_NODES:
+                    raise SpecError.at((), f"a spec holds at most {MAX_NODES} schedules")
+                depth += 1
+            stack.extend((v, (*loc, str(k)), depth) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, (*loc, i), depth) for i, v in enumerate(value))
+
+
+def _unknown_type_message(value: Any) -> str:
+    name = value.get("type") if isinstance(value, Mapping) else None
+    if name is None:
+        return "a schedule spec needs a `type`"
+    if name in TYPE_NAMES or str(name).removeprefix(TORCH_PREFIX) in TYPE_NAMES:
+        return f"{name!r} cannot be used here: torch composites hold torch schedulers only"
+    close = difflib.get_close_matches(str(name), list(TYPE_NAMES), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown schedule type {name!r}{hint}"
+
+
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    errors = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(part for part in err["loc"] if part not in TYPE_NAMES)
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            errors.append(FieldError((*loc, "type"), _unknown_type_message(err["input"]), _input_type(err)))
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        errors.append(FieldError(loc, msg, err.get("input")))
+    return errors
+
+
+def _input_type(err: Any) -> Any:
+    value = err.get("input")
+    return value.get("type") if isinstance(value, Mapping) else value
+
+
+def parse_spec(spec: Any) -> SpecModel:
+    """Validate a JSON schedule spec into its model. Raises SpecError naming every bad field."""
+    _check_size(spec)
+    try:
+        return _ADAPTER.validate_python(spec)
+    except ValidationError as exc:
+        raise SpecError(_field_errors(exc)) from None
+
+
+def build_schedule(spec: Any, base_lrs: Sequence[float] | None) -> Schedule:
+    """Validate `spec` and compile it against the run's base LRs (one per param group)."""
+    model = spec if isinstance(spec, SpecModel) else parse_spec(spec)
+    bases = None if base_lrs is None else tuple(float(lr) for lr in base_lrs)
+    if bases is not None and not bases:
+        raise SpecError.at(("lrs",), "give at least one base LR", [])
+    return model.build(BuildContext(base_lrs=bases))

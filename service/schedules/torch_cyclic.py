@@ -1,0 +1,282 @@
+"""torch's cycling schedulers: CyclicLR, OneCycleLR, CosineAnnealingWarmRestarts.
+
+All three compute each LR from their own parameters, ignoring the LR they are handed, so in a
+ChainedScheduler they overwrite whatever came before them. CyclicLR and OneCycleLR also cycle
+the momentum (or Adam's beta1) when `cycle_momentum` is on; it is part of the answer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from .base import BuildContext, DomainError, SpecError
+from .expression import Expression, ExpressionError
+from .torch_common import OverwritingNode, TorchNode, TorchSpec, capture_initial_lrs
+
+NonNegative = Annotated[float, Field(ge=0)]
+Momentum = Annotated[float, Field(ge=0, le=1)]
+PerGroup = NonNegative | Annotated[list[NonNegative], Field(min_length=1)]
+PerGroupMomentum = Momentum | Annotated[list[Momentum], Field(min_length=1)]
+
+
+class CyclicLR(TorchSpec):
+    """Cyclical LR (Smith 2017) between `base_lr` and `max_lr`, as torch's CyclicLR.
+
+    cycle = floor(1 + e / (up + down)); x = 1 + e / (up + down) - cycle;
+    height = x / ratio if x <= ratio else (x - 1) / (ratio - 1), with ratio = up / (up + down);
+    LR = base_lr + (max_lr - base_lr) * height * scale, where scale is 1 (triangular),
+    1 / 2 ** (cycle - 1) (triangular2) or gamma ** e (exp_range). Momentum runs opposite,
+    from max_momentum down to base_momentum.
+
+    `scale_fn` may be given as an expression in `epoch`, which is bound to the cycle number
+    (scale_mode "cycle") or to the iteration (scale_mode "iterations"); as in torch, `mode` and
+    `gamma` are then ignored.
+    """
+
+    type: Literal["CyclicLR"] = "CyclicLR"
+    base_lr: PerGroup
+    max_lr: PerGroup
+    step_size_up: Annotated[int, Field(ge=1)] = 2000
+    step_size_down: Annotated[int, Field(ge=0)] | None = None
+    mode: Literal["triangular", "triangular2", "exp_range"] = "triangular"
+    gamma: Annotated[float, Field(gt=0)] = 1.0
+    scale_fn: Annotated[str, Field(min_length=1)] | None = None
+    scale_mode: Literal["cycle", "iterations"] = "cycle"
+    cycle_momentum: bool = True
+    base_momentum: PerGroupMomentum = 0.8
+    max_momentum: PerGroupMomentum = 0.9
+
+    def build(self, ctx: BuildContext) -> TorchNode:
+        base_lrs = ctx.per_group(("base_lr",), self.base_lr)
+        max_lrs = ctx.per_group(("max_lr",), self.max_lr)
+        momenta = None
+        if self.cycle_momentum:
+            momenta = (
+                ctx.per_group(("base_momentum",), self.base_momentum),
+                ctx.per_group(("max_momentum",), self.max_momentum),
+            )
+        # torch sets the groups' LR to base_lr before recording `initial_lr`.
+        if ctx.initial_lrs is None:
+            ctx.initial_lrs = base_lrs
+        scale_fn = None
+        if self.scale_fn is not None:
+            try:
+                scale_fn = Expression.compile(self.scale_fn)
+            except SpecError as exc:
+                raise exc.prefixed("scale_fn") from None
+        return _CyclicNode(self, base_lrs, max_lrs, momenta, scale_fn)
+
+
+class _CyclicNode(OverwritingNode):
+    def __init__(
+        self,
+        spec: CyclicLR,
+        base_lrs: tuple[float, ...],
+        max_lrs: tuple[float, ...],
+        momenta: tuple[tuple[float, ...], tuple[float, ...]] | None,
+        scale_fn: Expression | None,
+    ) -> None:
+        super().__init__(base_lrs)
+        up = float(spec.step_size_up)
+        down = float(spec.step_size_down) if spec.step_size_down is not None else up
+        self.total_size = up + down
+        self.step_ratio = up / self.total_size
+        self.max_lrs = max_lrs
+        self.momenta = momenta
+        self.has_momentum = momenta is not None
+        self.scale_fn = scale_fn
+        self.mode, self.gamma = spec.mode, spec.gamma
+        # torch's built-in modes choose their own scale_mode; a custom scale_fn keeps the one given.
+        self.by_cycle = spec.scale_mode == "cycle" if scale_fn else spec.mode != "exp_range"
+
+    def _position(self, e: int) -> tuple[float, float]:
+        """(height in [0, 1] within the cycle, scale applied to the amplitude)."""
+        cycle = math.floor(1 + e / self.total_size)
+        x = 1.0 + e / self.total_size - cycle
+        if x <= self.step_ratio:
+            height = x / self.step_ratio
+        else:
+            height = (x - 1) / (self.step_ratio - 1)
+        return height, self._scale(cycle if self.by_cycle else e, e)
+
+    def _scale(self, x: int, e: int) -> float:
+        if self.scale_fn is not None:
+            try:
+                return self.scale_fn(x)
+            except ExpressionError as exc:
+                raise DomainError(e, f"scale_fn {self.scale_fn.source!r}: {exc}") from None
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1 / (2.0 ** (x - 1))
+        return self.gamma**x
+
+    def lrs(self, step: int) -> list[float]:
+        height, scale = self._position(step)
+        return [
+            base + (top - base) * height * scale for base, top in zip(self.bases, self.max_lrs, strict=True)
+        ]
+
+    def momentum(self, step: int) -> list[float] | None:
+        if self.momenta is None:
+            return None
+        height, scale = self._position(step)
+        low, high = self.momenta
+        return [top - (top - base) * height * scale for base, top in zip(low, high, strict=True)]
+
+
+class OneCycleLR(TorchSpec):
+    """The 1cycle policy (Smith 2018), as torch's OneCycleLR.
+
+    Warm up from max_lr / div_factor to max_lr over pct_start of total_steps, then anneal to
+    max_lr / (div_factor * final_div_factor); with three_phase, come back down to the initial
+    LR first. Momentum runs opposite between max_momentum and base_momentum. Like torch, it
+    answers steps 0 to total_steps and refuses any later step.
+    """
+
+    type: Literal["OneCycleLR"] = "OneCycleLR"
+    max_lr: PerGroup
+    total_steps: Annotated[int, Field(ge=1)] | None = None
+    epochs: Annotated[int, Field(ge=1)] | None = None
+    steps_per_epoch: Annotated[int, Field(ge=1)] | None = None
+    pct_start: Annotated[float, Field(ge=0, le=1)] = 0.3
+    anneal_strategy: Literal["cos", "linear"] = "cos"
+    cycle_momentum: bool = True
+    base_momentum: PerGroupMomentum = 0.85
+    max_momentum: PerGroupMomentum = 0.95
+    div_factor: Annotated[float, Field(gt=0)] = 25.0
+    final_div_factor: Annotated[float, Field(gt=0)] = 1e4
+    three_phase: bool = False
+
+    @model_validator(mode="after")
+    def _phases_have_length(self) -> OneCycleLR:
+        if self.total_steps is None and (self.epochs is None or self.steps_per_epoch is None):
+            raise ValueError("give total_steps, or both epochs and steps_per_epoch")
+        total = self.steps
+        warmup_end = float(self.pct_start * total) - 1
+        ends = [warmup_end, float(2 * self.pct_start * total) - 2] if self.three_phase else [warmup_end]
+        ends.append(total - 1)
+        start = 0.0
+        for end in ends:
+            if end <= start:
+                raise ValueError(
+                    f"pct_start={self.pct_start} with {total} total steps leaves a phase of zero length "
+                    f"(steps {start} to {end}); torch divides by zero there"
+                )
+            start = end
+        return self
+
+    @property
+    def steps(self) -> int:
+        if self.total_steps is not None:
+            return self.total_steps
+        return (self.epochs or 0) * (self.steps_per_epoch or 0)
+
+    def build(self, ctx: BuildContext) -> TorchNode:
+        max_lrs = ctx.per_group(("max_lr",), self.max_lr)
+        initial = tuple(lr / self.div_factor for lr in max_lrs)
+        momenta = None
+        if self.cycle_momentum:
+            momenta = (
+                ctx.per_group(("base_momentum",), self.base_momentum),
+                ctx.per_group(("max_momentum",), self.max_momentum),
+            )
+        ctx.initial_lrs = initial  # torch overwrites every group's initial_lr
+        return _OneCycleNode(self, initial, max_lrs, momenta)
+
+
+class _OneCycleNode(OverwritingNode):
+    def __init__(
+        self,
+        spec: OneCycleLR,
+        initial: tuple[float, ...],
+        max_lrs: tuple[float, ...],
+        momenta: tuple[tuple[float, ...], tuple[float, ...]] | None,
+    ) -> None:
+        super().__init__(initial)
+        self.total_steps = spec.steps
+        self.has_momentum = momenta is not None
+        self.linear = spec.anneal_strategy == "linear"
+        groups = []
+        for g, lr0 in enumerate(initial):
+            low = lr0 / spec.final_div_factor
+            base_m, max_m = (momenta[0][g], momenta[1][g]) if momenta else (0.0, 0.0)
+            top = max_lrs[g]
+            warm = float(spec.pct_start * self.total_steps) - 1
+            if spec.three_phase:
+                phases = [
+                    (warm, lr0, top, max_m, base_m),
+                    (float(2 * spec.pct_start * self.total_steps) - 2, top, lr0, base_m, max_m),
+                    (self.total_steps - 1, lr0, low, max_m, max_m),
+                ]
+            else:
+                phases = [(warm, lr0, top, max_m, base_m), (self.total_steps - 1, top, low, base_m, max_m)]
+            groups.append(phases)
+        self._phases = groups
+
+    def _anneal(self, start: float, end: float, pct: float) -> float:
+        if self.linear:
+            return (end - start) * pct + start
+        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+    def _at(self, step: int, momentum: bool) -> list[float]:
+        if step > self.total_steps:
+            raise DomainError(
+                step, f"OneCycleLR has {self.total_steps} total steps; torch refuses to step past them"
+            )
+        out = []
+        for phases in self._phases:
+            start_step = 0.0
+            for i, (end_step, lr_a, lr_b, m_a, m_b) in enumerate(phases):
+                if step <= end_step or i == len(phases) - 1:
+                    pct = (step - start_step) / (end_step - start_step)
+                    out.append(self._anneal(m_a, m_b, pct) if momentum else self._anneal(lr_a, lr_b, pct))
+                    break
+                start_step = end_step
+        return out
+
+    def lrs(self, step: int) -> list[float]:
+        return self._at(step, momentum=False)
+
+    def momentum(self, step: int) -> list[float] | None:
+        return self._at(step, momentum=True) if self.has_momentum else None
+
+
+class CosineAnnealingWarmRestarts(TorchSpec):
+    """SGDR (Loshchilov & Hutter 2017): cosine from base_lr to eta_min, restarting every T_i
+    epochs, with T_0 first and T_i = T_0 * T_mult ** i after each restart."""
+
+    type: Literal["CosineAnnealingWarmRestarts"] = "CosineAnnealingWarmRestarts"
+    T_0: Annotated[int, Field(ge=1)]
+    T_mult: Annotated[int, Field(ge=1)] = 1
+    eta_min: NonNegative = 0.0
+
+    def build(self, ctx: BuildContext) -> TorchNode:
+        return _WarmRestartsNode(capture_initial_lrs(ctx), self.T_0, self.T_mult, self.eta_min)
+
+
+class _WarmRestartsNode(OverwritingNode):
+    def __init__(self, bases: tuple[float, ...], t_0: int, t_mult: int, eta_min: float) -> None:
+        super().__init__(bases)
+        self.t_0, self.t_mult, self.eta_min = t_0, t_mult, eta_min
+
+    def _cycle(self, e: int) -> tuple[int, int]:
+        """(T_cur, T_i) after e steps, in exact integers as torch's stepping computes them."""
+        if self.t_mult == 1:
+            return e % self.t_0, self.t_0
+        start, length = 0, self.t_0
+        while e >= start + length:  # at most log2(2**53) = 53 rounds
+            start += length
+            length *= self.t_mult
+        return e - start, length
+
+    def lrs(self, step: int) -> list[float]:
+        t_cur, t_i = self._cycle(step)
+        eta = self.eta_min
+        return [eta + (base - eta) * (1 + math.cos(math.pi * t_cur / t_i)) / 2 for base in self.bases]
+
+
+SPECS = (CyclicLR, OneCycleLR, CosineAnnealingWarmRestarts)
