@@ -8,10 +8,11 @@ its cost does not depend on the step.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,9 +39,7 @@ class SpecError(ValueError):
 
     def __init__(self, errors: Sequence[FieldError]) -> None:
         self.errors = list(errors)
-        super().__init__(
-            "; ".join(f"{'.'.join(map(str, e.loc)) or '<spec>'}: {e.msg}" for e in self.errors)
-        )
+        super().__init__("; ".join(f"{'.'.join(map(str, e.loc)) or '<spec>'}: {e.msg}" for e in self.errors))
 
     @classmethod
     def at(cls, loc: Loc, msg: str, value: Any = None) -> SpecError:
@@ -90,7 +89,9 @@ class BuildContext:
             return (1.0,)
         first = self.base_lrs[0]
         if first == 0:
-            raise SpecError.at(("lrs", 0), "must be non-zero: other groups are scaled by lrs[i] / lrs[0]", first)
+            raise SpecError.at(
+                ("lrs", 0), "must be non-zero: other groups are scaled by lrs[i] / lrs[0]", first
+            )
         return tuple(lr / first for lr in self.base_lrs)
 
     def per_group(self, loc: Loc, value: float | Sequence[float]) -> tuple[float, ...]:
@@ -99,16 +100,40 @@ class BuildContext:
             return (float(value),) * self.n_groups
         if len(value) != self.n_groups:
             raise SpecError.at(
-                loc, f"expected {self.n_groups} values, one per param group, but got {len(value)}", list(value)
+                loc,
+                f"expected {self.n_groups} values, one per param group, but got {len(value)}",
+                list(value),
             )
         return tuple(float(v) for v in value)
 
 
 class Schedule(ABC):
-    """A compiled schedule: step -> LR of every param group. Immutable and pure."""
+    """A compiled schedule: step -> LR of every param group. Immutable and pure.
+
+    `at(step)` is the checked entry point; `lrs` and `momentum` are what each family implements.
+    """
 
     n_groups: int
-    has_momentum: ClassVar[bool] = False
+    has_momentum: bool = False
+
+    def at(self, step: int) -> tuple[list[float], list[float] | None]:
+        """(LR of every group, momentum of every group or None) at `step`, or a DomainError.
+
+        Refuses steps outside 0..STEP_MAX, and never answers a negative or non-finite LR.
+        """
+        if not 0 <= step <= STEP_MAX:
+            raise DomainError(step, f"steps run from 0 to 2**53 = {STEP_MAX}")
+        try:
+            lrs = self.lrs(step)
+            momentum = self.momentum(step) if self.has_momentum else None
+        except (ZeroDivisionError, OverflowError, ValueError) as exc:
+            if isinstance(exc, DomainError):
+                raise
+            raise DomainError(step, f"the schedule has no finite value here ({exc})") from None
+        for lr in lrs:
+            if not 0.0 <= lr < math.inf:  # also false for NaN
+                raise DomainError(step, f"the schedule gives LR {lr!r}, which is not a finite LR >= 0")
+        return lrs, momentum
 
     @abstractmethod
     def lrs(self, step: int) -> list[float]:

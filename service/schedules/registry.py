@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
@@ -31,9 +31,7 @@ SPEC_TYPES: tuple[type[SpecModel], ...] = (
     *timm.SPECS,
     *mxnet.SPECS,
 )
-TYPE_NAMES: dict[str, type[SpecModel]] = {
-    model.model_fields["type"].default: model for model in SPEC_TYPES
-}
+TYPE_NAMES: dict[str, type[SpecModel]] = {model.model_fields["type"].default: model for model in SPEC_TYPES}
 TORCH_PREFIX = "torch."
 
 
@@ -47,10 +45,13 @@ def _type_tag(value: Any) -> str | None:
     return name if name in TYPE_NAMES else None
 
 
-ScheduleSpec = Annotated[
-    Union[tuple(Annotated[model, Tag(name)] for name, model in TYPE_NAMES.items())],  # type: ignore[valid-type]  # noqa: UP007
-    Discriminator(_type_tag),
-]
+if TYPE_CHECKING:
+    ScheduleSpec = SpecModel
+else:
+    ScheduleSpec = Annotated[
+        Union[tuple(Annotated[model, Tag(name)] for name, model in TYPE_NAMES.items())],  # noqa: UP007
+        Discriminator(_type_tag),
+    ]
 _ADAPTER: TypeAdapter[SpecModel] = TypeAdapter(ScheduleSpec)
 
 

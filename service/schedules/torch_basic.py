@@ -297,14 +297,15 @@ class _PolynomialNode(UniformNode):
         self.total_iters, self.power = total_iters, power
 
     def total(self, e: int, initial: bool) -> float:
-        value = (1.0 - min(self.total_iters, e) / self.total_iters) ** self.power
+        value: float = (1.0 - min(self.total_iters, e) / self.total_iters) ** self.power
         return value if initial else self.factor(0, False) * value
 
     def factor(self, e: int, initial: bool) -> float:
         if (e == 0 and initial) or e > self.total_iters:
             return 1.0
         t = self.total_iters
-        return ((1.0 - e / t) / (1.0 - (e - 1) / t)) ** self.power
+        ratio: float = ((1.0 - e / t) / (1.0 - (e - 1) / t)) ** self.power
+        return ratio
 
 
 class CosineAnnealingLR(TorchSpec):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
@@ -157,14 +157,20 @@ class _SequentialNode(TorchNode):
         # A child that does not cycle momentum leaves the last value written in place.
         for j in range(idx - 1, self.first - 1, -1):
             if self.children[j].has_momentum:
-                return self.children[j].momentum(self.milestones[j] - 1 - (self.milestones[j - 1] if j else 0))
+                return self.children[j].momentum(
+                    self.milestones[j] - 1 - (self.milestones[j - 1] if j else 0)
+                )
         assert self._constructed_momentum is not None  # has_momentum implies one exists
         return self._constructed_momentum.momentum(0)
 
 
 class _ChainedNode(TorchNode):
     def __init__(
-        self, entry: tuple[float, ...], children: list[TorchNode], locs: list[Loc], last_overwriter: int | None
+        self,
+        entry: tuple[float, ...],
+        children: list[TorchNode],
+        locs: list[Loc],
+        last_overwriter: int | None,
     ) -> None:
         super().__init__(entry)
         self.children = children
@@ -205,10 +211,13 @@ _TORCH_TYPES: dict[str, type[TorchSpec]] = {
     spec.model_fields["type"].default: spec
     for spec in (*BASIC_SPECS, *CYCLIC_SPECS, SequentialLR, ChainedScheduler)
 }
-TorchChild = Annotated[
-    Union[tuple(Annotated[spec, Tag(name)] for name, spec in _TORCH_TYPES.items())],  # type: ignore[valid-type]  # noqa: UP007
-    Discriminator(_torch_tag),
-]
+if TYPE_CHECKING:
+    TorchChild = TorchSpec
+else:
+    TorchChild = Annotated[
+        Union[tuple(Annotated[spec, Tag(name)] for name, spec in _TORCH_TYPES.items())],  # noqa: UP007
+        Discriminator(_torch_tag),
+    ]
 SequentialLR.model_rebuild()
 ChainedScheduler.model_rebuild()
 

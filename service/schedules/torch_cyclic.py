@@ -96,10 +96,7 @@ class _CyclicNode(OverwritingNode):
         """(height in [0, 1] within the cycle, scale applied to the amplitude)."""
         cycle = math.floor(1 + e / self.total_size)
         x = 1.0 + e / self.total_size - cycle
-        if x <= self.step_ratio:
-            height = x / self.step_ratio
-        else:
-            height = (x - 1) / (self.step_ratio - 1)
+        height = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
         return height, self._scale(cycle if self.by_cycle else e, e)
 
     def _scale(self, x: int, e: int) -> float:
