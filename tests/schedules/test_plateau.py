@@ -9,10 +9,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from parity import assert_close
-
 from lrtower_server.schedules import SpecError
 from lrtower_server.schedules.plateau import PlateauConfig, apply, initial_state, update
+from parity import assert_close
 
 configs = st.fixed_dictionaries(
     {
@@ -29,7 +28,9 @@ configs = st.fixed_dictionaries(
 metrics = st.lists(st.sampled_from([1.0, 0.9, 0.99, 0.5, 0.4999, 2.0, -1.0, 0.0]), min_size=1, max_size=80)
 
 
-def torch_sequence(cfg: dict[str, Any], min_lr: Any, lrs: list[float], values: list[float]) -> list[list[float]]:
+def torch_sequence(
+    cfg: dict[str, Any], min_lr: Any, lrs: list[float], values: list[float]
+) -> list[list[float]]:
     groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs]
     optimizer = torch.optim.SGD(groups, lr=lrs[0])
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, min_lr=min_lr, **cfg)
@@ -95,8 +96,17 @@ def test_nan_metric_counts_as_bad_like_torch() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("factor", 1.0), ("factor", -0.1), ("patience", -1), ("mode", "minimum"), ("threshold_mode", "relative"),
-     ("cooldown", 1.5), ("eps", -1.0), ("min_lr", -0.1), ("metric", "")],
+    [
+        ("factor", 1.0),
+        ("factor", -0.1),
+        ("patience", -1),
+        ("mode", "minimum"),
+        ("threshold_mode", "relative"),
+        ("cooldown", 1.5),
+        ("eps", -1.0),
+        ("min_lr", -0.1),
+        ("metric", ""),
+    ],
 )
 def test_bad_config_names_the_field(field: str, value: Any) -> None:
     with pytest.raises(ValueError) as info:

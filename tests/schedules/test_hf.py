@@ -1,0 +1,253 @@
+"""The `hf.*` schedules against transformers' own answers, and their refusals of bad specs.
+
+The reference values are in tests/vectors/hf.json, written by tests/vectors/generate_hf.py from
+the real `transformers.get_scheduler`; transformers itself is not needed here.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lrtower_server.schedules import DomainError, SpecError, build_schedule, hf, parse_spec
+from parity import REL_TOL, assert_close, rel_error
+
+VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "hf.json").read_text())
+CASES: list[dict[str, Any]] = VECTORS["cases"]
+HF_TYPES = {model.model_fields["type"].default for model in hf.SPECS}
+
+
+def _case_id(case: dict[str, Any]) -> str:
+    params = ",".join(f"{k}={v}" for k, v in case["spec"].items() if k != "type")
+    return f"{case['spec']['type']}({params})x{len(case['base_lrs'])}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_matches_transformers(case: dict[str, Any]) -> None:
+    schedule = build_schedule(case["spec"], case["base_lrs"])
+    assert schedule.n_groups == len(case["base_lrs"])
+    actual = [schedule.lrs(step) for step in case["steps"]]
+    assert_close("hf", case["lrs"], actual, _case_id(case))
+
+
+def test_vectors_summary() -> None:
+    """Every type is covered by the vectors, and all of them match to 1e-12 relative."""
+    assert VECTORS["library"] == "transformers"
+    assert {case["spec"]["type"] for case in CASES} == HF_TYPES
+    points, worst = 0, 0.0
+    for case in CASES:
+        schedule = build_schedule(case["spec"], case["base_lrs"])
+        for step, expected in zip(case["steps"], case["lrs"], strict=True):
+            for want, got in zip(expected, schedule.lrs(step), strict=True):
+                points += 1
+                worst = max(worst, rel_error(want, got))
+    print(
+        f"hf: {len(CASES)} cases, {points} points, max rel err {worst:.3g} (transformers {VECTORS['version']})"
+    )
+    assert points > 1000
+    assert worst <= REL_TOL
+
+
+def test_docstring_examples() -> None:
+    result = doctest.testmod(hf)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+W10 = {"num_warmup_steps": 10, "num_training_steps": 100}
+
+INVALID: list[tuple[dict[str, Any], tuple[str | int, ...], Any]] = [
+    ({"type": "hf.linear", "num_warmup_steps": -1, "num_training_steps": 10}, ("num_warmup_steps",), -1),
+    ({"type": "hf.linear", "num_warmup_steps": 100, "num_training_steps": 10}, ("num_training_steps",), 10),
+    (
+        {"type": "hf.linear", "num_warmup_steps": 0, "num_training_steps": 2**53 + 1},
+        ("num_training_steps",),
+        2**53 + 1,
+    ),
+    ({"type": "hf.linear", "num_warmup_steps": 1.5, "num_training_steps": 10}, ("num_warmup_steps",), 1.5),
+    ({"type": "hf.linear", "num_warmup_steps": True, "num_training_steps": 10}, ("num_warmup_steps",), True),
+    ({"type": "hf.linear", "num_warmup_steps": "10", "num_training_steps": 10}, ("num_warmup_steps",), "10"),
+    ({"type": "hf.cosine", **W10, "num_cycles": -0.5}, ("num_cycles",), -0.5),
+    ({"type": "hf.cosine", **W10, "num_cycles": float("nan")}, ("num_cycles",), None),
+    ({"type": "hf.cosine_with_restarts", **W10, "num_cycles": 1.5}, ("num_cycles",), 1.5),
+    (
+        {"type": "hf.polynomial", "num_warmup_steps": 10, "num_training_steps": 10},
+        ("num_training_steps",),
+        10,
+    ),
+    ({"type": "hf.polynomial", **W10, "lr_end": -1e-7}, ("lr_end",), -1e-7),
+    ({"type": "hf.polynomial", **W10, "power": -1.0}, ("power",), -1.0),
+    ({"type": "hf.constant_with_warmup", "num_warmup_steps": -3}, ("num_warmup_steps",), -3),
+    ({"type": "hf.inverse_sqrt", "num_warmup_steps": 10, "timescale": 0}, ("timescale",), 0),
+    ({"type": "hf.cosine_with_min_lr", **W10}, ("min_lr_rate",), None),
+    ({"type": "hf.cosine_with_min_lr", **W10, "min_lr": 1e-5, "min_lr_rate": 0.1}, ("min_lr_rate",), 0.1),
+    ({"type": "hf.cosine_with_min_lr", **W10, "min_lr_rate": -0.1}, ("min_lr_rate",), -0.1),
+    ({"type": "hf.cosine_warmup_with_min_lr", **W10, "min_lr": -1.0}, ("min_lr",), -1.0),
+    (
+        {"type": "hf.cosine_warmup_with_min_lr", **W10, "min_lr_rate": 0.1, "warmup_lr_rate": -0.2},
+        ("warmup_lr_rate",),
+        -0.2,
+    ),
+    (
+        {"type": "hf.warmup_stable_decay", "num_warmup_steps": 10, "num_decay_steps": 10},
+        ("num_stable_steps",),
+        None,
+    ),
+    (
+        {
+            "type": "hf.warmup_stable_decay",
+            "num_warmup_steps": 10,
+            "num_decay_steps": 10,
+            "num_training_steps": 15,
+        },
+        ("num_training_steps",),
+        15,
+    ),
+    (
+        {
+            "type": "hf.warmup_stable_decay",
+            "num_warmup_steps": 10,
+            "num_decay_steps": 10,
+            "num_training_steps": 100,
+            "num_stable_steps": 50,
+        },
+        ("num_stable_steps",),
+        50,
+    ),
+    (
+        {
+            "type": "hf.warmup_stable_decay",
+            "num_warmup_steps": 1,
+            "num_decay_steps": 1,
+            "num_stable_steps": 1,
+            "warmup_type": "exp",
+        },
+        ("warmup_type",),
+        "exp",
+    ),
+    (
+        {
+            "type": "hf.warmup_stable_decay",
+            "num_warmup_steps": 1,
+            "num_decay_steps": 1,
+            "num_stable_steps": 1,
+            "min_lr_ratio": -0.1,
+        },
+        ("min_lr_ratio",),
+        -0.1,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "loc", "value"), INVALID, ids=[f"{s['type']}:{'.'.join(map(str, loc))}" for s, loc, _ in INVALID]
+)
+def test_invalid_spec_names_the_field(spec: dict[str, Any], loc: tuple[str | int, ...], value: Any) -> None:
+    with pytest.raises(SpecError) as caught:
+        build_schedule(spec, [0.1])
+    matching = [e for e in caught.value.errors if e.loc == loc]
+    assert matching, f"no error at {loc}: {caught.value.errors}"
+    if value is not None:
+        error = matching[0]
+        assert error.value == value or repr(value) in error.msg or str(value) in error.msg, error
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "hf.linear", "num_warmup_steps": 100, "num_training_steps": 10}, "got 10 < 100"),
+        ({"type": "hf.cosine", **W10, "num_cycles": -0.5}, "got -0.5"),
+        ({"type": "hf.polynomial", "num_warmup_steps": 10, "num_training_steps": 10}, "got 10 == 10"),
+        ({"type": "hf.cosine_with_min_lr", **W10, "min_lr": 1e-5, "min_lr_rate": 0.1}, "min_lr (1e-05)"),
+        (
+            {
+                "type": "hf.warmup_stable_decay",
+                "num_warmup_steps": 10,
+                "num_decay_steps": 10,
+                "num_training_steps": 15,
+            },
+            "got 15 < 10 + 10",
+        ),
+    ],
+)
+def test_messages_quote_the_value(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_spec(spec)
+
+
+def test_polynomial_lr_end_must_be_below_the_first_group_lr() -> None:
+    spec = {"type": "hf.polynomial", **W10, "lr_end": 0.1}
+    with pytest.raises(SpecError) as caught:
+        build_schedule(spec, [0.1, 1.0])
+    (error,) = caught.value.errors
+    assert error.loc == ("lr_end",)
+    assert error.value == 0.1
+    assert "0.1" in error.msg
+    build_schedule(spec, [0.2, 0.01])  # the first group's LR is transformers' optimizer.defaults["lr"]
+
+
+def test_min_lr_needs_a_non_zero_first_group_lr() -> None:
+    spec = {"type": "hf.cosine_with_min_lr", **W10, "min_lr": 1e-5}
+    with pytest.raises(SpecError) as caught:
+        build_schedule(spec, [0.0, 0.1])
+    assert caught.value.errors[0].loc == ("min_lr",)
+
+
+@pytest.mark.parametrize("type_name", sorted(HF_TYPES))
+def test_base_lrs_are_required(type_name: str) -> None:
+    case = next(c for c in CASES if c["spec"]["type"] == type_name)
+    with pytest.raises(SpecError, match="base LRs"):
+        build_schedule(case["spec"], None)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"type": "hf.linear", "num_warmup_steps": 1, "num_training_step": 10}, "num_training_step"),
+        ({"type": "hf.constant", "num_warmup_steps": 1}, "num_warmup_steps"),
+        (
+            {"type": "hf.constant_with_warmup", "num_warmup_steps": 1, "num_training_steps": 10},
+            "num_training_steps",
+        ),
+        ({"type": "hf.cosine", **W10, "last_epoch": -1}, "last_epoch"),
+    ],
+)
+def test_unknown_fields_are_refused(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec)
+    assert (field,) in [e.loc for e in caught.value.errors]
+
+
+def test_misspelled_type_gets_a_suggestion() -> None:
+    with pytest.raises(SpecError, match=r"hf\.cosine") as caught:
+        parse_spec({"type": "hf.cosin", **W10})
+    assert caught.value.errors[0].loc == ("type",)
+
+
+def test_skipped_types_are_unknown() -> None:
+    """Metric-driven schedulers are lrtower's `plateau` config, not a schedule type."""
+    for name in ("hf.reduce_lr_on_plateau", "hf.greedy"):
+        with pytest.raises(SpecError, match="unknown schedule type"):
+            parse_spec({"type": name})
+
+
+def test_wsd_accepts_consistent_training_and_stable_steps() -> None:
+    common = {"type": "hf.warmup_stable_decay", "num_warmup_steps": 2, "num_decay_steps": 3}
+    by_total = build_schedule({**common, "num_training_steps": 9}, [1.0])
+    by_stable = build_schedule({**common, "num_stable_steps": 4}, [1.0])
+    both = build_schedule({**common, "num_training_steps": 9, "num_stable_steps": 4}, [1.0])
+    for step in range(12):
+        assert by_total.lrs(step) == by_stable.lrs(step) == both.lrs(step)
+
+
+def test_huge_num_cycles_has_no_lr_after_the_warmup() -> None:
+    """transformers raises (cos of an infinity) where lrtower answers DomainError."""
+    schedule = build_schedule({"type": "hf.cosine", **W10, "num_cycles": 1e308}, [0.1])
+    assert schedule.lrs(5) == [0.05]
+    with pytest.raises(DomainError) as caught:
+        schedule.lrs(11)
+    assert caught.value.step == 11
