@@ -54,6 +54,36 @@ def ieee_pow(x: float, y: float) -> float:
         return math.inf if x == 0.0 else math.nan
 
 
+def floor(x: float) -> float:
+    """`floor` with IEEE results for inf and NaN (Python's raises)."""
+    return float(math.floor(x)) if math.isfinite(x) else x
+
+
+def ceil(x: float) -> float:
+    """`ceil` with IEEE results for inf and NaN (Python's raises)."""
+    return float(math.ceil(x)) if math.isfinite(x) else x
+
+
+def cos(x: float) -> float:
+    """`cos` with IEEE results: NaN for inf (Python's raises)."""
+    return math.cos(x) if math.isfinite(x) else math.nan
+
+
+def checked(fn: ValueFn, ratios: tuple[float, ...]) -> ValueFn:
+    """Refuse a step where some group's value is not a usable LR (Keras returns inf or NaN)."""
+    top = max(abs(r) for r in ratios)
+
+    def value(step: int) -> float:
+        v = fn(step)
+        if not 0.0 <= v * top < math.inf:
+            if 0.0 <= v < math.inf:
+                raise DomainError(step, f"the value {v!r} times the largest lrs[i] / lrs[0] overflows")
+            raise DomainError(step, f"the schedule's value is {v!r} here, which is not a learning rate")
+        return v
+
+    return value
+
+
 class KerasSpec(SpecModel):
     """Base of the Keras specs: compile to one value function, scaled per param group."""
 
@@ -62,15 +92,8 @@ class KerasSpec(SpecModel):
         raise NotImplementedError
 
     def build(self, ctx: BuildContext) -> Schedule:
-        fn = self.compile()
-
-        def value(step: int) -> float:
-            v = fn(step)
-            if not 0.0 <= v < math.inf:
-                raise DomainError(step, f"the schedule's value is {v!r} here, which is not a learning rate")
-            return v
-
-        return AbsoluteSchedule(value, ctx.group_ratios())
+        ratios = ctx.group_ratios()
+        return AbsoluteSchedule(checked(self.compile(), ratios), ratios)
 
 
 class ExponentialDecay(KerasSpec):
@@ -100,12 +123,17 @@ class ExponentialDecay(KerasSpec):
     staircase: bool = False
 
     def compile(self) -> ValueFn:
-        lr, steps, rate, staircase = self.initial_learning_rate, self.decay_steps, self.decay_rate, self.staircase
+        lr, steps, rate, staircase = (
+            self.initial_learning_rate,
+            self.decay_steps,
+            self.decay_rate,
+            self.staircase,
+        )
 
         def value(step: int) -> float:
             p = float(step) / steps
             if staircase:
-                p = float(math.floor(p))
+                p = floor(p)
             return lr * ieee_pow(rate, p)
 
         return value
@@ -189,14 +217,19 @@ class PolynomialDecay(KerasSpec):
     cycle: bool = False
 
     def compile(self) -> ValueFn:
-        lr, end, power, steps = self.initial_learning_rate, self.end_learning_rate, self.power, self.decay_steps
+        lr, end, power, steps = (
+            self.initial_learning_rate,
+            self.end_learning_rate,
+            self.power,
+            self.decay_steps,
+        )
         span = lr - end
 
         if self.cycle:
 
             def value(step: int) -> float:
                 t = float(step)
-                multiplier = 1.0 if t == 0 else float(math.ceil(t / steps))
+                multiplier = 1.0 if t == 0 else ceil(t / steps)
                 p = t / (steps * multiplier)
                 return span * ieee_pow(1 - p, power) + end
 
@@ -235,12 +268,17 @@ class InverseTimeDecay(KerasSpec):
     staircase: bool = False
 
     def compile(self) -> ValueFn:
-        lr, steps, rate, staircase = self.initial_learning_rate, self.decay_steps, self.decay_rate, self.staircase
+        lr, steps, rate, staircase = (
+            self.initial_learning_rate,
+            self.decay_steps,
+            self.decay_rate,
+            self.staircase,
+        )
 
         def value(step: int) -> float:
             p = float(step) / steps
             if staircase:
-                p = float(math.floor(p))
+                p = floor(p)
             return lr / (1.0 + rate * p)
 
         return value
@@ -350,7 +388,7 @@ class CosineDecayRestarts(KerasSpec):
         def value(step: int) -> float:
             fraction = float(step) / first
             if t_mul == 1.0:
-                restart = float(math.floor(fraction))
+                restart = floor(fraction)
                 fraction -= restart
             else:
                 inner = 1.0 - fraction * one_minus_t
@@ -358,10 +396,10 @@ class CosineDecayRestarts(KerasSpec):
                     raise DomainError(
                         step, f"the cycles (t_mul={t_mul!r}) end for good after {first / one_minus_t!r} steps"
                     )
-                restart = float(math.floor(math.log(inner) / log_t))
+                restart = floor(math.log(inner) / log_t)
                 grown = ieee_pow(t_mul, restart)
                 fraction = (fraction - (1.0 - grown) / one_minus_t) / grown
-            cosine = 0.5 * ieee_pow(m_mul, restart) * (1.0 + math.cos(math.pi * fraction))
+            cosine = 0.5 * ieee_pow(m_mul, restart) * (1.0 + cos(math.pi * fraction))
             return lr * ((1 - alpha) * cosine + alpha)
 
         return value

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BeforeValidator,
@@ -79,12 +79,15 @@ def ieee_pow(x: float, y: float) -> float:
         return math.inf if x == 0.0 else math.nan
 
 
-def checked(fn: ValueFn) -> ValueFn:
-    """Refuse a step where the schedule's value is not a usable LR (optax returns inf or NaN)."""
+def checked(fn: ValueFn, ratios: Sequence[float]) -> ValueFn:
+    """Refuse a step where some group's value is not a usable LR (optax returns inf or NaN)."""
+    top = max(abs(r) for r in ratios)
 
     def value(step: int) -> float:
         v = fn(step)
-        if not 0.0 <= v < math.inf:
+        if not 0.0 <= v * top < math.inf:
+            if 0.0 <= v < math.inf:
+                raise DomainError(step, f"the value {v!r} times the largest lrs[i] / lrs[0] overflows")
             raise DomainError(step, f"the schedule's value is {v!r} here, which is not a learning rate")
         return v
 
@@ -99,7 +102,8 @@ class OptaxSpec(SpecModel):
         raise NotImplementedError
 
     def build(self, ctx: BuildContext) -> Schedule:
-        return AbsoluteSchedule(checked(self.compile()), ctx.group_ratios())
+        ratios = ctx.group_ratios()
+        return AbsoluteSchedule(checked(self.compile(), ratios), ratios)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +114,6 @@ class OptaxSpec(SpecModel):
 def polynomial(init: float, end: float, power: float, transition_steps: int, begin: int) -> ValueFn:
     if transition_steps <= 0:
         return lambda count: init
-    begin = max(begin, 0)
     span = init - end
 
     def value(count: int) -> float:
@@ -129,9 +132,8 @@ def exponential(
     staircase: bool,
     end: float | None,
 ) -> ValueFn:
-    if transition_steps <= 0 or decay_rate == 0:
-        return lambda count: init
-    begin = max(begin, 0)
+    # optax holds init_value when transition_steps <= 0 or decay_rate == 0; lrtower refuses
+    # both (optax documents them as "must be positive" and "must not be zero").
     clip: Callable[[float, float], float] = max if decay_rate < 1.0 else min
 
     def value(count: int) -> float:
@@ -172,13 +174,7 @@ def join(parts: Sequence[ValueFn], boundaries: Sequence[int]) -> ValueFn:
 
     def value(count: int) -> float:
         i = bisect_right(suffix, count)
-        if i == 0:
-            return parts[0](count)
-        local = count - bounds[i - 1]
-        try:
-            return parts[i](local)
-        except DomainError as exc:
-            raise DomainError(count, f"schedules[{i}] at its count {local}: {exc.reason}") from None
+        return parts[0](count) if i == 0 else parts[i](count - bounds[i - 1])
 
     return value
 
@@ -196,11 +192,17 @@ def warmup_cosine(
     )
 
 
+def accumulated(init: float, scales: Mapping[int, float]) -> list[float]:
+    """init, init*s1, init*s1*s2, ...: the scales multiplied in one at a time, in boundary order."""
+    values = [init]
+    for t in sorted(scales):
+        values.append(values[-1] * scales[t])
+    return values
+
+
 def piecewise_constant(init: float, scales: Mapping[int, float]) -> ValueFn:
     thresholds = sorted(scales)
-    values = [init]
-    for t in thresholds:
-        values.append(scales[t] * values[-1])
+    values = accumulated(init, scales)
 
     def value(count: int) -> float:
         return values[bisect_right(thresholds, count)]
@@ -208,17 +210,9 @@ def piecewise_constant(init: float, scales: Mapping[int, float]) -> ValueFn:
     return value
 
 
-def interpolate_values(init: float, scales: Mapping[int, float]) -> list[float]:
-    """The accumulated values optax interpolates between: init, init*s1, init*s1*s2, ..."""
-    values = [init]
-    for t in sorted(scales):
-        values.append(values[-1] * scales[t])
-    return values
-
-
 def piecewise_interpolate(kind: str, init: float, scales: Mapping[int, float]) -> ValueFn:
     bounds = sorted(scales)
-    values = interpolate_values(init, scales)
+    values = accumulated(init, scales)
     starts = [0, *bounds]
     # Segment j runs from starts[j] to bounds[j]; optax widens an empty one to 1 step.
     sizes = [float(max(b - a, 1)) for a, b in zip(starts, bounds, strict=False)]
@@ -244,18 +238,6 @@ def piecewise_interpolate(kind: str, init: float, scales: Mapping[int, float]) -
     return value
 
 
-def onecycle_bounds(spec: LinearOnecycleSchedule | CosineOnecycleSchedule) -> dict[int, float]:
-    """The boundaries_and_scales optax builds for its onecycle schedules (dict literal order)."""
-    ts, div = spec.transition_steps, spec.div_factor
-    if isinstance(spec, LinearOnecycleSchedule):
-        return {
-            int(spec.pct_start * ts): div,
-            int(spec.pct_final * ts): 1.0 / div,
-            ts: 1.0 / spec.final_div_factor,
-        }
-    return {int(spec.pct_start * ts): div, int(ts): 1.0 / (div * spec.final_div_factor)}
-
-
 # ---------------------------------------------------------------------------------------------
 # Validators shared by several specs.
 
@@ -272,7 +254,9 @@ def parse_boundaries_and_scales(value: Mapping[str, float] | None) -> dict[int, 
         except ValueError:
             step = None
         if step is None or str(step) != key:
-            raise field_error((key,), f'keys are integer steps written in decimal, such as "100"; got {key!r}', key)
+            raise field_error(
+                (key,), f'keys are integer steps written in decimal, such as "100"; got {key!r}', key
+            )
         if abs(step) > STEP_MAX:
             raise field_error((key,), f"a boundary must lie within +-2**53, got {key}", key)
         out[step] = scale
@@ -286,7 +270,7 @@ def check_boundaries_and_scales(
     parsed = parse_boundaries_and_scales(value)
     init = info.data.get("init_value")
     if init is not None:
-        for v in interpolate_values(init, parsed):
+        for v in accumulated(init, parsed):
             if not v < limit:
                 raise ValueError(f"init_value times the scales reaches {v!r}, too large for a learning rate")
     return value
@@ -500,7 +484,12 @@ class WarmupCosineDecaySchedule(OptaxSpec):
 
     def compile(self) -> ValueFn:
         return warmup_cosine(
-            self.init_value, self.peak_value, self.warmup_steps, self.decay_steps, self.end_value, self.exponent
+            self.init_value,
+            self.peak_value,
+            self.warmup_steps,
+            self.decay_steps,
+            self.end_value,
+            self.exponent,
         )
 
 
@@ -640,15 +629,47 @@ class PiecewiseInterpolateSchedule(OptaxSpec):
 
 
 class _Onecycle(OptaxSpec):
-    """What the onecycle schedules share: the boundaries they derive must be steps."""
+    """What the onecycle schedules share: the interpolation they derive must be usable.
+
+    Each class declares its own fields, in optax's argument order.
+    """
+
+    if TYPE_CHECKING:
+        transition_steps: int
+        peak_value: float
+        div_factor: float
+        final_div_factor: float
+
+    def scales(self) -> dict[int, float]:
+        """The boundaries_and_scales optax builds (a dict literal: a repeated key keeps the last)."""
+        raise NotImplementedError
+
+    def pcts(self) -> dict[str, float]:
+        raise NotImplementedError
 
     @model_validator(mode="after")
-    def _bounds_are_steps(self) -> _Onecycle:
-        ts = getattr(self, "transition_steps", 0)
-        for name in ("pct_start", "pct_final"):
-            pct = getattr(self, name, None)
-            if pct is not None and abs(pct * ts) > STEP_MAX:
-                raise field_error((name,), f"{name} * transition_steps must lie within +-2**53; got {pct!r}", pct)
+    def _derived_schedule(self) -> _Onecycle:
+        for name, pct in self.pcts().items():
+            if abs(pct * self.transition_steps) > STEP_MAX:
+                raise field_error(
+                    (name,), f"{name} * transition_steps must lie within +-2**53; got {pct!r}", pct
+                )
+        try:
+            scales = self.scales()
+        except ZeroDivisionError:  # optax raises the same, computing 1 / (div_factor * final_div_factor)
+            raise field_error(
+                ("final_div_factor",),
+                f"div_factor * final_div_factor is 0 in double precision; got {self.final_div_factor!r}",
+                self.final_div_factor,
+            ) from None
+        for v in accumulated(self.peak_value / self.div_factor, scales):
+            if not v < INTERPOLATE_MAX:
+                raise field_error(
+                    ("div_factor",),
+                    f"peak_value, div_factor and final_div_factor give a value of {v!r}, too large;"
+                    f" got div_factor={self.div_factor!r}",
+                    self.div_factor,
+                )
         return self
 
 
@@ -684,8 +705,19 @@ class LinearOnecycleSchedule(_Onecycle):
     div_factor: Annotated[float, Field(gt=0)] = 25.0
     final_div_factor: Annotated[float, Field(gt=0)] = 1e4
 
+    def pcts(self) -> dict[str, float]:
+        return {"pct_start": self.pct_start, "pct_final": self.pct_final}
+
+    def scales(self) -> dict[int, float]:
+        ts, div = self.transition_steps, self.div_factor
+        return {
+            int(self.pct_start * ts): div,
+            int(self.pct_final * ts): 1.0 / div,
+            ts: 1.0 / self.final_div_factor,
+        }
+
     def compile(self) -> ValueFn:
-        return piecewise_interpolate("linear", self.peak_value / self.div_factor, onecycle_bounds(self))
+        return piecewise_interpolate("linear", self.peak_value / self.div_factor, self.scales())
 
 
 class CosineOnecycleSchedule(_Onecycle):
@@ -715,8 +747,15 @@ class CosineOnecycleSchedule(_Onecycle):
     div_factor: Annotated[float, Field(gt=0)] = 25.0
     final_div_factor: Annotated[float, Field(gt=0)] = 1e4
 
+    def pcts(self) -> dict[str, float]:
+        return {"pct_start": self.pct_start}
+
+    def scales(self) -> dict[int, float]:
+        ts, div = self.transition_steps, self.div_factor
+        return {int(self.pct_start * ts): div, int(ts): 1.0 / (div * self.final_div_factor)}
+
     def compile(self) -> ValueFn:
-        return piecewise_interpolate("cosine", self.peak_value / self.div_factor, onecycle_bounds(self))
+        return piecewise_interpolate("cosine", self.peak_value / self.div_factor, self.scales())
 
 
 class CosineKwargs(SpecModel):

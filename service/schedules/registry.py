@@ -93,8 +93,17 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
             errors.append(FieldError((*loc, "type"), _unknown_type_message(err["input"]), _input_type(err)))
             continue
         msg = err["msg"].removeprefix("Value error, ")
-        errors.append(FieldError(loc, msg, err.get("input")))
+        value = err.get("input")
+        quoted = _quote(value)
+        if quoted not in msg and not isinstance(value, Mapping):  # a whole spec is not worth quoting
+            msg = f"{msg}, got {quoted}"
+        errors.append(FieldError(loc, msg, value))
     return errors
+
+
+def _quote(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _input_type(err: Any) -> Any:

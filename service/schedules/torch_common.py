@@ -74,8 +74,9 @@ class TorchNode(Schedule):
         """Product of the update factors of epochs 0..e (multiplicative nodes only)."""
         raise DomainError(e, f"{type(self).__name__} does not multiply the LR it is chained with")
 
-    def momentum_at(self, e: int) -> list[float] | None:
-        return self.momentum(e)
+    def construction_lrs(self) -> list[float]:
+        """The LR its construction step sets, which torch makes step 0 of a ChainedScheduler."""
+        return self.lrs(0)
 
 
 class MultiplicativeNode(TorchNode):

@@ -187,7 +187,9 @@ class _ChainedNode(TorchNode):
             for child in self.children:
                 values = [v * f for v, f in zip(values, child.cumulative(e, initial), strict=True)]
             return values
-        values = self.children[self.last_overwriter].lrs(e)
+        overwriter = self.children[self.last_overwriter]
+        # Step 0 of a chain is made of its children's construction steps.
+        values = overwriter.construction_lrs() if e == 0 and initial else overwriter.lrs(e)
         for child in self.children[self.last_overwriter + 1 :]:
             values = [a * v + b for (a, b), v in zip(child.step_map(e, initial), values, strict=True)]
         return values

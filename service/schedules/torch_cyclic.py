@@ -58,16 +58,18 @@ class CyclicLR(TorchSpec):
                 ctx.per_group(("base_momentum",), self.base_momentum),
                 ctx.per_group(("max_momentum",), self.max_momentum),
             )
-        # torch sets the groups' LR to base_lr before recording `initial_lr`.
+        # torch sets the groups' LR to base_lr before recording `initial_lr`, and its
+        # construction step still scales from `initial_lr`: an earlier scheduler's, if any.
         if ctx.initial_lrs is None:
             ctx.initial_lrs = base_lrs
+        constructed_on = ctx.initial_lrs
         scale_fn = None
         if self.scale_fn is not None:
             try:
                 scale_fn = Expression.compile(self.scale_fn)
             except SpecError as exc:
                 raise exc.prefixed("scale_fn") from None
-        return _CyclicNode(self, base_lrs, max_lrs, momenta, scale_fn)
+        return _CyclicNode(self, base_lrs, max_lrs, momenta, scale_fn, constructed_on)
 
 
 class _CyclicNode(OverwritingNode):
@@ -78,8 +80,10 @@ class _CyclicNode(OverwritingNode):
         max_lrs: tuple[float, ...],
         momenta: tuple[tuple[float, ...], tuple[float, ...]] | None,
         scale_fn: Expression | None,
+        constructed_on: tuple[float, ...],
     ) -> None:
         super().__init__(base_lrs)
+        self._constructed_on = constructed_on
         up = float(spec.step_size_up)
         down = float(spec.step_size_down) if spec.step_size_down is not None else up
         self.total_size = up + down
@@ -108,7 +112,9 @@ class _CyclicNode(OverwritingNode):
         if self.mode == "triangular":
             return 1.0
         if self.mode == "triangular2":
-            return 1 / (2.0 ** (x - 1))
+            # torch's 1 / 2.0 ** (x - 1) overflows past cycle 1024; 0.5 ** (x - 1) is the same
+            # exact power of two until then, and tends to the limit (LR = base_lr) after.
+            return 0.5 ** (x - 1)
         return self.gamma**x
 
     def lrs(self, step: int) -> list[float]:
@@ -116,6 +122,9 @@ class _CyclicNode(OverwritingNode):
         return [
             base + (top - base) * height * scale for base, top in zip(self.bases, self.max_lrs, strict=True)
         ]
+
+    def construction_lrs(self) -> list[float]:
+        return list(self._constructed_on)  # the cycle's start, scaled from the initial_lr
 
     def momentum(self, step: int) -> list[float] | None:
         if self.momenta is None:
@@ -262,13 +271,20 @@ class _WarmRestartsNode(OverwritingNode):
 
     def _cycle(self, e: int) -> tuple[int, int]:
         """(T_cur, T_i) after e steps, in exact integers as torch's stepping computes them."""
-        if self.t_mult == 1:
-            return e % self.t_0, self.t_0
-        start, length = 0, self.t_0
-        while e >= start + length:  # at most log2(2**53) = 53 rounds
-            start += length
-            length *= self.t_mult
-        return e - start, length
+        t_0, m = self.t_0, self.t_mult
+        if m == 1:
+            return e % t_0, t_0
+        # Cycle n starts at t_0 * (m**n - 1) / (m - 1). A float log finds n; integers settle it.
+        n = int(math.log(e * (m - 1) / t_0 + 1, m))
+        while n > 0 and self._start(n) > e:
+            n -= 1
+        while self._start(n + 1) <= e:
+            n += 1
+        return e - self._start(n), t_0 * m**n
+
+    def _start(self, n: int) -> int:
+        start: int = self.t_0 * (self.t_mult**n - 1) // (self.t_mult - 1)
+        return start
 
     def lrs(self, step: int) -> list[float]:
         t_cur, t_i = self._cycle(step)

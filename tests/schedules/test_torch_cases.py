@@ -163,12 +163,16 @@ def test_large_steps_of_closed_form_classes() -> None:
         assert_close("torch large steps", want, got, spec)
 
 
-def test_warm_restarts_with_t_mult_are_exact_at_large_steps() -> None:
+@pytest.mark.parametrize("t_mult", [2, 3])
+def test_warm_restarts_with_t_mult_are_exact_at_large_steps(t_mult: int) -> None:
     # Torch's own closed form for T_mult > 1 goes through a float log; stepping is exact integers.
-    schedule = build_schedule({"type": "CosineAnnealingWarmRestarts", "T_0": 3, "T_mult": 2}, [1.0])
-    start = 3 * (2**40 - 1)  # the step where cycle 40 begins: the LR is back at base
-    assert schedule.at(start)[0] == [1.0]
-    assert schedule.at(start - 1)[0][0] < 1e-20
+    schedule = build_schedule({"type": "CosineAnnealingWarmRestarts", "T_0": 3, "T_mult": t_mult}, [1.0])
+    n = 1
+    while (start := 3 * (t_mult**n - 1) // (t_mult - 1)) <= STEP_MAX:
+        assert schedule.at(start)[0] == [1.0], n  # cycle n begins: back at base_lr
+        length = 3 * t_mult ** (n - 1)  # the last step of cycle n - 1 is its T_cur = length - 1
+        assert schedule.at(start - 1)[0] == [(1 + math.cos(math.pi * (length - 1) / length)) / 2], n
+        n += 1
 
 
 def test_answers_cost_the_same_far_out() -> None:

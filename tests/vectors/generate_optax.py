@@ -514,15 +514,16 @@ def main() -> None:
     for c in CASES:
         fn = to_optax(c["spec"])
         cases.append({**c, "values": [evaluate(fn, s) for s in c["steps"]]})
-    doc = {
+    header = {
         "library": "optax",
         "version": optax.__version__,
         "jax_version": jax.__version__,
         "precision": "float64 (jax_enable_x64), int64 counts, eager calls",
         "generated_by": "tests/vectors/generate_optax.py",
-        "cases": cases,
     }
-    OUT.write_text(json.dumps(doc, indent=None, separators=(",", ":")) + "\n")
+    lines = [json.dumps(c, separators=(",", ":")) for c in cases]
+    head = json.dumps(header, indent=2)[:-2]
+    OUT.write_text(head + ',\n  "cases": [\n' + ",\n".join(lines) + "\n  ]\n}\n")
     points = sum(len(c["steps"]) for c in cases)
     print(f"wrote {OUT} with {len(cases)} cases, {points} points", file=sys.stderr)
 
