@@ -90,14 +90,6 @@ class LambdaSchedule(Schedule):
         return lrs
 
 
-def _lambda_base_lrs(ctx: BuildContext) -> tuple[float, ...]:
-    """LambdaLR's `base_lrs`: each group's `initial_lr`, which the first scheduler records."""
-    bases = ctx.require_base_lrs()
-    if ctx.initial_lrs is None:
-        ctx.initial_lrs = bases
-    return ctx.initial_lrs
-
-
 def _optimizer_lr(ctx: BuildContext) -> float:
     """transformers' `optimizer.defaults["lr"]`: the first group's base LR."""
     return ctx.require_base_lrs()[0]
@@ -112,7 +104,7 @@ class HFSpec(SpecModel):
 
     def build(self, ctx: BuildContext) -> Schedule:
         lr_init = _optimizer_lr(ctx)
-        return LambdaSchedule(self.multiplier(lr_init), _lambda_base_lrs(ctx))
+        return LambdaSchedule(self.multiplier(lr_init), ctx.require_base_lrs())
 
     @field_validator("num_training_steps", check_fields=False)
     @classmethod
@@ -297,7 +289,7 @@ class Constant(SpecModel):
     type: Literal["hf.constant"] = "hf.constant"
 
     def build(self, ctx: BuildContext) -> Schedule:
-        return LambdaSchedule(lambda current_step: 1.0, _lambda_base_lrs(ctx))
+        return LambdaSchedule(lambda current_step: 1.0, ctx.require_base_lrs())
 
 
 class ConstantWithWarmup(HFSpec):

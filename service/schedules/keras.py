@@ -35,6 +35,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from .base import STEP_MAX, AbsoluteSchedule, BuildContext, DomainError, Schedule, SpecModel
+from .ieee import ceil, cos, floor, ieee_pow
 
 ValueFn = Callable[[int], float]
 
@@ -42,46 +43,6 @@ NonNegative = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
 MAX_ITEMS = 10_000
 """The most boundaries one PiecewiseConstantDecay may list."""
-
-
-def ieee_pow(x: float, y: float) -> float:
-    """`x ** y` with IEEE results where Python raises: inf on overflow, NaN or inf off the domain."""
-    try:
-        return math.pow(x, y)
-    except OverflowError:
-        return math.inf
-    except ValueError:
-        return math.inf if x == 0.0 else math.nan
-
-
-def floor(x: float) -> float:
-    """`floor` with IEEE results for inf and NaN (Python's raises)."""
-    return float(math.floor(x)) if math.isfinite(x) else x
-
-
-def ceil(x: float) -> float:
-    """`ceil` with IEEE results for inf and NaN (Python's raises)."""
-    return float(math.ceil(x)) if math.isfinite(x) else x
-
-
-def cos(x: float) -> float:
-    """`cos` with IEEE results: NaN for inf (Python's raises)."""
-    return math.cos(x) if math.isfinite(x) else math.nan
-
-
-def checked(fn: ValueFn, ratios: tuple[float, ...]) -> ValueFn:
-    """Refuse a step where some group's value is not a usable LR (Keras returns inf or NaN)."""
-    top = max(abs(r) for r in ratios)
-
-    def value(step: int) -> float:
-        v = fn(step)
-        if not 0.0 <= v * top < math.inf:
-            if 0.0 <= v < math.inf:
-                raise DomainError(step, f"the value {v!r} times the largest lrs[i] / lrs[0] overflows")
-            raise DomainError(step, f"the schedule's value is {v!r} here, which is not a learning rate")
-        return v
-
-    return value
 
 
 class KerasSpec(SpecModel):
@@ -93,7 +54,7 @@ class KerasSpec(SpecModel):
 
     def build(self, ctx: BuildContext) -> Schedule:
         ratios = ctx.group_ratios()
-        return AbsoluteSchedule(checked(self.compile(), ratios), ratios)
+        return AbsoluteSchedule(self.compile(), ratios)
 
 
 class ExponentialDecay(KerasSpec):

@@ -40,7 +40,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from .base import STEP_MAX, AbsoluteSchedule, BuildContext, DomainError, Loc, Schedule, SpecModel
+from .base import STEP_MAX, AbsoluteSchedule, BuildContext, Loc, Schedule, SpecModel
+from .ieee import ieee_pow
 
 ValueFn = Callable[[int], float]
 """A compiled optax schedule: count -> value (a Python float, double precision)."""
@@ -66,34 +67,6 @@ def field_error(loc: Loc, msg: str, value: Any) -> ValidationError:
     return ValidationError.from_exception_data("spec", [detail])
 
 
-def ieee_pow(x: float, y: float) -> float:
-    """`x ** y` with IEEE results where Python raises: inf on overflow, NaN or inf off the domain.
-
-    The value itself is C's `pow`, which is what XLA calls for float64 on CPU.
-    """
-    try:
-        return math.pow(x, y)
-    except OverflowError:
-        return math.inf
-    except ValueError:
-        return math.inf if x == 0.0 else math.nan
-
-
-def checked(fn: ValueFn, ratios: Sequence[float]) -> ValueFn:
-    """Refuse a step where some group's value is not a usable LR (optax returns inf or NaN)."""
-    top = max(abs(r) for r in ratios)
-
-    def value(step: int) -> float:
-        v = fn(step)
-        if not 0.0 <= v * top < math.inf:
-            if 0.0 <= v < math.inf:
-                raise DomainError(step, f"the value {v!r} times the largest lrs[i] / lrs[0] overflows")
-            raise DomainError(step, f"the schedule's value is {v!r} here, which is not a learning rate")
-        return v
-
-    return value
-
-
 class OptaxSpec(SpecModel):
     """Base of the optax specs: compile to one value function, scaled per param group."""
 
@@ -103,7 +76,7 @@ class OptaxSpec(SpecModel):
 
     def build(self, ctx: BuildContext) -> Schedule:
         ratios = ctx.group_ratios()
-        return AbsoluteSchedule(checked(self.compile(), ratios), ratios)
+        return AbsoluteSchedule(self.compile(), ratios)
 
 
 # ---------------------------------------------------------------------------------------------

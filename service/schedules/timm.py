@@ -104,14 +104,6 @@ class TimmSchedule(Schedule):
         return lrs
 
 
-def _timm_base_lrs(ctx: BuildContext) -> tuple[float, ...]:
-    """timm's `base_values`: each group's `initial_lr`, recorded by the first scheduler."""
-    bases = ctx.require_base_lrs()
-    if ctx.initial_lrs is None:
-        ctx.initial_lrs = bases
-    return ctx.initial_lrs
-
-
 class TimmSpec(SpecModel):
     """A timm scheduler: `build` compiles its `_get_lr` against the base LRs."""
 
@@ -119,7 +111,7 @@ class TimmSpec(SpecModel):
         raise NotImplementedError
 
     def build(self, ctx: BuildContext) -> Schedule:
-        bases = _timm_base_lrs(ctx)
+        bases = ctx.require_base_lrs()
         return TimmSchedule(self.get_lr(bases), len(bases))
 
 

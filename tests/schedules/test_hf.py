@@ -30,7 +30,7 @@ def _case_id(case: dict[str, Any]) -> str:
 def test_matches_transformers(case: dict[str, Any]) -> None:
     schedule = build_schedule(case["spec"], case["base_lrs"])
     assert schedule.n_groups == len(case["base_lrs"])
-    actual = [schedule.lrs(step) for step in case["steps"]]
+    actual = [schedule.at(step)[0] for step in case["steps"]]
     assert_close("hf", case["lrs"], actual, _case_id(case))
 
 
@@ -42,7 +42,7 @@ def test_vectors_summary() -> None:
     for case in CASES:
         schedule = build_schedule(case["spec"], case["base_lrs"])
         for step, expected in zip(case["steps"], case["lrs"], strict=True):
-            for want, got in zip(expected, schedule.lrs(step), strict=True):
+            for want, got in zip(expected, schedule.at(step)[0], strict=True):
                 points += 1
                 worst = max(worst, rel_error(want, got))
     print(
@@ -241,13 +241,13 @@ def test_wsd_accepts_consistent_training_and_stable_steps() -> None:
     by_stable = build_schedule({**common, "num_stable_steps": 4}, [1.0])
     both = build_schedule({**common, "num_training_steps": 9, "num_stable_steps": 4}, [1.0])
     for step in range(12):
-        assert by_total.lrs(step) == by_stable.lrs(step) == both.lrs(step)
+        assert by_total.at(step)[0] == by_stable.at(step)[0] == both.at(step)[0]
 
 
 def test_huge_num_cycles_has_no_lr_after_the_warmup() -> None:
     """transformers raises (cos of an infinity) where lrtower answers DomainError."""
     schedule = build_schedule({"type": "hf.cosine", **W10, "num_cycles": 1e308}, [0.1])
-    assert schedule.lrs(5) == [0.05]
+    assert schedule.at(5)[0] == [0.05]
     with pytest.raises(DomainError) as caught:
-        schedule.lrs(11)
+        schedule.at(11)[0]
     assert caught.value.step == 11

@@ -48,10 +48,10 @@ def compare(case: dict[str, Any]) -> tuple[int, float, float]:
     for step, value in zip(case["steps"], case["values"], strict=True):
         if value is None:
             with pytest.raises(DomainError):
-                schedule.lrs(step)
+                schedule.at(step)[0]
             points += 1
             continue
-        for i, got in enumerate(schedule.lrs(step)):
+        for i, got in enumerate(schedule.at(step)[0]):
             want = value * bases[i] / bases[0]
             err = rel_error(want, got)
             assert err <= REL_TOL, f"{case['spec']} step {step} group {i}: keras {want!r}, lrtower {got!r}"
@@ -105,7 +105,7 @@ def test_large_steps_are_fast() -> None:
     for schedule in schedules:
         for step in steps:
             with contextlib.suppress(DomainError):
-                schedule.lrs(step)
+                schedule.at(step)[0]
     assert time.perf_counter() - start < 5.0
 
 
@@ -116,7 +116,7 @@ def test_piecewise_switches_after_the_boundary() -> None:
     """Keras switches at step > boundary (optax at step >= boundary)."""
     spec = {"type": "keras.PiecewiseConstantDecay", "boundaries": [10], "values": [1.0, 0.5]}
     schedule = build_schedule(spec, None)
-    assert [schedule.lrs(t) for t in (10, 11)] == [[1.0], [0.5]]
+    assert [schedule.at(t)[0] for t in (10, 11)] == [[1.0], [0.5]]
 
 
 def test_groups_scale_by_their_share_of_the_first() -> None:
@@ -126,7 +126,7 @@ def test_groups_scale_by_their_share_of_the_first() -> None:
         "decay_steps": 1,
         "decay_rate": 0.5,
     }
-    assert build_schedule(spec, [1.0, 4.0]).lrs(1) == [0.05, 0.2]
+    assert build_schedule(spec, [1.0, 4.0]).at(1)[0] == [0.05, 0.2]
 
 
 def test_shrinking_restarts_end_with_a_domain_error() -> None:
@@ -138,9 +138,9 @@ def test_shrinking_restarts_end_with_a_domain_error() -> None:
         "t_mul": 0.5,
     }
     schedule = build_schedule(spec, None)
-    schedule.lrs(19)
+    schedule.at(19)[0]
     with pytest.raises(DomainError, match=re.escape("end for good after 20.0 steps")) as caught:
-        schedule.lrs(20)
+        schedule.at(20)[0]
     assert caught.value.step == 20
 
 
@@ -152,26 +152,26 @@ def test_growth_past_a_double_is_a_domain_error() -> None:
         "decay_rate": 2.0,
     }
     schedule = build_schedule(spec, None)
-    assert schedule.lrs(1000) == [2.0**1000]
+    assert schedule.at(1000)[0] == [2.0**1000]
     with pytest.raises(DomainError):
-        schedule.lrs(1024)
+        schedule.at(1024)[0]
 
 
 def test_degenerate_decay_steps_follow_ieee() -> None:
     """step / 1e-320 is inf: Keras floors it to inf (Python's floor would raise)."""
     tiny = {"decay_steps": 1e-320, "staircase": True, "initial_learning_rate": 0.1}
     exp = build_schedule({"type": "keras.ExponentialDecay", **tiny, "decay_rate": 0.5}, None)
-    assert exp.lrs(1) == [0.0]
+    assert exp.at(1)[0] == [0.0]
     inv = build_schedule({"type": "keras.InverseTimeDecay", **tiny, "decay_rate": 0.0}, None)
     with pytest.raises(DomainError, match="nan"):
-        inv.lrs(1)  # 1 + 0 * inf is NaN in Keras too
+        inv.at(1)[0]  # 1 + 0 * inf is NaN in Keras too
 
 
 def test_cosine_decay_warmup_steps_without_target_are_ignored() -> None:
     """As in Keras, warmup_steps means nothing without warmup_target."""
     plain = {"type": "keras.CosineDecay", "initial_learning_rate": 0.1, "decay_steps": 100}
     a, b = build_schedule(plain, None), build_schedule({**plain, "warmup_steps": 50}, None)
-    assert [a.lrs(t) for t in range(0, 120, 7)] == [b.lrs(t) for t in range(0, 120, 7)]
+    assert [a.at(t)[0] for t in range(0, 120, 7)] == [b.at(t)[0] for t in range(0, 120, 7)]
 
 
 # --- refusals ---------------------------------------------------------------------------------

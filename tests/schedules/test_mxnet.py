@@ -56,10 +56,10 @@ def compare(case: dict[str, Any]) -> tuple[int, float, float]:
     for step, value in zip(case["steps"], case["values"], strict=True):
         if value is None:
             with pytest.raises(DomainError):
-                schedule.lrs(step)
+                schedule.at(step)[0]
             points += 1
             continue
-        for i, got in enumerate(schedule.lrs(step)):
+        for i, got in enumerate(schedule.at(step)[0]):
             want = value * bases[i] / bases[0]
             err = rel_error(want, got)
             assert err <= REL_TOL, f"{case['spec']} step {step} group {i}: mxnet {want!r}, lrtower {got!r}"
@@ -109,7 +109,7 @@ def test_large_steps_are_fast() -> None:
     for schedule in schedules:
         for step in steps:
             with contextlib.suppress(DomainError):
-                schedule.lrs(step)
+                schedule.at(step)[0]
     assert time.perf_counter() - start < 5.0
 
 
@@ -281,7 +281,7 @@ def assert_same_as_stepping(spec: dict[str, Any], steps: int) -> None:
     oracle = ORACLES[spec["type"]](**{k: v for k, v in spec.items() if k != "type"})
     schedule = build_schedule(spec, None)
     for n in range(steps + 1):
-        assert schedule.lrs(n) == [oracle(n)], (spec, n)
+        assert schedule.at(n)[0] == [oracle(n)], (spec, n)
 
 
 # --- random specs against the transcription -----------------------------------------------------
@@ -362,9 +362,9 @@ def test_factor_scheduler_beyond_the_replayed_decays() -> None:
         want = oracle(n)
         if n <= 16385:  # decay k = n - 1 <= 16384: replayed
             if n % 31 == 0 or n >= 16380:
-                assert schedule.lrs(n) == [want], n
+                assert schedule.at(n)[0] == [want], n
         elif n % 97 == 0:
-            worst = max(worst, rel_error(want, schedule.lrs(n)[0]))
+            worst = max(worst, rel_error(want, schedule.at(n)[0][0]))
     assert 0 < worst <= REL_TOL
 
 
@@ -383,11 +383,11 @@ def test_decays_apply_after_the_listed_update() -> None:
     multi = build_schedule(
         {"type": "mxnet.MultiFactorScheduler", "step": [10], "factor": 0.5, "base_lr": 1.0}, None
     )
-    assert [multi.lrs(t) for t in (10, 11)] == [[1.0], [0.5]]
+    assert [multi.at(t)[0] for t in (10, 11)] == [[1.0], [0.5]]
     factor = build_schedule(
         {"type": "mxnet.FactorScheduler", "step": 10, "factor": 0.5, "base_lr": 1.0}, None
     )
-    assert [factor.lrs(t) for t in (10, 11, 20, 21)] == [[1.0], [0.5], [0.5], [0.25]]
+    assert [factor.at(t)[0] for t in (10, 11, 20, 21)] == [[1.0], [0.5], [0.5], [0.25]]
 
 
 def test_stop_factor_lr_can_raise_a_low_base_lr() -> None:
@@ -395,7 +395,7 @@ def test_stop_factor_lr_can_raise_a_low_base_lr() -> None:
     schedule = build_schedule(
         {"type": "mxnet.FactorScheduler", "step": 5, "factor": 0.5, "base_lr": 1e-9}, None
     )
-    assert [schedule.lrs(t) for t in (5, 6)] == [[1e-9], [1e-8]]
+    assert [schedule.at(t)[0] for t in (5, 6)] == [[1e-9], [1e-8]]
 
 
 def test_warmup_then_catch_up() -> None:
@@ -408,7 +408,7 @@ def test_warmup_then_catch_up() -> None:
         "warmup_steps": 10,
     }
     schedule = build_schedule(spec, None)
-    assert [schedule.lrs(t)[0] for t in (0, 5, 9, 10, 20, 21)] == [0.0, 0.5, 0.9, 0.25, 0.25, 0.125]
+    assert [schedule.at(t)[0][0] for t in (0, 5, 9, 10, 20, 21)] == [0.0, 0.5, 0.9, 0.25, 0.25, 0.125]
 
 
 def test_overflow_in_mxnet_arithmetic_is_a_domain_error() -> None:
@@ -416,8 +416,8 @@ def test_overflow_in_mxnet_arithmetic_is_a_domain_error() -> None:
     spec = {"type": "mxnet.CosineScheduler", "max_update": 10, "base_lr": 1.7e308}
     schedule = build_schedule(spec, None)
     with pytest.raises(DomainError):
-        schedule.lrs(0)
-    assert schedule.lrs(10) == [0.0]
+        schedule.at(0)[0]
+    assert schedule.at(10)[0] == [0.0]
 
 
 # --- refusals ---------------------------------------------------------------------------------
@@ -503,5 +503,5 @@ def test_misspelled_type_gets_a_suggestion() -> None:
 
 def test_values_stay_finite_at_the_largest_step() -> None:
     for case in CASES:
-        for lr_value in build_schedule(case["spec"], case["base_lrs"]).lrs(STEP_MAX):
+        for lr_value in build_schedule(case["spec"], case["base_lrs"]).at(STEP_MAX)[0]:
             assert math.isfinite(lr_value) and lr_value >= 0
