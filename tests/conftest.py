@@ -10,9 +10,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     terminalreporter.section("parity with the reference libraries")
     terminalreporter.write_line(
-        f"{'family':<26}{'cases':>7}{'points':>10}{'max rel err':>13}{'max abs/peak':>14}"
+        f"{'family':<36}{'cases':>7}{'points':>10}{'max rel err':>13}{'max abs/peak':>14}"
     )
     for family, t in sorted(TALLIES.items()):
         terminalreporter.write_line(
-            f"{family:<26}{t.cases:>7}{t.points:>10}{t.max_rel:>13.3g}{t.max_abs_of_peak:>14.3g}"
+            f"{family:<36}{t.cases:>7}{t.points:>10}{t.max_rel:>13.3g}{t.max_abs_of_peak:>14.3g}"
         )

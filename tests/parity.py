@@ -28,7 +28,11 @@ TALLIES: dict[str, Tally] = {}
 
 
 def assert_close(
-    family: str, expected: Sequence[Sequence[float]], actual: Sequence[Sequence[float]], context: object
+    family: str,
+    expected: Sequence[Sequence[float]],
+    actual: Sequence[Sequence[float]],
+    context: object,
+    floor: float = FLOOR,
 ) -> None:
     """Assert every value matches, and record the figures."""
     tally = TALLIES.setdefault(family, Tally())
@@ -45,7 +49,7 @@ def assert_close(
                 tally.max_abs_of_peak = max(tally.max_abs_of_peak, diff / peak)
             if size >= 0.01 * peak and size > 0:
                 tally.max_rel = max(tally.max_rel, diff / size)
-            assert diff <= REL_TOL * size or diff <= FLOOR * peak, (
+            assert diff <= REL_TOL * size or diff <= floor * peak, (
                 f"{context}: point {i}: expected {w!r}, got {g!r} (rel {diff / size:.3g})"
             )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
@@ -162,9 +163,36 @@ def check(spec: dict[str, Any], lrs: list[float], steps: int, family: str = "tor
             break
         if schedule.has_momentum:
             got_momenta.append(schedule.momentum(s))
-    assert_close(family, want_lrs, got_lrs, spec)
+    if "CosineAnnealingLR" in str(spec):
+        # Past T_max torch's chainable cosine restarts its recursion from the trough, and its
+        # rounding drifts from its own closed form (measured: up to 1.8e-12 of the peak LR in
+        # 1,500 steps). lrtower serves the closed form; standalone it is checked against torch's
+        # closed form at full precision (test_cosine_equals_torch_closed_form_everywhere).
+        assert_close(f"{family} (cosine restarts)", want_lrs, got_lrs, spec, floor=COSINE_DRIFT)
+    else:
+        assert_close(family, want_lrs, got_lrs, spec)
     if schedule.has_momentum:
         assert_close(f"{family} momentum", want_momenta[: len(got_momenta)], got_momenta, spec)
+
+
+COSINE_DRIFT = 1e-11
+
+
+@settings(max_examples=100, deadline=None)
+@given(t_max=st.integers(1, 400), eta_min=st.one_of(st.just(0.0), st.floats(0.0, 1e-3)), lrs=base_lrs)
+def test_cosine_equals_torch_closed_form_everywhere(t_max: int, eta_min: float, lrs: list[float]) -> None:
+    spec = {"type": "CosineAnnealingLR", "T_max": t_max, "eta_min": eta_min}
+    schedule = build_schedule(spec, lrs)
+    optimizer = torch_oracle.make_optimizer(lrs)
+    scheduler = torch_oracle.make_scheduler(spec, optimizer)
+    want, got = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # step(epoch) is deprecated: it is torch's closed-form path
+        for step in range(0, 4 * t_max + 3):
+            scheduler.step(step)
+            want.append(scheduler.get_last_lr())
+            got.append(schedule.at(step)[0])
+    assert_close("torch", want, got, spec)
 
 
 def steps_for(spec: dict[str, Any]) -> int:
