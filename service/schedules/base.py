@@ -73,6 +73,14 @@ class BuildContext:
 
     base_lrs: tuple[float, ...] | None
     initial_lrs: tuple[float, ...] | None = field(default=None)
+    group_values: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    product_series: int = 0
+    """How many products over steps the spec needs (MultiplicativeLR), to bound their cost."""
+    """Other values torch schedulers write into the param groups at construction
+    (OneCycleLR's `max_lr`, `min_lr`, and the momentum bounds), as the last writer left them."""
+
+    def require_initial_lrs(self) -> tuple[float, ...]:
+        return self.initial_lrs if self.initial_lrs is not None else self.require_base_lrs()
 
     @property
     def n_groups(self) -> int:

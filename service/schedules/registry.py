@@ -18,8 +18,12 @@ from .base import BuildContext, FieldError, Schedule, SpecError, SpecModel
 
 MAX_DEPTH = 16
 """The deepest nesting of composite specs accepted (a guard against pathological input)."""
-MAX_NODES = 256
+MAX_NODES = 64
 """The most schedule objects one spec may hold, composites included."""
+MAX_NESTING = 64
+"""The deepest nesting of JSON containers (objects and lists) accepted anywhere in a spec."""
+MAX_ITEMS = 100_000
+"""The most values (object members and list items, at every level) one spec may hold."""
 
 SPEC_TYPES: tuple[type[SpecModel], ...] = (
     *torch_basic.SPECS,
@@ -56,28 +60,38 @@ _ADAPTER: TypeAdapter[SpecModel] = TypeAdapter(ScheduleSpec)
 
 
 def _check_size(spec: Any) -> None:
-    """Refuse specs nested or sized beyond the limits, before pydantic walks them."""
-    nodes = 0
-    stack: list[tuple[Any, tuple[str | int, ...], int]] = [(spec, (), 0)]
+    """Refuse specs nested or sized beyond the limits, before pydantic (or repr) walks them."""
+    nodes = items = 0
+    stack: list[tuple[Any, tuple[str | int, ...], int, int]] = [(spec, (), 0, 0)]
     while stack:
-        value, loc, depth = stack.pop()
-        if isinstance(value, Mapping):
-            if "type" in value:
-                nodes += 1
-                if depth > MAX_DEPTH:
-                    raise SpecError.at(loc, f"schedules nest at most {MAX_DEPTH} levels deep")
-                if nodes > MAX_NODES:
-                    raise SpecError.at((), f"a spec holds at most {MAX_NODES} schedules")
-                depth += 1
-            stack.extend((v, (*loc, str(k)), depth) for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend((v, (*loc, i), depth) for i, v in enumerate(value))
+        value, loc, depth, nesting = stack.pop()
+        if not isinstance(value, Mapping | list):
+            continue
+        items += len(value)
+        if nesting > MAX_NESTING or items > MAX_ITEMS:
+            raise SpecError.at(
+                loc,
+                f"a spec nests containers at most {MAX_NESTING} deep and holds at most {MAX_ITEMS} values",
+            )
+        if isinstance(value, list):
+            stack.extend((v, (*loc, i), depth, nesting + 1) for i, v in enumerate(value))
+            continue
+        if "type" in value:
+            nodes += 1
+            if depth >= MAX_DEPTH:
+                raise SpecError.at(loc, f"schedules nest at most {MAX_DEPTH} levels deep")
+            if nodes > MAX_NODES:
+                raise SpecError.at((), f"a spec holds at most {MAX_NODES} schedules")
+            depth += 1
+        stack.extend((v, (*loc, str(k)), depth, nesting + 1) for k, v in value.items())
 
 
 def _unknown_type_message(value: Any) -> str:
     name = value.get("type") if isinstance(value, Mapping) else None
     if name is None:
         return "a schedule spec needs a `type`"
+    if not isinstance(name, str):
+        return "`type` must be a string naming a schedule type"
     if name in TYPE_NAMES or str(name).removeprefix(TORCH_PREFIX) in TYPE_NAMES:
         return f"{name!r} cannot be used here: torch composites hold torch schedulers only"
     close = difflib.get_close_matches(str(name), list(TYPE_NAMES), n=3, cutoff=0.6)

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import BuildContext, DomainError, Loc, SpecError
+from .base import STEP_MAX, BuildContext, DomainError, Loc, SpecError
 from .expression import Expression, ExpressionError
 from .torch_common import (
     Affine,
@@ -30,11 +30,14 @@ from .torch_common import (
 )
 
 NonNegative = Annotated[float, Field(ge=0)]
-Positive = Annotated[int, Field(ge=1)]
+Positive = Annotated[int, Field(ge=1, le=STEP_MAX)]
 MAX_MILESTONES = 10_000
 MAX_PRODUCT_STEPS = 1_000_000
-"""MultiplicativeLR with a step-dependent expression is a product over steps (SPEC §4.1):
-its prefix products are cached, and steps above this bound are refused."""
+"""MultiplicativeLR with a step-dependent expression is a product over steps: its prefix
+products are computed once per run (about 1 µs a step) and cached, and steps above this bound
+are refused."""
+MAX_PRODUCT_SERIES = 4
+"""The most step-dependent MultiplicativeLR expressions one spec may hold."""
 
 LambdaSource = Annotated[str, Field(min_length=1)]
 
@@ -96,7 +99,19 @@ class MultiplicativeLR(TorchSpec):
 
     def build(self, ctx: BuildContext) -> TorchNode:
         lambdas = _compile_lambdas(ctx, self.lr_lambda)
-        return _MultiplicativeNode(capture_initial_lrs(ctx), [_PrefixProducts(fn) for fn in lambdas])
+        series: dict[str, _PrefixProducts] = {}
+        for fn in lambdas:
+            if fn.source not in series:  # groups sharing an expression share its products
+                series[fn.source] = _PrefixProducts(fn)
+        ctx.product_series += sum(p.fn.depends_on_step for p in series.values())
+        if ctx.product_series > MAX_PRODUCT_SERIES:
+            raise SpecError.at(
+                ("lr_lambda",),
+                f"a spec may hold at most {MAX_PRODUCT_SERIES} step-dependent MultiplicativeLR "
+                "expressions: each is a product over steps, computed once per run",
+            )
+        products = [series[fn.source] for fn in lambdas]
+        return _MultiplicativeNode(capture_initial_lrs(ctx), products)
 
 
 class _PrefixProducts:
@@ -176,7 +191,7 @@ class MultiStepLR(TorchSpec):
     """LR = base_lr * gamma ** (number of milestones <= epoch); a repeated milestone counts twice."""
 
     type: Literal["MultiStepLR"] = "MultiStepLR"
-    milestones: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=MAX_MILESTONES)]
+    milestones: Annotated[list[Annotated[int, Field(ge=0, le=STEP_MAX)]], Field(max_length=MAX_MILESTONES)]
     gamma: NonNegative = 0.1
 
     def build(self, ctx: BuildContext) -> TorchNode:
@@ -240,7 +255,9 @@ class _LinearNode(UniformNode):
         self.start, self.end, self.total_iters = start, end, total_iters
 
     def total(self, e: int, initial: bool) -> float:
-        return self.start + (self.end - self.start) * min(self.total_iters, e) / self.total_iters
+        if e >= self.total_iters:
+            return self.end  # exact; start + (end - start) rounds to +-1e-17 when end is 0
+        return self.start + (self.end - self.start) * e / self.total_iters
 
     def factor(self, e: int, initial: bool) -> float:
         if e == 0:
@@ -337,6 +354,12 @@ class _CosineNode(TorchNode):
 
     def value_from(self, entry: Sequence[float], e: int, initial: bool) -> list[float]:
         eta = self.eta_min
+        if not initial and e <= self.t_max:
+            # Stepped outside construction, epoch 0 already applies a ratio; the curve
+            # continues from there.
+            start = [a * lr + b for (a, b), lr in zip(self.step_map(0, False), entry, strict=True)]
+            scale = self._curve(e) / self._curve(0)
+            return [eta + (lr - eta) * scale for lr in start]
         # Until T_max the curve decays from the incoming LR; after it, torch's restart step
         # re-anchors it on the scheduler's own base_lr.
         anchors = entry if e <= self.t_max else self.bases

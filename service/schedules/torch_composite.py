@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from .base import BuildContext, Loc, SpecError
+from .base import STEP_MAX, BuildContext, Loc, SpecError
 from .torch_basic import SPECS as BASIC_SPECS
 from .torch_common import TorchNode, TorchSpec
 from .torch_cyclic import SPECS as CYCLIC_SPECS
 
-MAX_CHILDREN = 64
+MAX_CHILDREN = 16
 
 
 class SequentialLR(TorchSpec):
@@ -39,7 +39,7 @@ class SequentialLR(TorchSpec):
 
     type: Literal["SequentialLR"] = "SequentialLR"
     schedulers: Annotated[list[TorchChild], Field(min_length=1, max_length=MAX_CHILDREN)]
-    milestones: list[Annotated[int, Field(ge=0)]]
+    milestones: Annotated[list[Annotated[int, Field(ge=0, le=STEP_MAX)]], Field(max_length=MAX_CHILDREN)]
 
     @model_validator(mode="after")
     def _milestones_fit(self) -> SequentialLR:
@@ -86,7 +86,7 @@ class ChainedScheduler(TorchSpec):
                 children.append(node)
                 locs.append(("schedulers", i))
         overwriters = [i for i, c in enumerate(children) if c.overwrites]
-        if not overwriters:
+        if not overwriters and len(children) > 1:
             for i, child in enumerate(children):
                 if not child.multiplies:
                     raise SpecError.at(
@@ -156,10 +156,9 @@ class _SequentialNode(TorchNode):
             return self.children[idx].momentum(local)
         # A child that does not cycle momentum leaves the last value written in place.
         for j in range(idx - 1, self.first - 1, -1):
-            if self.children[j].has_momentum:
-                return self.children[j].momentum(
-                    self.milestones[j] - 1 - (self.milestones[j - 1] if j else 0)
-                )
+            ran = self.milestones[j] - (self.milestones[j - 1] if j else 0)  # steps child j was active
+            if self.children[j].has_momentum and ran > 0:
+                return self.children[j].momentum(ran - 1)
         assert self._constructed_momentum is not None  # has_momentum implies one exists
         return self._constructed_momentum.momentum(0)
 
@@ -182,6 +181,8 @@ class _ChainedNode(TorchNode):
         self._momentum_child = with_momentum[-1] if with_momentum else None
 
     def value_from(self, entry: Sequence[float], e: int, initial: bool) -> list[float]:
+        if len(self.children) == 1:
+            return self.children[0].value_from(entry, e, initial)
         if self.last_overwriter is None:
             values = list(entry)
             for child in self.children:

@@ -8,11 +8,13 @@ the momentum (or Adam's beta1) when `cycle_momentum` is on; it is part of the an
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .base import BuildContext, DomainError, SpecError
+from .base import STEP_MAX, BuildContext, DomainError, SpecError
 from .expression import Expression, ExpressionError
 from .torch_common import OverwritingNode, TorchNode, TorchSpec, capture_initial_lrs
 
@@ -39,8 +41,8 @@ class CyclicLR(TorchSpec):
     type: Literal["CyclicLR"] = "CyclicLR"
     base_lr: PerGroup
     max_lr: PerGroup
-    step_size_up: Annotated[int, Field(ge=1)] = 2000
-    step_size_down: Annotated[int, Field(ge=0)] | None = None
+    step_size_up: Annotated[int, Field(ge=1, le=STEP_MAX)] = 2000
+    step_size_down: Annotated[int, Field(ge=0, le=STEP_MAX)] | None = None
     mode: Literal["triangular", "triangular2", "exp_range"] = "triangular"
     gamma: Annotated[float, Field(gt=0)] = 1.0
     scale_fn: Annotated[str, Field(min_length=1)] | None = None
@@ -58,6 +60,7 @@ class CyclicLR(TorchSpec):
                 ctx.per_group(("base_momentum",), self.base_momentum),
                 ctx.per_group(("max_momentum",), self.max_momentum),
             )
+            ctx.group_values["base_momentum"], ctx.group_values["max_momentum"] = momenta
         # torch sets the groups' LR to base_lr before recording `initial_lr`, and its
         # construction step still scales from `initial_lr`: an earlier scheduler's, if any.
         if ctx.initial_lrs is None:
@@ -145,9 +148,9 @@ class OneCycleLR(TorchSpec):
 
     type: Literal["OneCycleLR"] = "OneCycleLR"
     max_lr: PerGroup
-    total_steps: Annotated[int, Field(ge=1)] | None = None
-    epochs: Annotated[int, Field(ge=1)] | None = None
-    steps_per_epoch: Annotated[int, Field(ge=1)] | None = None
+    total_steps: Annotated[int, Field(ge=1, le=STEP_MAX)] | None = None
+    epochs: Annotated[int, Field(ge=1, le=STEP_MAX)] | None = None
+    steps_per_epoch: Annotated[int, Field(ge=1, le=STEP_MAX)] | None = None
     pct_start: Annotated[float, Field(ge=0, le=1)] = 0.3
     anneal_strategy: Literal["cos", "linear"] = "cos"
     cycle_momentum: bool = True
@@ -162,17 +165,21 @@ class OneCycleLR(TorchSpec):
         if self.total_steps is None and (self.epochs is None or self.steps_per_epoch is None):
             raise ValueError("give total_steps, or both epochs and steps_per_epoch")
         total = self.steps
-        warmup_end = float(self.pct_start * total) - 1
-        ends = [warmup_end, float(2 * self.pct_start * total) - 2] if self.three_phase else [warmup_end]
-        ends.append(total - 1)
-        start = 0.0
-        for end in ends:
-            if end <= start:
-                raise ValueError(
-                    f"pct_start={self.pct_start} with {total} total steps leaves a phase of zero length "
-                    f"(steps {start} to {end}); torch divides by zero there"
-                )
-            start = end
+        ends = [float(self.pct_start * total) - 1]
+        if self.three_phase:
+            ends.append(float(2 * self.pct_start * total) - 2)
+        # torch divides by the length of the phase a step falls in: step 0 falls in a first
+        # phase ending at 0, and every step past the last phase's start falls in the last.
+        if ends[0] == 0.0:
+            raise ValueError(
+                f"pct_start={self.pct_start} with {total} total steps makes the warmup end at step 0, "
+                "where torch divides by zero"
+            )
+        if total - 1 == ends[-1]:
+            raise ValueError(
+                f"pct_start={self.pct_start} with {total} total steps leaves the last phase no steps; "
+                "torch divides by zero there"
+            )
         return self
 
     @property
@@ -184,44 +191,49 @@ class OneCycleLR(TorchSpec):
     def build(self, ctx: BuildContext) -> TorchNode:
         max_lrs = ctx.per_group(("max_lr",), self.max_lr)
         initial = tuple(lr / self.div_factor for lr in max_lrs)
-        momenta = None
+        # torch writes these into every param group, and reads them back at every step: a
+        # scheduler constructed later that writes them too changes this one's curve.
+        ctx.initial_lrs = initial
+        ctx.group_values["max_lr"] = max_lrs
+        ctx.group_values["min_lr"] = tuple(lr / self.final_div_factor for lr in initial)
         if self.cycle_momentum:
-            momenta = (
-                ctx.per_group(("base_momentum",), self.base_momentum),
-                ctx.per_group(("max_momentum",), self.max_momentum),
-            )
-        ctx.initial_lrs = initial  # torch overwrites every group's initial_lr
-        return _OneCycleNode(self, initial, max_lrs, momenta)
+            ctx.group_values["base_momentum"] = ctx.per_group(("base_momentum",), self.base_momentum)
+            ctx.group_values["max_momentum"] = ctx.per_group(("max_momentum",), self.max_momentum)
+        return _OneCycleNode(self, ctx)
 
 
 class _OneCycleNode(OverwritingNode):
-    def __init__(
-        self,
-        spec: OneCycleLR,
-        initial: tuple[float, ...],
-        max_lrs: tuple[float, ...],
-        momenta: tuple[tuple[float, ...], tuple[float, ...]] | None,
-    ) -> None:
-        super().__init__(initial)
+    def __init__(self, spec: OneCycleLR, ctx: BuildContext) -> None:
+        super().__init__(ctx.require_initial_lrs())
+        self.spec = spec
         self.total_steps = spec.steps
-        self.has_momentum = momenta is not None
+        self.has_momentum = spec.cycle_momentum
         self.linear = spec.anneal_strategy == "linear"
+        self._ctx = ctx  # read once built: the group values as the last writer left them
+
+    @cached_property
+    def _phases(self) -> list[list[tuple[float, float, float, float, float]]]:
+        """Per group: (end_step, start_lr, end_lr, start_momentum, end_momentum) of each phase."""
+        spec, total, values = self.spec, self.total_steps, self._ctx.group_values
+        initial, top, low = self._ctx.require_initial_lrs(), values["max_lr"], values["min_lr"]
+        zeros = (0.0,) * self.n_groups
+        base_m, max_m = values.get("base_momentum", zeros), values.get("max_momentum", zeros)
+        warm = float(spec.pct_start * total) - 1
         groups = []
-        for g, lr0 in enumerate(initial):
-            low = lr0 / spec.final_div_factor
-            base_m, max_m = (momenta[0][g], momenta[1][g]) if momenta else (0.0, 0.0)
-            top = max_lrs[g]
-            warm = float(spec.pct_start * self.total_steps) - 1
+        for g in range(self.n_groups):
             if spec.three_phase:
                 phases = [
-                    (warm, lr0, top, max_m, base_m),
-                    (float(2 * spec.pct_start * self.total_steps) - 2, top, lr0, base_m, max_m),
-                    (self.total_steps - 1, lr0, low, max_m, max_m),
+                    (warm, initial[g], top[g], max_m[g], base_m[g]),
+                    (float(2 * spec.pct_start * total) - 2, top[g], initial[g], base_m[g], max_m[g]),
+                    (total - 1, initial[g], low[g], max_m[g], max_m[g]),
                 ]
             else:
-                phases = [(warm, lr0, top, max_m, base_m), (self.total_steps - 1, top, low, base_m, max_m)]
+                phases = [
+                    (warm, initial[g], top[g], max_m[g], base_m[g]),
+                    (total - 1, top[g], low[g], base_m[g], max_m[g]),
+                ]
             groups.append(phases)
-        self._phases = groups
+        return groups
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
         if self.linear:
@@ -256,8 +268,8 @@ class CosineAnnealingWarmRestarts(TorchSpec):
     epochs, with T_0 first and T_i = T_0 * T_mult ** i after each restart."""
 
     type: Literal["CosineAnnealingWarmRestarts"] = "CosineAnnealingWarmRestarts"
-    T_0: Annotated[int, Field(ge=1)]
-    T_mult: Annotated[int, Field(ge=1)] = 1
+    T_0: Annotated[int, Field(ge=1, le=STEP_MAX)]
+    T_mult: Annotated[int, Field(ge=1, le=STEP_MAX)] = 1
     eta_min: NonNegative = 0.0
 
     def build(self, ctx: BuildContext) -> TorchNode:
@@ -268,23 +280,17 @@ class _WarmRestartsNode(OverwritingNode):
     def __init__(self, bases: tuple[float, ...], t_0: int, t_mult: int, eta_min: float) -> None:
         super().__init__(bases)
         self.t_0, self.t_mult, self.eta_min = t_0, t_mult, eta_min
+        # Cycle n starts at T_0 * (T_mult**n - 1) / (T_mult - 1): at most 54 starts below 2**53.
+        self._starts = [0]
+        while t_mult > 1 and self._starts[-1] <= STEP_MAX:
+            self._starts.append(t_0 * (t_mult ** len(self._starts) - 1) // (t_mult - 1))
 
     def _cycle(self, e: int) -> tuple[int, int]:
         """(T_cur, T_i) after e steps, in exact integers as torch's stepping computes them."""
-        t_0, m = self.t_0, self.t_mult
-        if m == 1:
-            return e % t_0, t_0
-        # Cycle n starts at t_0 * (m**n - 1) / (m - 1). A float log finds n; integers settle it.
-        n = int(math.log(e * (m - 1) / t_0 + 1, m))
-        while n > 0 and self._start(n) > e:
-            n -= 1
-        while self._start(n + 1) <= e:
-            n += 1
-        return e - self._start(n), t_0 * m**n
-
-    def _start(self, n: int) -> int:
-        start: int = self.t_0 * (self.t_mult**n - 1) // (self.t_mult - 1)
-        return start
+        if self.t_mult == 1:
+            return e % self.t_0, self.t_0
+        n = bisect_right(self._starts, e) - 1
+        return e - self._starts[n], self.t_0 * self.t_mult**n
 
     def lrs(self, step: int) -> list[float]:
         t_cur, t_i = self._cycle(step)

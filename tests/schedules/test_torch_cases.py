@@ -208,7 +208,8 @@ BAD_SPECS: list[tuple[dict[str, Any], tuple[str | int, ...], Any]] = [
     ({"type": "CyclicLR", "base_lr": 0.1, "max_lr": 1.0, "mode": "triangle"}, ("mode",), "triangle"),
     ({"type": "CyclicLR", "base_lr": [0.1, 0.2, 0.3], "max_lr": 1.0}, ("base_lr",), [0.1, 0.2, 0.3]),
     ({"type": "OneCycleLR", "max_lr": 1.0}, (), None),
-    ({"type": "OneCycleLR", "max_lr": 1.0, "total_steps": 3, "pct_start": 0.1}, (), None),
+    ({"type": "OneCycleLR", "max_lr": 1.0, "total_steps": 10, "pct_start": 0.1}, (), None),
+    ({"type": "OneCycleLR", "max_lr": 1.0, "total_steps": 10, "pct_start": 1.0}, (), None),
     ({"type": "CosineAnnealingWarmRestarts", "T_0": 5, "T_mult": 0}, ("T_mult",), 0),
     (
         {"type": "SequentialLR", "schedulers": [{"type": "StepLR", "step_size": 2}], "milestones": [3]},
@@ -473,6 +474,21 @@ def test_where_torch_goes_negative_the_engine_refuses() -> None:
         schedule.at(first_negative)
 
 
+@pytest.mark.parametrize("first_in_sequence", [False, True])
+def test_a_chain_of_one_is_that_scheduler(first_in_sequence: bool) -> None:
+    cosine = {"type": "CosineAnnealingLR", "T_max": 20, "eta_min": 0.01}
+    spec: dict[str, Any] = {"type": "ChainedScheduler", "schedulers": [cosine]}
+    if first_in_sequence:
+        spec = {
+            "type": "SequentialLR",
+            "schedulers": [spec, {"type": "StepLR", "step_size": 3}],
+            "milestones": [25],
+        }
+    lrs, _ = torch_oracle.run(spec, [0.1], 40)
+    schedule = build_schedule(spec, [0.1])
+    assert_close("torch composites", lrs, [schedule.at(s)[0] for s in range(41)], spec)
+
+
 def test_one_cycle_sets_initial_lr_for_later_schedulers_like_torch() -> None:
     spec = {
         "type": "SequentialLR",
@@ -485,3 +501,129 @@ def test_one_cycle_sets_initial_lr_for_later_schedulers_like_torch() -> None:
     lrs, _ = torch_oracle.run(spec, [0.1], 40)
     schedule = build_schedule(spec, [0.1])
     assert_close("torch composites", lrs, [schedule.at(s)[0] for s in range(41)], spec)
+
+
+# -- cases found by adversarial review ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("betas", [False, True])
+@pytest.mark.parametrize(
+    "middle",
+    [
+        {"type": "CyclicLR", "base_lr": 0.01, "max_lr": 0.1, "step_size_up": 4},
+        {
+            "type": "CyclicLR",
+            "base_lr": 0.01,
+            "max_lr": 0.1,
+            "step_size_up": 4,
+            "scale_fn": "1/(epoch+1)",
+            "scale_mode": "iterations",
+        },
+        {"type": "OneCycleLR", "max_lr": 0.1, "total_steps": 10},
+    ],
+)
+def test_momentum_of_a_child_that_never_runs(middle: dict[str, Any], betas: bool) -> None:
+    spec = {
+        "type": "SequentialLR",
+        "schedulers": [
+            {"type": "StepLR", "step_size": 3},
+            middle,
+            {"type": "StepLR", "step_size": 3},
+        ],
+        "milestones": [5, 5],
+    }
+    lrs, moms = torch_oracle.run(spec, [0.1], 20, betas=betas)
+    schedule = build_schedule(spec, [0.1])
+    got = [schedule.at(s) for s in range(21)]
+    assert_close("torch composites", lrs, [g[0] for g in got], spec)
+    assert_close("torch composites momentum", moms, [g[1] for g in got], spec)
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        {"type": "OneCycleLR", "max_lr": 2.0, "total_steps": 100},
+        {
+            "type": "CyclicLR",
+            "base_lr": 0.01,
+            "max_lr": 0.1,
+            "step_size_up": 4,
+            "base_momentum": 0.5,
+            "max_momentum": 0.6,
+        },
+    ],
+)
+def test_one_cycle_reads_what_later_schedulers_write_like_torch(later: dict[str, Any]) -> None:
+    spec = {
+        "type": "SequentialLR",
+        "schedulers": [
+            {"type": "OneCycleLR", "max_lr": 1.0, "total_steps": 100},
+            later,
+        ],
+        "milestones": [50],
+    }
+    lrs, moms = torch_oracle.run(spec, [0.1], 80)
+    schedule = build_schedule(spec, [0.1])
+    got = [schedule.at(s) for s in range(81)]
+    assert_close("torch composites", lrs, [g[0] for g in got], spec)
+    assert_close("torch composites momentum", moms, [g[1] for g in got], spec)
+
+
+def test_linear_decay_to_zero_answers_zero() -> None:
+    for start in (0.01, 0.11, 0.42, 0.5, 0.99):
+        for total in (3, 10, 100, 1000):
+            spec = {"type": "LinearLR", "start_factor": start, "end_factor": 0.0, "total_iters": total}
+            schedule = build_schedule(spec, [1.0])
+            assert schedule.at(total)[0] == [0.0]
+            assert schedule.at(total + 5)[0] == [0.0]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"type": "CosineAnnealingLR", "T_max": 10**400}, "T_max"),
+        ({"type": "CyclicLR", "base_lr": 0.1, "max_lr": 1.0, "step_size_up": 10**400}, "step_size_up"),
+        ({"type": "OneCycleLR", "max_lr": 1.0, "total_steps": 10**400}, "total_steps"),
+        ({"type": "StepLR", "step_size": 2**53 + 1}, "step_size"),
+    ],
+)
+def test_huge_integers_are_refused_not_overflowed(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as info:
+        build_schedule(spec, [0.1])
+    assert info.value.errors[0].loc == (field,)
+
+
+@pytest.mark.parametrize("bad_type", [["StepLR"], {}, 3, None])
+def test_a_type_that_is_not_a_string(bad_type: Any) -> None:
+    for spec in (
+        {"type": bad_type},
+        {"type": "SequentialLR", "schedulers": [{"type": bad_type}], "milestones": []},
+    ):
+        with pytest.raises(SpecError) as info:
+            build_schedule(spec, [0.1])
+        assert info.value.errors[0].loc[-1] == "type"
+
+
+def test_deeply_nested_values_are_refused_quickly() -> None:
+    value: Any = 1
+    for _ in range(100_000):
+        value = [value]
+    with pytest.raises(SpecError, match="nests containers"):
+        build_schedule({"type": "MultiStepLR", "milestones": value}, [0.1])
+
+
+def test_products_over_steps_are_bounded_per_spec() -> None:
+    child = {"type": "MultiplicativeLR", "lr_lambda": "1 - 1 / (epoch + {k})"}
+    ok = {
+        "type": "ChainedScheduler",
+        "schedulers": [{**child, "lr_lambda": f"1 - 1 / (epoch + {k})"} for k in range(10, 14)],
+    }
+    build_schedule(ok, [0.1])
+    shared = {"type": "MultiplicativeLR", "lr_lambda": "1 - 1 / (epoch + 10)"}
+    build_schedule(shared, [0.1, 0.2, 0.3])  # one expression for three groups: one product
+    too_many = {
+        "type": "ChainedScheduler",
+        "schedulers": [{**child, "lr_lambda": f"1 - 1 / (epoch + {k})"} for k in range(10, 15)],
+    }
+    with pytest.raises(SpecError, match="at most 4"):
+        build_schedule(too_many, [0.1])

@@ -152,7 +152,7 @@ def check(spec: dict[str, Any], lrs: list[float], steps: int, family: str = "tor
         return
     want_lrs, want_momenta = torch_oracle.run(spec, lrs, steps)
     got_lrs, got_momenta = [], []
-    for s in range(steps + 1):
+    for s in range(len(want_lrs)):
         try:
             got_lrs.append(schedule.lrs(s))
         except DomainError:

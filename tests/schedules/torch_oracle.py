@@ -66,7 +66,10 @@ def run(
     moms = [momenta(optimizer)]
     for _ in range(steps):
         optimizer.step()
-        scheduler.step()
+        try:
+            scheduler.step()
+        except OverflowError:
+            break  # CyclicLR triangular2 past 1024 cycles: torch has no value from here on
         lrs.append(list(scheduler.get_last_lr()))
         moms.append(momenta(optimizer))
     return lrs, moms
