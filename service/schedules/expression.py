@@ -18,15 +18,22 @@ function::
 
 Precedence, associativity and values are Python's: `epoch` is the int step, ints stay exact
 under + - * // %, and the functions are `math`'s and the builtins. An expression therefore gives
-what `lambda epoch: <expr>` gives when torch calls it, bit for bit, save for `**`, which never
-builds an int of more than 4096 bits nor a complex number: an int raised to a non-negative int
-is exact while the result fits in 4096 bits, and every other power is `math.pow`, which raises on
-overflow and on a negative base with a fractional exponent (where Python returns a complex).
+what `lambda epoch: <expr>` gives when torch calls it, bit for bit, save where Python would build
+an int of more than 64 bits out of a power or a float, or a complex number:
+
+- an int raised to a non-negative int is exact while the result fits in 64 bits (less than 2**64
+  in absolute value, `EXACT_POW_BITS`), and every other power is `math.pow`, which raises on
+  overflow and on a negative base with a fractional exponent (where Python returns a complex);
+- `floor` and `ceil` of a float of 2**64 or more in absolute value, an integer already, return
+  that float rather than an int of up to 1024 bits.
 
 Limits, checked before anything is evaluated, bound the cost of compiling and evaluating: at most
-1000 characters, 200 nodes and 32 levels of nesting, and a `**` whose exponent does not read the
-step must have a (folded) exponent of at most 1024 in absolute value, so `9 ** 9 ** 9` is refused
-rather than computed.
+1000 characters, 200 nodes and 32 levels of nesting; no int literal above 2**53 in absolute value
+(write a larger number as a float, e.g. `1e20`); and a `**` whose exponent does not read the step
+must have a (folded) exponent of at most 1024 in absolute value, so `9 ** 9 ** 9` is refused
+rather than computed. With steps up to 2**53, an int then gets its bits from at most a hundred
+factors of at most 64 bits each: the costliest expression compiles in a couple of milliseconds
+and evaluates in some tens of microseconds.
 
 >>> decay = Expression.compile("0.5 ** floor((1 + epoch) / 10)")
 >>> [(step, decay(step)) for step in (0, 8, 9, 19, 29)]
@@ -48,7 +55,7 @@ from __future__ import annotations
 import ast
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from .base import SpecError
 
@@ -56,14 +63,34 @@ MAX_SOURCE_LENGTH = 1000
 MAX_NODES = 200
 MAX_DEPTH = 32
 MAX_CONSTANT_EXPONENT = 1024
-EXACT_POW_BITS = 4096
+MAX_INT_LITERAL = 2**53
+"""The largest int literal, in absolute value: larger numbers are written as floats."""
+EXACT_POW_BITS = 64
 """An int ** int is computed exactly while its result has at most this many bits."""
+
+_FLOAT_INT_LIMIT = 2.0**EXACT_POW_BITS
+
+
+def _floor(x: float) -> float:
+    # A float of 2**64 or more is an integer already. As an int it would have up to 1024 bits, and
+    # a product of fifty of those costs milliseconds to divide: keep it a float, as `**` does.
+    # Ints, and inf and nan (which math.floor refuses), take math.floor's path.
+    if -_FLOAT_INT_LIMIT < x < _FLOAT_INT_LIMIT or type(x) is not float or x - x != 0.0:
+        return math.floor(x)
+    return x
+
+
+def _ceil(x: float) -> float:
+    if -_FLOAT_INT_LIMIT < x < _FLOAT_INT_LIMIT or type(x) is not float or x - x != 0.0:
+        return math.ceil(x)
+    return x
+
 
 NAMES = ("epoch", "step", "pi", "e")
 FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int | None]] = {
     # name: (function, fewest arguments, most arguments or None for no limit)
-    "floor": (math.floor, 1, 1),
-    "ceil": (math.ceil, 1, 1),
+    "floor": (_floor, 1, 1),
+    "ceil": (_ceil, 1, 1),
     "sqrt": (math.sqrt, 1, 1),
     "exp": (math.exp, 1, 1),
     "log": (math.log, 1, 2),
@@ -114,18 +141,32 @@ _CONSTRUCTS: dict[type[ast.AST], str] = {
 
 
 def _pow(base: float, exponent: float) -> float:
-    # Python's int ** int is exact and unbounded: `2 ** epoch` at epoch 2**53 would never finish.
-    # Past EXACT_POW_BITS, math.pow overflows instead; such a power could only come back into
-    # float range through // or %, which no schedule does.
-    if (
-        isinstance(base, int)
-        and isinstance(exponent, int)
-        and exponent >= 0
-        and base.bit_length() * exponent <= EXACT_POW_BITS
-    ):
-        exact: int = base**exponent
-        return exact
+    # Python's int ** int is exact and unbounded: `2 ** epoch` at epoch 2**53 would never finish,
+    # and even a bounded one feeds products of huge ints. Past EXACT_POW_BITS, math.pow rounds (or
+    # overflows) instead: the same value where the power is the result, and a different one only
+    # where further arithmetic, exact on Python's int, rounds on the float; no schedule does that.
+    if isinstance(base, int) and isinstance(exponent, int) and exponent >= 0:
+        bits = base.bit_length()
+        if bits <= 1:  # 0, 1 and -1 (or a bool): past 0, only the exponent's parity matters
+            small: int = base ** (exponent and 2 - (exponent & 1))
+            return small
+        # Beyond twice the budget the result has at least (bits - 1) * exponent > EXACT_POW_BITS
+        # bits: only within it is the exact power worth computing, in at most 128 bits.
+        if bits * exponent <= 2 * EXACT_POW_BITS:
+            exact: int = base**exponent
+            if exact.bit_length() <= EXACT_POW_BITS:
+                return exact
     return math.pow(base, exponent)
+
+
+_ERRORS: dict[str, type[Exception]] = {
+    error.__name__: error for error in (ZeroDivisionError, OverflowError, ValueError)
+}
+
+
+def _raise(error: str, message: str) -> NoReturn:
+    # What a constant exponent that has no value turns into: it raises as that exponent would.
+    raise _ERRORS[error](message)
 
 
 # Evaluated code sees these names and no builtins: a second fence behind the grammar check.
@@ -133,12 +174,14 @@ _GLOBALS: dict[str, Any] = {
     "__builtins__": {},
     "_pow": _pow,
     "_fpow": math.pow,
+    "_raise": _raise,
     **{name: spec[0] for name, spec in FUNCTIONS.items()},
 }
 
 
 def _evaluate(node: ast.expr) -> Any:
-    code = compile(ast.fix_missing_locations(ast.Expression(body=node)), "<lr_lambda>", "eval")
+    # Every node carries a location: the parser's, or one copied from the node it replaces.
+    code = compile(ast.Expression(body=node), "<lr_lambda>", "eval")
     return eval(code, _GLOBALS)
 
 
@@ -187,10 +230,9 @@ class Expression:
         _check_size(tree, source)
         lowering = _Lowering(text, source)
         body, depends_on_step = lowering.lower(tree.body)
+        arg = ast.copy_location(ast.arg(arg="epoch"), body)
         lam = ast.Lambda(
-            args=ast.arguments(
-                posonlyargs=[], args=[ast.arg(arg="epoch")], kwonlyargs=[], kw_defaults=[], defaults=[]
-            ),
+            args=ast.arguments(posonlyargs=[], args=[arg], kwonlyargs=[], kw_defaults=[], defaults=[]),
             body=body,
         )
         expression = cls(source, _evaluate(ast.copy_location(lam, body)), depends_on_step)
@@ -228,6 +270,10 @@ def _shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# Nodes without children: the parser shares one instance of each among all the nodes using it.
+_LEAF_NODES = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
+
+
 def _check_size(tree: ast.Expression, source: str) -> None:
     # Iterative, so that a tree too deep for the recursive checks below is refused, not crashed on.
     nodes = depth = 0
@@ -236,9 +282,15 @@ def _check_size(tree: ast.Expression, source: str) -> None:
         node, level = stack.pop()
         if isinstance(node, ast.expr):
             nodes += 1
-            depth = max(depth, level)
+            if level > depth:
+                depth = level
             level += 1
-        stack.extend((child, level) for child in ast.iter_child_nodes(node))
+        for field in node._fields:
+            child = getattr(node, field, None)
+            if isinstance(child, list):
+                stack.extend((item, level) for item in child if isinstance(item, ast.AST))
+            elif isinstance(child, ast.AST) and not isinstance(child, _LEAF_NODES):
+                stack.append((child, level))
     if nodes > MAX_NODES:
         raise SpecError.at((), f"expression has {nodes} nodes; the limit is {MAX_NODES}", source)
     if depth > MAX_DEPTH:
@@ -246,10 +298,11 @@ def _check_size(tree: ast.Expression, source: str) -> None:
 
 
 class _Lowering:
-    """Checks every node against the grammar and rewrites the tree for evaluation.
+    """Checks every node against the grammar and rewrites the tree, in place, for evaluation.
 
     Rewrites: `step` becomes `epoch`, `pi` and `e` become constants, `**` becomes a guarded
-    power. `lower` returns the new node and whether it reads the step.
+    power, and a constant exponent becomes its value. `lower` returns the new node and whether it
+    reads the step.
     """
 
     def __init__(self, text: str, source: str) -> None:
@@ -261,12 +314,14 @@ class _Lowering:
         return SpecError.at((), f"{message}: {_shorten(fragment)!r}", self.source)
 
     def lower(self, node: ast.expr) -> tuple[ast.expr, bool]:
-        new: ast.expr
+        reads: bool
         if isinstance(node, ast.Constant):
-            return self.constant(node), False
+            self.check_constant(node)
+            return node, False
         if isinstance(node, ast.Name):
             if node.id in ("epoch", "step"):
-                return ast.copy_location(ast.Name(id="epoch", ctx=ast.Load()), node), True
+                node.id = "epoch"
+                return node, True
             if node.id in ("pi", "e"):
                 return ast.copy_location(ast.Constant(getattr(math, node.id)), node), False
             raise self.error(node, f"unknown name {node.id!r}; allowed: {', '.join(NAMES)}")
@@ -275,64 +330,91 @@ class _Lowering:
         if isinstance(node, ast.UnaryOp):
             if not isinstance(node.op, _UNARY):
                 raise self.error(node, f"operator {_symbol(node.op)} is not allowed")
-            operand, reads = self.lower(node.operand)
-            new = ast.UnaryOp(op=node.op, operand=operand)
+            node.operand, reads = self.lower(node.operand)
         elif isinstance(node, ast.BoolOp):
-            values, reads = self.lower_all(node.values)
-            new = ast.BoolOp(op=node.op, values=values)
+            node.values, reads = self.lower_all(node.values)
         elif isinstance(node, ast.Compare):
             for op in node.ops:
                 if not isinstance(op, _COMPARE):
                     raise self.error(node, f"comparison {_symbol(op)} is not allowed")
-            (left, *comparators), reads = self.lower_all([node.left, *node.comparators])
-            new = ast.Compare(left=left, ops=node.ops, comparators=comparators)
+            (node.left, *node.comparators), reads = self.lower_all([node.left, *node.comparators])
         elif isinstance(node, ast.IfExp):
-            (test, body, orelse), reads = self.lower_all([node.test, node.body, node.orelse])
-            new = ast.IfExp(test=test, body=body, orelse=orelse)
+            (node.test, node.body, node.orelse), reads = self.lower_all([node.test, node.body, node.orelse])
         elif isinstance(node, ast.Call):
             return self.call(node)
         else:
             what = _CONSTRUCTS.get(type(node), f"{type(node).__name__} expression")
             raise self.error(node, f"{what} is not allowed")
-        return ast.copy_location(new, node), reads
+        return node, reads
 
     def lower_all(self, nodes: list[ast.expr]) -> tuple[list[ast.expr], bool]:
         lowered = [self.lower(node) for node in nodes]
         return [new for new, _ in lowered], any(reads for _, reads in lowered)
 
-    def constant(self, node: ast.Constant) -> ast.Constant:
+    def check_constant(self, node: ast.Constant) -> None:
         value = node.value
         if type(value) not in (int, float):  # bool is an int subclass, and is refused too
             kind = "boolean" if isinstance(value, bool) else type(value).__name__
             raise self.error(node, f"{kind} constant is not allowed; only int and float numbers")
         if isinstance(value, float) and not math.isfinite(value):
             raise self.error(node, "number is not finite")
-        return node
+        if isinstance(value, int) and value > MAX_INT_LITERAL:  # a literal is never negative
+            try:
+                hint = f"write it as a float, e.g. {float(value)!r}".replace("e+", "e")
+            except OverflowError:
+                hint = "even as a float it would overflow"
+            raise self.error(node, f"int literal exceeds 2**53 = {MAX_INT_LITERAL} in absolute value; {hint}")
 
     def binary(self, node: ast.BinOp) -> tuple[ast.expr, bool]:
-        left, left_reads = self.lower(node.left)
-        right, right_reads = self.lower(node.right)
-        new: ast.expr
+        node.left, left_reads = self.lower(node.left)
+        node.right, right_reads = self.lower(node.right)
+        reads = left_reads or right_reads
         if isinstance(node.op, ast.Pow):
             if not right_reads:
-                self.check_exponent(node, right)
+                node.right = self.fold_exponent(node, node.right)
             # A float operand rules out the exact int power: skip the guard's Python-level call.
             floats = any(
-                isinstance(side, ast.Constant) and isinstance(side.value, float) for side in (left, right)
+                isinstance(side, ast.Constant) and isinstance(side.value, float)
+                for side in (node.left, node.right)
             )
-            func = ast.Name(id="_fpow" if floats else "_pow", ctx=ast.Load())
-            new = ast.Call(func=func, args=[left, right], keywords=[])
-        elif type(node.op) in _BINARY:
-            new = ast.BinOp(left=left, op=node.op, right=right)
-        else:
+            func = ast.copy_location(ast.Name(id="_fpow" if floats else "_pow", ctx=ast.Load()), node)
+            power = ast.Call(func=func, args=[node.left, node.right], keywords=[])
+            return ast.copy_location(power, node), reads
+        if type(node.op) not in _BINARY:
             raise self.error(node, f"operator {_symbol(node.op)} is not allowed")
-        return ast.copy_location(new, node), left_reads or right_reads
+        return node, reads
 
-    def check_exponent(self, node: ast.BinOp, exponent: ast.expr) -> None:
-        try:
-            value = _evaluate(exponent)
-        except (ArithmeticError, ValueError):
-            return  # the power raises whenever it is evaluated, as Python's would: not a cost issue
+    def fold_exponent(self, node: ast.BinOp, exponent: ast.expr) -> ast.expr:
+        """Check a constant exponent against the limit, and replace it by what it evaluates to.
+
+        The replacement, the value or the error it raises, is what every evaluation would compute.
+        Folding evaluates each constant exponent once, so that a tower of powers, whose exponents
+        are nested in one another, costs a compile per power rather than one per level and power.
+        """
+        value: Any
+        if isinstance(exponent, ast.Constant):
+            value = exponent.value
+        elif (
+            isinstance(exponent, ast.UnaryOp)
+            and isinstance(exponent.op, ast.USub | ast.UAdd)
+            and isinstance(exponent.operand, ast.Constant)
+        ):
+            # `x ** -0.5` and the like: as common as they are cheap to fold without a compile.
+            value = exponent.operand.value
+            value = -value if isinstance(exponent.op, ast.USub) else +value
+        else:
+            try:
+                value = _evaluate(exponent)
+            except (ArithmeticError, ValueError) as exc:
+                # The power raises whenever it is evaluated, as Python's would: make it cheap to.
+                if type(exc) not in _ERRORS.values():
+                    return exponent
+                args: list[ast.expr] = [ast.Constant(type(exc).__name__), ast.Constant(str(exc))]
+                func = ast.Name(id="_raise", ctx=ast.Load())
+                call = ast.Call(func=func, args=args, keywords=[])
+                for new in (call, func, *args):
+                    ast.copy_location(new, exponent)
+                return call
         if not abs(value) <= MAX_CONSTANT_EXPONENT:  # also refuses nan
             if isinstance(value, float):
                 shown = f"{value:.6g}"
@@ -341,6 +423,9 @@ class _Lowering:
             raise self.error(
                 node, f"exponent {shown} exceeds the limit of {MAX_CONSTANT_EXPONENT} in absolute value"
             )
+        if isinstance(exponent, ast.Constant):
+            return exponent
+        return ast.copy_location(ast.Constant(value), exponent)
 
     def call(self, node: ast.Call) -> tuple[ast.expr, bool]:
         if not isinstance(node.func, ast.Name):
@@ -363,9 +448,8 @@ class _Lowering:
                 else f"at least {fewest} arguments"
             )
             raise self.error(node, f"{name}() takes {expected}, not {given}")
-        args, reads = self.lower_all(node.args)
-        func = ast.copy_location(ast.Name(id=name, ctx=ast.Load()), node.func)
-        return ast.copy_location(ast.Call(func=func, args=args, keywords=[]), node), reads
+        node.args, reads = self.lower_all(node.args)
+        return node, reads
 
 
 def _symbol(op: ast.AST) -> str:
