@@ -1,0 +1,1 @@
+"""lrtower's alembic migrations (importable as `lrtower_server.migrations`)."""

@@ -1,0 +1,22 @@
+"""Settings: from `LRTOWER_*` environment variables (or a `.env` file), unknown keys refused."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///lrtower.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LRTOWER_", env_file=".env", extra="forbid")
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL: sqlite:///path.db (the embedded default) or postgresql+psycopg://...",
+    )
+    sqlite_synchronous: str = Field(
+        "FULL",
+        pattern="^(FULL|NORMAL)$",
+        description="SQLite's `synchronous` in WAL mode: FULL survives power loss, NORMAL only a crash",
+    )

@@ -1,0 +1,163 @@
+"""The tables: typed SQLAlchemy 2.0 models with named constraints.
+
+ORM objects stay inside the store; everything above it works with plain values. Every schema
+change is an alembic migration in `migrations/`, which works on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+RUN_STATES = ("live", "finished", "archived")
+CHANGE_KINDS = ("schedule", "scale", "plateau")
+SCOPES = ("read", "write", "admin")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[float]: JSON,
+        datetime: DateTime(timezone=True),
+        float: Double,
+    }
+
+
+class Run(Base):
+    """A named schedule for one training job, with its high-water mark and version."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(f"state IN {RUN_STATES}", name="state"),
+        CheckConstraint("high_water >= -1", name="high_water"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    lrs: Mapped[list[float] | None]
+    spec: Mapped[dict[str, Any]]
+    plateau: Mapped[dict[str, Any] | None]
+    labels: Mapped[dict[str, Any]]
+    definition_hash: Mapped[str] = mapped_column(String(64))
+    """sha256 of the canonical definition (lrs, spec, plateau, labels): creating the same run
+    again is recognised by it."""
+    state: Mapped[str] = mapped_column(String(16), default="live")
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    """Bumped by every change to what the run answers: a cached copy is current iff its
+    version is."""
+    high_water: Mapped[int] = mapped_column(BigInteger, default=-1)
+    """The highest step served so far (-1: none). Changes take effect only above it."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Change(Base):
+    """A change to what a run answers from `effective_step` on: a new schedule, a scale, or a
+    plateau reduction (the new factor of every group)."""
+
+    __tablename__ = "changes"
+    __table_args__ = (
+        UniqueConstraint("run_id", "seq"),
+        CheckConstraint(f"kind IN {CHANGE_KINDS}", name="kind"),
+        CheckConstraint("effective_step >= 0", name="effective_step"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="RESTRICT"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    effective_step: Mapped[int] = mapped_column(BigInteger)
+    spec: Mapped[dict[str, Any] | None]
+    restart: Mapped[bool] = mapped_column(Boolean, default=False)
+    factor: Mapped[float | None]
+    factors: Mapped[list[float] | None]
+    created_at: Mapped[datetime]
+
+
+class PlateauState(Base):
+    """ReduceLROnPlateau's whole state for a run (best is NULL while it is +-inf)."""
+
+    __tablename__ = "plateau_states"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="RESTRICT"), primary_key=True)
+    best: Mapped[float | None]
+    num_bad_epochs: Mapped[int] = mapped_column(Integer)
+    cooldown_counter: Mapped[int] = mapped_column(Integer)
+    factors: Mapped[list[float]]
+    reductions: Mapped[int] = mapped_column(Integer)
+    last_step: Mapped[int] = mapped_column(BigInteger, default=-1)
+    """The highest step a watched metric was posted for."""
+
+
+class Metric(Base):
+    """A posted metric, with the answer it got, so that posting it again replays that answer."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (UniqueConstraint("run_id", "name", "step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(128))
+    step: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[float]
+    answer: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class Event(Base):
+    """One entry of a run's append-only audit trail, chained by SHA-256."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="RESTRICT"))
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    effective_step: Mapped[int | None] = mapped_column(BigInteger)
+    lr_before: Mapped[list[float] | None]
+    lr_after: Mapped[list[float] | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Token(Base):
+    """An API token: only its SHA-256 is stored; the secret is shown once, at creation."""
+
+    __tablename__ = "tokens"
+    __table_args__ = (CheckConstraint(f"scope IN {SCOPES}", name="scope"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
