@@ -1,0 +1,104 @@
+"""A run's LR over its whole history: the base schedule, then every change, on one step axis.
+
+Each change takes effect at its `effective_step`:
+- a schedule change replaces the schedule from there on; with `restart`, the new schedule
+  counts its own steps from 0 at that point, otherwise it is read at the absolute step;
+- a scale multiplies the LR from there on (scales accumulate);
+- a plateau reduction sets every group's plateau factor from there on.
+When two changes of a kind take effect at the same step, the later one wins.
+
+LR(s) = plateau(schedule(s) * scale(s), factors(s)), with the plateau rule of
+`schedules.plateau.apply`. Each lookup is a bisection over the change steps, so an answer costs
+the same whatever the step and (but for a logarithm) however long the history.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from operator import mul
+from typing import Any
+
+from .schedules import Schedule, build_schedule
+from .schedules.plateau import PlateauConfig
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    effective_step: int
+    spec: dict[str, Any]
+    restart: bool
+
+
+@dataclass(frozen=True)
+class ScaleChange:
+    effective_step: int
+    factor: float
+
+
+@dataclass(frozen=True)
+class PlateauChange:
+    effective_step: int
+    factors: tuple[float, ...]
+
+
+Change = ScheduleChange | ScaleChange | PlateauChange
+
+
+@dataclass(frozen=True)
+class Answer:
+    step: int
+    lrs: list[float]
+    momentum: list[float] | None
+
+
+class Timeline:
+    """The compiled history of one run. Immutable: a new change makes a new Timeline."""
+
+    def __init__(
+        self,
+        base_lrs: Sequence[float] | None,
+        spec: dict[str, Any],
+        plateau: PlateauConfig | None,
+        changes: Sequence[Change] = (),
+    ) -> None:
+        self.base_lrs = None if base_lrs is None else tuple(base_lrs)
+        self.plateau = plateau
+        ordered = sorted(enumerate(changes), key=lambda ic: (ic[1].effective_step, ic[0]))
+        schedules = [c for _, c in ordered if isinstance(c, ScheduleChange)]
+        scales = [c for _, c in ordered if isinstance(c, ScaleChange)]
+        reductions = [c for _, c in ordered if isinstance(c, PlateauChange)]
+
+        base = build_schedule(spec, self.base_lrs)
+        self.n_groups = base.n_groups
+        # Segment i runs from starts[i]; a restarted segment counts steps from its start.
+        self._starts = [0, *(c.effective_step for c in schedules)]
+        self._segments: list[tuple[Schedule, int]] = [(base, 0)]
+        for c in schedules:
+            self._segments.append((build_schedule(c.spec, self.base_lrs), c.effective_step if c.restart else 0))
+        self._scale_steps = [c.effective_step for c in scales]
+        self._scale_products = [1.0, *accumulate((c.factor for c in scales), mul)]
+        self._plateau_steps = [c.effective_step for c in reductions]
+        self._plateau_factors = [(1.0,) * self.n_groups, *(c.factors for c in reductions)]
+        self._floors = plateau.min_lrs(self.n_groups) if plateau else None
+
+    def at(self, step: int) -> Answer:
+        """The LRs (and momentum) served at `step`. Raises DomainError where there is none."""
+        schedule, origin = self._segments[bisect_right(self._starts, step) - 1]
+        lrs, momentum = schedule.at(step - origin)
+        scale = self._scale_products[bisect_right(self._scale_steps, step)]
+        if scale != 1.0:
+            lrs = [lr * scale for lr in lrs]
+        if self._floors is not None:
+            factors = self._plateau_factors[bisect_right(self._plateau_steps, step)]
+            lrs = [
+                lr if f == 1.0 else max(lr * f, min(lr, floor))
+                for lr, f, floor in zip(lrs, factors, self._floors, strict=True)
+            ]
+        return Answer(step, lrs, momentum)
+
+    def plateau_factors(self, step: int) -> tuple[float, ...]:
+        """The plateau factors in force at `step`."""
+        return self._plateau_factors[bisect_right(self._plateau_steps, step)]
