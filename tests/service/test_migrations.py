@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import inspect, text
+
 from lrtower_server import migrate
 from lrtower_server.config import Settings
 from lrtower_server.db import make_engine
 from lrtower_server.models import Base
-from sqlalchemy import inspect, text
 
 TABLES = {"runs", "changes", "plateau_states", "metrics", "events", "tokens"}
 
