@@ -10,6 +10,13 @@ from sqlalchemy.engine import make_url
 from .config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_BEGIN = "sqlite_begin"
+"""Execution option: how SQLite transactions begin, DEFERRED (reads) or IMMEDIATE (writes)."""
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine, beginning transactions ready to write."""
+    return engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -31,6 +38,9 @@ def make_engine(settings: Settings) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # Writers take the write lock up front (IMMEDIATE): a deferred transaction that reads
+        # then writes can fail with SQLITE_BUSY instead of waiting its turn.
+        mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine

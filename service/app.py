@@ -1,0 +1,47 @@
+"""create_app(settings): the FastAPI application. Wiring only; the logic lives below."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from . import errors, migrate
+from .config import Settings
+from .db import make_engine
+from .routes import health, runs, schedules
+from .runs import Runs
+
+
+class SchemaNotAtHead(RuntimeError):
+    """The database needs `lrtower db upgrade` before this version can serve it."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = make_engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not migrate.is_at_head(engine):
+            raise SchemaNotAtHead(
+                f"the database at {engine.url.render_as_string(hide_password=True)} is not at the latest "
+                "migration: run `lrtower db upgrade`"
+            )
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="lrtower",
+        summary="A control tower for learning rates",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.runs = Runs(engine)
+    errors.install(app)
+    app.include_router(runs.router)
+    app.include_router(schedules.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,112 @@
+"""One error base, one error shape: RFC 9457 problem+json, with the path of every bad field.
+
+Raise a `Problem` (or one of its kinds) anywhere below the routes; the handlers installed by
+`install(app)` turn it, request validation errors, and the schedule engine's SpecError and
+DomainError into problem+json. Nothing a user sends may become a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .schedules import DomainError, FieldError, SpecError
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://lrtower.dev/problems/"
+
+
+class Problem(Exception):
+    """An error answered as problem+json. Subclasses fix the status and title."""
+
+    status = 400
+    title = "Bad request"
+    kind = "bad-request"
+
+    def __init__(
+        self, detail: str, errors: Sequence[FieldError] = (), extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors)
+        self.extra = extra or {}
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": TYPE_BASE + self.kind,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.errors:
+            body["errors"] = [_field(e) for e in self.errors]
+        body.update(self.extra)
+        return body
+
+
+class NotFound(Problem):
+    status, title, kind = 404, "Not found", "not-found"
+
+
+class Conflict(Problem):
+    status, title, kind = 409, "Conflict", "conflict"
+
+
+class Invalid(Problem):
+    status, title, kind = 422, "Invalid request", "invalid"
+
+
+class NoValue(Problem):
+    status, title, kind = 422, "No learning rate at this step", "no-value"
+
+
+def _field(error: FieldError) -> dict[str, Any]:
+    return {
+        "loc": list(error.loc),
+        "field": ".".join(str(part) for part in error.loc),
+        "msg": error.msg,
+    }
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    return JSONResponse(problem.body(), status_code=problem.status, media_type=PROBLEM_JSON)
+
+
+def _request_errors(exc: RequestValidationError) -> list[FieldError]:
+    errors = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        errors.append(FieldError(loc, msg, None))
+    return errors
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error as problem+json."""
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc)
+
+    @app.exception_handler(SpecError)
+    async def _spec(_: Request, exc: SpecError) -> JSONResponse:
+        return problem_response(Invalid("the request is invalid", exc.errors))
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        return problem_response(NoValue(str(exc), extra={"step": exc.step}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(Invalid("the request is invalid", _request_errors(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        problem = Problem(str(exc.detail))
+        problem.status, problem.title, problem.kind = exc.status_code, str(exc.detail), "http"
+        return problem_response(problem)

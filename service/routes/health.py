@@ -1,0 +1,32 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import migrate
+from ..errors import PROBLEM_JSON
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+def readyz(request: Request) -> dict[str, str] | JSONResponse:
+    """The database is reachable and its schema is at the latest migration."""
+    try:
+        ready = migrate.is_at_head(request.app.state.engine)
+        detail = "ok" if ready else "the database schema is not at the latest migration"
+    except SQLAlchemyError as exc:
+        ready, detail = False, f"the database is unreachable: {type(exc).__name__}"
+    if ready:
+        return {"status": "ok"}
+    body = {"type": "about:blank", "title": "Not ready", "status": 503, "detail": detail}
+    return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)

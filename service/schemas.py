@@ -1,0 +1,111 @@
+"""The API's request and response bodies (pydantic): what clients in any language code against."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .schedules import STEP_MAX
+from .schedules.plateau import PlateauConfig
+
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_GROUPS = 64
+MAX_LABELS = 32
+
+RunName = Annotated[str, Field(pattern=RUN_NAME, examples=["resnet50-lr-sweep-3"])]
+Step = Annotated[int, Field(ge=0, le=STEP_MAX)]
+LR = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Labels = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]],
+    Field(max_length=MAX_LABELS),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class RunCreate(Strict):
+    """A new run. Give `lr` (one param group) or `lrs` (one per group); optax, keras and mxnet
+    schedules carry their own values and may omit both."""
+
+    name: RunName
+    lr: LR | None = None
+    lrs: Annotated[list[LR], Field(min_length=1, max_length=MAX_GROUPS)] | None = None
+    schedule: dict[str, Any] = Field(
+        examples=[{"type": "CosineAnnealingLR", "T_max": 100000, "eta_min": 1e-6}],
+        description="A schedule spec: see docs/schedules.md",
+    )
+    plateau: PlateauConfig | None = None
+    labels: Labels = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_of_lr_or_lrs(self) -> RunCreate:
+        if self.lr is not None and self.lrs is not None:
+            raise ValueError("give `lr` or `lrs`, not both")
+        return self
+
+    @property
+    def base_lrs(self) -> list[float] | None:
+        return [self.lr] if self.lr is not None else self.lrs
+
+
+class ChangeOut(BaseModel):
+    seq: int
+    kind: Literal["schedule", "scale", "plateau"]
+    effective_step: int
+    schedule: dict[str, Any] | None = None
+    restart: bool = False
+    factor: float | None = None
+    factors: list[float] | None = None
+    created_at: datetime
+
+
+class RunOut(BaseModel):
+    name: str
+    lrs: list[float] | None
+    schedule: dict[str, Any]
+    plateau: dict[str, Any] | None
+    labels: dict[str, str]
+    state: Literal["live", "finished", "archived"]
+    version: int
+    high_water: int = Field(description="The highest step served so far (-1: none yet)")
+    changes: list[ChangeOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class RunPage(BaseModel):
+    runs: list[RunOut]
+    next_after: str | None = Field(description="Pass as `after` for the next page; null at the end")
+
+
+class LrOut(BaseModel):
+    run: str
+    step: int
+    lr: float = Field(description="The first group's LR")
+    lrs: list[float] = Field(description="Every param group's LR")
+    momentum: list[float] | None = Field(None, description="Present when the schedule cycles momentum")
+
+
+class RangeOut(BaseModel):
+    run: str
+    steps: list[int]
+    lr: list[float] = Field(description="The first group's LR at every step")
+    lrs: list[list[float]] | None = Field(None, description="Every group's LR at every step (several groups)")
+    momentum: list[list[float]] | None = None
+
+
+class PreviewIn(Strict):
+    lr: LR | None = None
+    lrs: Annotated[list[LR], Field(min_length=1, max_length=MAX_GROUPS)] | None = None
+    schedule: dict[str, Any]
+    start: Step = 0
+    stop: Step = 1000
+    stride: Annotated[int, Field(ge=1, le=STEP_MAX)] = 1
+
+    @property
+    def base_lrs(self) -> list[float] | None:
+        return [self.lr] if self.lr is not None else self.lrs

@@ -1,0 +1,191 @@
+"""The runs API through the ASGI app, on a migrated SQLite file per test."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lrtower_server.schedules import build_schedule
+
+WARMUP_COSINE = {
+    "type": "SequentialLR",
+    "schedulers": [
+        {"type": "LinearLR", "start_factor": 0.1, "total_iters": 10},
+        {"type": "CosineAnnealingLR", "T_max": 90},
+    ],
+    "milestones": [10],
+}
+
+
+def create(client: TestClient, name: str = "job-1", **body: Any) -> Any:
+    return client.post("/runs", json={"name": name, "lr": 0.1, "schedule": WARMUP_COSINE, **body})
+
+
+def assert_problem(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    if field is not None:
+        assert field in [e["field"] for e in body["errors"]], body
+    return body
+
+
+def test_create_and_read_a_run(client: TestClient) -> None:
+    response = create(client, labels={"team": "vision"})
+    assert response.status_code == 201
+    run = response.json()
+    assert run["name"] == "job-1" and run["lrs"] == [0.1] and run["high_water"] == -1
+    assert client.get("/runs/job-1").json() == run
+
+
+def test_creating_again_is_idempotent_and_a_different_definition_conflicts(client: TestClient) -> None:
+    first = create(client).json()
+    again = create(client)
+    assert again.status_code == 200 and again.json() == first
+    body = assert_problem(create(client, lr=0.2), 409)
+    assert body["high_water"] == -1
+
+
+def test_lr_equals_the_engine_and_text_plain(client: TestClient) -> None:
+    create(client)
+    engine = build_schedule(WARMUP_COSINE, [0.1])
+    for step in (0, 5, 10, 50, 99, 10**12):
+        body = client.get("/runs/job-1/lr", params={"step": step}).json()
+        assert body == {
+            "run": "job-1",
+            "step": step,
+            "lr": engine.at(step)[0][0],
+            "lrs": engine.at(step)[0],
+            "momentum": None,
+        }
+    text = client.get("/runs/job-1/lr", params={"step": 5}, headers={"accept": "text/plain"})
+    assert text.headers["content-type"].startswith("text/plain")
+    assert float(text.text) == engine.at(5)[0][0]
+
+
+def test_ranges_are_served_and_curves_are_not(client: TestClient) -> None:
+    create(client, name="r", lrs=[0.1, 0.01], lr=None)
+    curve = client.get("/runs/r/curve", params={"start": 0, "stop": 20}).json()
+    assert len(curve["steps"]) == 20 and len(curve["lrs"][0]) == 2
+    assert client.get("/runs/r").json()["high_water"] == -1
+    served = client.get("/runs/r/lr", params={"start": 10, "stop": 30, "stride": 5}).json()
+    assert served["steps"] == [10, 15, 20, 25]
+    assert served["lr"] == [row[0] for row in served["lrs"]]
+    assert client.get("/runs/r").json()["high_water"] == 25
+
+
+def test_the_mark_only_rises(client: TestClient) -> None:
+    create(client)
+    client.get("/runs/job-1/lr", params={"step": 50})
+    client.get("/runs/job-1/lr", params={"step": 7})
+    assert client.get("/runs/job-1").json()["high_water"] == 50
+
+
+def test_momentum_is_part_of_the_answer(client: TestClient) -> None:
+    spec = {"type": "OneCycleLR", "max_lr": 0.1, "total_steps": 100}
+    client.post("/runs", json={"name": "one", "lr": 0.1, "schedule": spec})
+    body = client.get("/runs/one/lr", params={"step": 10}).json()
+    assert body["momentum"] == build_schedule(spec, [0.1]).at(10)[1]
+
+
+def test_list_pages_and_filters_by_label(client: TestClient) -> None:
+    for i in range(5):
+        create(client, name=f"run-{i}", labels={"team": "a" if i % 2 else "b"})
+    page = client.get("/runs", params={"limit": 2}).json()
+    assert [r["name"] for r in page["runs"]] == ["run-0", "run-1"] and page["next_after"] == "run-1"
+    rest = client.get("/runs", params={"after": "run-1"}).json()
+    assert [r["name"] for r in rest["runs"]] == ["run-2", "run-3", "run-4"] and rest["next_after"] is None
+    team_a = client.get("/runs", params={"label": "team=a"}).json()
+    assert [r["name"] for r in team_a["runs"]] == ["run-1", "run-3"]
+
+
+def test_preview_stores_nothing(client: TestClient) -> None:
+    body = client.post(
+        "/schedules/preview", json={"lr": 1.0, "schedule": {"type": "StepLR", "step_size": 2}, "stop": 6}
+    ).json()
+    assert body["lr"] == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+    assert client.get("/runs").json()["runs"] == []
+
+
+@pytest.mark.parametrize(
+    ("request_args", "status", "field"),
+    [
+        ({"json": {"name": "bad name!", "lr": 0.1, "schedule": WARMUP_COSINE}}, 422, "body.name"),
+        ({"json": {"name": "x", "lr": -1, "schedule": WARMUP_COSINE}}, 422, "body.lr"),
+        ({"json": {"name": "x", "lr": 0.1, "schedule": WARMUP_COSINE, "sheduel": 1}}, 422, "body.sheduel"),
+        (
+            {"json": {"name": "x", "lr": 0.1, "schedule": {"type": "StepLR", "step_size": 0}}},
+            422,
+            "schedule.step_size",
+        ),
+        ({"json": {"name": "x", "lr": 0.1, "schedule": {"type": "Nope"}}}, 422, "schedule.type"),
+        ({"json": {"name": "x", "lr": 0.1, "lrs": [0.1], "schedule": WARMUP_COSINE}}, 422, "body"),
+        (
+            {
+                "json": {
+                    "name": "x",
+                    "lrs": [0.1, 0.2],
+                    "schedule": WARMUP_COSINE,
+                    "plateau": {"min_lr": [0, 0, 0]},
+                }
+            },
+            422,
+            "plateau.min_lr",
+        ),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, None),
+    ],
+)
+def test_bad_creations_name_the_field(
+    client: TestClient, request_args: dict[str, Any], status: int, field: str | None
+) -> None:
+    assert_problem(client.post("/runs", **request_args), status, field)
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "field"),
+    [
+        ({"step": -1}, 422, "query.step"),
+        ({"step": 2**53 + 1}, 422, "query.step"),
+        ({"step": 1.5}, 422, "query.step"),
+        ({"step": "nan"}, 422, "query.step"),
+        ({"start": 10}, 422, "query.stop"),
+        ({"start": 10, "stop": 5}, 422, "query.stop"),
+        ({"start": 0, "stop": 100_001}, 422, "query.stop"),
+    ],
+)
+def test_bad_steps(client: TestClient, params: dict[str, Any], status: int, field: str) -> None:
+    create(client)
+    assert_problem(client.get("/runs/job-1/lr", params=params), status, field)
+
+
+def test_unknown_run_and_step_without_value(client: TestClient) -> None:
+    assert_problem(client.get("/runs/nope/lr", params={"step": 1}), 404)
+    assert_problem(client.get("/runs/nope"), 404)
+    client.post(
+        "/runs",
+        json={"name": "one", "lr": 0.1, "schedule": {"type": "OneCycleLR", "max_lr": 0.1, "total_steps": 10}},
+    )
+    body = assert_problem(client.get("/runs/one/lr", params={"step": 11}), 422)
+    assert body["step"] == 11
+    assert client.get("/runs/one").json()["high_water"] == -1  # a step without a value is not served
+
+
+def test_audit_trail_starts_with_creation(client: TestClient, settings: Any) -> None:
+    from sqlalchemy import text
+
+    from lrtower_server.db import make_engine
+
+    create(client)
+    with make_engine(settings).connect() as connection:
+        row = connection.execute(text("SELECT kind, actor, seq, lr_after FROM events")).one()
+    assert (row.kind, row.actor, row.seq) == ("run_created", "anonymous", 1)
+    assert math.isclose(eval(row.lr_after)[0] if isinstance(row.lr_after, str) else row.lr_after[0], 0.01)
+
+
+def test_health(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ok"}

@@ -1,0 +1,91 @@
+"""A real `lrtower serve` process on a free port, talked to with httpx and with curl."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "LRTOWER_DATABASE_URL": f"sqlite:///{tmp_path / 'lrtower.db'}"}
+    lrtower = Path(sys.executable).parent / "lrtower"
+    process = subprocess.Popen(
+        [str(lrtower), "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout:
+            process.stdout.close()
+
+
+def test_serve_applies_migrations_and_answers(server: str) -> None:
+    spec = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
+    created = httpx.post(f"{server}/runs", json={"name": "e2e", "lr": 0.1, "schedule": spec})
+    assert created.status_code == 201
+    assert httpx.get(f"{server}/runs/e2e/lr", params={"step": 25}).json()["lr"] == 0.025
+
+    curl = shutil.which("curl")
+    assert curl is not None, "curl is part of the test environment"
+    as_text = subprocess.run(
+        [curl, "-sf", "-H", "Accept: text/plain", f"{server}/runs/e2e/lr?step=10"],
+        capture_output=True,
+        check=True,
+    )
+    assert as_text.stdout.decode() == "0.05"
+    problem = subprocess.run(
+        [curl, "-s", "-i", f"{server}/runs/e2e/lr?step=-3"], capture_output=True, check=True
+    )
+    head, _, body = problem.stdout.decode().partition("\r\n\r\n")
+    assert " 422 " in head.splitlines()[0] and "application/problem+json" in head
+    assert json.loads(body)["errors"][0]["field"] == "query.step"
+
+
+def test_openapi_describes_every_call(server: str) -> None:
+    paths = httpx.get(f"{server}/openapi.json").json()["paths"]
+    for path in (
+        "/runs",
+        "/runs/{run}",
+        "/runs/{run}/lr",
+        "/runs/{run}/curve",
+        "/schedules/preview",
+        "/healthz",
+        "/readyz",
+    ):
+        assert path in paths
