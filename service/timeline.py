@@ -77,7 +77,9 @@ class Timeline:
         self._starts = [0, *(c.effective_step for c in schedules)]
         self._segments: list[tuple[Schedule, int]] = [(base, 0)]
         for c in schedules:
-            self._segments.append((build_schedule(c.spec, self.base_lrs), c.effective_step if c.restart else 0))
+            self._segments.append(
+                (build_schedule(c.spec, self.base_lrs), c.effective_step if c.restart else 0)
+            )
         self._scale_steps = [c.effective_step for c in scales]
         self._scale_products = [1.0, *accumulate((c.factor for c in scales), mul)]
         self._plateau_steps = [c.effective_step for c in reductions]

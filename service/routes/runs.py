@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import Field
 from fastapi.responses import PlainTextResponse
+from pydantic import Field
 
 from ..deps import ACTOR, RunsDep
 from ..errors import Invalid
