@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from lrtower_server.schedules import build_schedule
 from lrtower_server.schedules.examples import EXAMPLES
 

@@ -12,14 +12,27 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 STEP_MAX = 2**53
 """The largest step the engine answers (SPEC §2): every step is exact as a float."""
 
 Loc = tuple[str | int, ...]
+
+Steps = Annotated[int, Field(ge=0, le=STEP_MAX)]
+"""A count of steps, 0 to 2**53."""
+PositiveSteps = Annotated[int, Field(ge=1, le=STEP_MAX)]
+"""A count of steps that is at least 1 (a length something is divided by)."""
+SignedSteps = Annotated[int, Field(ge=-STEP_MAX, le=STEP_MAX)]
+"""A step that may lie before step 0 (optax's boundaries, Keras' boundaries)."""
+NonNegative = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+ValueFn = Callable[[int], float]
+"""A compiled schedule of one value: step -> value."""
 
 
 @dataclass(frozen=True)
@@ -127,19 +140,22 @@ class Schedule(ABC):
     def at(self, step: int) -> tuple[list[float], list[float] | None]:
         """(LR of every group, momentum of every group or None) at `step`, or a DomainError.
 
-        Refuses steps outside 0..STEP_MAX, and never answers a negative or non-finite LR.
+        Refuses steps outside 0..STEP_MAX. Where the formula raises (a division by zero, an
+        overflow, a math domain error, arithmetic on a complex number), the step has no value;
+        and it never answers an LR that is not a finite real float >= 0 (NaN, inf, a negative
+        LR, or the complex number a fractional power of a negative number gives in Python).
         """
         if not 0 <= step <= STEP_MAX:
             raise DomainError(step, f"steps run from 0 to 2**53 = {STEP_MAX}")
         try:
             lrs = self.lrs(step)
             momentum = self.momentum(step) if self.has_momentum else None
-        except (ZeroDivisionError, OverflowError, ValueError) as exc:
+        except (ArithmeticError, ValueError, TypeError) as exc:
             if isinstance(exc, DomainError):
                 raise
             raise DomainError(step, f"the schedule has no finite value here ({exc})") from None
         for lr in lrs:
-            if not 0.0 <= lr < math.inf:  # also false for NaN
+            if not (isinstance(lr, float) and 0.0 <= lr < math.inf):  # also false for NaN
                 raise DomainError(step, f"the schedule gives LR {lr!r}, which is not a finite LR >= 0")
         return lrs, momentum
 
@@ -155,7 +171,7 @@ class Schedule(ABC):
 class AbsoluteSchedule(Schedule):
     """A schedule that carries its own values (optax, keras, mxnet): group i gets v * ratio[i]."""
 
-    def __init__(self, value: Callable[[int], float], ratios: tuple[float, ...]) -> None:
+    def __init__(self, value: ValueFn, ratios: tuple[float, ...]) -> None:
         self._value = value
         self._ratios = ratios
         self._single = ratios == (1.0,)
@@ -187,3 +203,18 @@ class SpecModel(BaseModel):
 
     def build(self, ctx: BuildContext) -> Schedule:
         raise NotImplementedError
+
+
+class AbsoluteSpec(SpecModel):
+    """Base of the specs that carry their own values: one value function, scaled per param group.
+
+    The run's base LRs are optional; with several groups, group i gets `value * lrs[i] / lrs[0]`.
+    """
+
+    def compile(self) -> ValueFn:
+        """The schedule as its library computes it: step -> value."""
+        raise NotImplementedError
+
+    def build(self, ctx: BuildContext) -> Schedule:
+        ratios = ctx.group_ratios()
+        return AbsoluteSchedule(self.compile(), ratios)

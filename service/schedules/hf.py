@@ -39,55 +39,23 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from .base import STEP_MAX, BuildContext, DomainError, Schedule, SpecError, SpecModel
+from .base import (
+    BuildContext,
+    NonNegative,
+    PositiveSteps,
+    RelativeSchedule,
+    Schedule,
+    SpecError,
+    SpecModel,
+    Steps,
+)
 
 Multiplier = Callable[[int], float]
 """transformers' `lr_lambda`: the step -> the factor LambdaLR multiplies every base LR by."""
 
-
-def _steps(value: int) -> int:
-    if not 0 <= value <= STEP_MAX:
-        raise ValueError(f"must be a step count in [0, 2**53], got {value!r}")
-    return value
-
-
-def _positive_steps(value: int) -> int:
-    if not 1 <= value <= STEP_MAX:
-        raise ValueError(f"must be a step count in [1, 2**53], got {value!r}")
-    return value
-
-
-def _non_negative(value: float) -> float:
-    if value < 0:
-        raise ValueError(f"must be >= 0, got {value!r}")
-    return value
-
-
-Steps = Annotated[int, AfterValidator(_steps)]
-PositiveSteps = Annotated[int, AfterValidator(_positive_steps)]
-NonNegative = Annotated[float, AfterValidator(_non_negative)]
 Shape = Literal["linear", "cosine", "1-sqrt"]
-
-
-class LambdaSchedule(Schedule):
-    """LambdaLR: group i gets `base_lrs[i] * multiplier(step)`, torch's own product."""
-
-    def __init__(self, multiplier: Multiplier, base_lrs: tuple[float, ...]) -> None:
-        self._multiplier = multiplier
-        self._bases = base_lrs
-        self.n_groups = len(base_lrs)
-
-    def lrs(self, step: int) -> list[float]:
-        try:
-            factor = self._multiplier(step)
-        except (ArithmeticError, ValueError) as exc:
-            raise DomainError(step, f"transformers' lr_lambda raises {type(exc).__name__}: {exc}") from None
-        lrs = [base * factor for base in self._bases]
-        if not all(math.isfinite(lr) for lr in lrs):
-            raise DomainError(step, f"the LR is not finite: {lrs}")
-        return lrs
 
 
 def _optimizer_lr(ctx: BuildContext) -> float:
@@ -96,15 +64,18 @@ def _optimizer_lr(ctx: BuildContext) -> float:
 
 
 class HFSpec(SpecModel):
-    """A transformers schedule: a multiplier of the base LRs, built once per run."""
+    """A transformers schedule: a multiplier of the base LRs, built once per run.
+
+    LambdaLR gives group i `base_lrs[i] * multiplier(step)`, torch's own product.
+    """
 
     def multiplier(self, lr_init: float) -> Multiplier:
         """transformers' `lr_lambda`; `lr_init` stands for `optimizer.defaults["lr"]`."""
         raise NotImplementedError
 
     def build(self, ctx: BuildContext) -> Schedule:
-        lr_init = _optimizer_lr(ctx)
-        return LambdaSchedule(self.multiplier(lr_init), ctx.require_base_lrs())
+        multiplier = self.multiplier(_optimizer_lr(ctx))
+        return RelativeSchedule(lambda step, base: base * multiplier(step), ctx.require_base_lrs())
 
     @field_validator("num_training_steps", check_fields=False)
     @classmethod
@@ -115,14 +86,23 @@ class HFSpec(SpecModel):
         return value
 
 
-def _warmup(num_warmup_steps: int) -> Callable[[int], float]:
-    """The linear warmup most types share: `float(t) / float(max(1, num_warmup_steps))`."""
-    denominator = float(max(1, num_warmup_steps))
+def _after_warmup(num_warmup_steps: int, after: Multiplier) -> Multiplier:
+    """The linear warmup most types share, `float(t) / float(max(1, W))` for t < W, then `after(t)`."""
+    w = num_warmup_steps
+    denominator = float(max(1, w))
 
-    def warmup(current_step: int) -> float:
-        return float(current_step) / denominator
+    def lr_lambda(current_step: int) -> float:
+        if current_step < w:
+            return float(current_step) / denominator
+        return after(current_step)
 
-    return warmup
+    return lr_lambda
+
+
+def _after_warmup_by_progress(w: int, t: int, decay: Callable[[float], float]) -> Multiplier:
+    """The warmup, then `decay(p)` with the cosines' progress p = (t - W) / max(1, T - W)."""
+    decay_length = float(max(1, t - w))
+    return _after_warmup(w, lambda current_step: decay(float(current_step - w) / decay_length))
 
 
 class Linear(HFSpec):
@@ -142,15 +122,8 @@ class Linear(HFSpec):
 
     def multiplier(self, lr_init: float) -> Multiplier:
         w, t = self.num_warmup_steps, self.num_training_steps
-        warmup = _warmup(w)
         decay_length = float(max(1, t - w))
-
-        def lr_lambda(current_step: int) -> float:
-            if current_step < w:
-                return warmup(current_step)
-            return max(0.0, float(t - current_step) / decay_length)
-
-        return lr_lambda
+        return _after_warmup(w, lambda current_step: max(0.0, float(t - current_step) / decay_length))
 
 
 class Cosine(HFSpec):
@@ -173,18 +146,12 @@ class Cosine(HFSpec):
     num_cycles: NonNegative = 0.5
 
     def multiplier(self, lr_init: float) -> Multiplier:
-        w, t = self.num_warmup_steps, self.num_training_steps
-        warmup = _warmup(w)
-        decay_length = float(max(1, t - w))
         frequency = math.pi * float(self.num_cycles) * 2.0
-
-        def lr_lambda(current_step: int) -> float:
-            if current_step < w:
-                return warmup(current_step)
-            progress = float(current_step - w) / decay_length
-            return max(0.0, 0.5 * (1.0 + math.cos(frequency * progress)))
-
-        return lr_lambda
+        return _after_warmup_by_progress(
+            self.num_warmup_steps,
+            self.num_training_steps,
+            lambda progress: max(0.0, 0.5 * (1.0 + math.cos(frequency * progress))),
+        )
 
 
 class CosineWithRestarts(HFSpec):
@@ -207,20 +174,14 @@ class CosineWithRestarts(HFSpec):
     num_cycles: Steps = 1
 
     def multiplier(self, lr_init: float) -> Multiplier:
-        w, t = self.num_warmup_steps, self.num_training_steps
-        warmup = _warmup(w)
-        decay_length = float(max(1, t - w))
         cycles = float(self.num_cycles)
 
-        def lr_lambda(current_step: int) -> float:
-            if current_step < w:
-                return warmup(current_step)
-            progress = float(current_step - w) / decay_length
+        def decay(progress: float) -> float:
             if progress >= 1.0:
                 return 0.0
             return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((cycles * progress) % 1.0))))
 
-        return lr_lambda
+        return _after_warmup_by_progress(self.num_warmup_steps, self.num_training_steps, decay)
 
 
 class Polynomial(HFSpec):
@@ -266,30 +227,27 @@ class Polynomial(HFSpec):
                 self.lr_end,
             )
         w, t, lr_end, power = self.num_warmup_steps, self.num_training_steps, self.lr_end, self.power
-        warmup = _warmup(w)
         lr_range = lr_init - lr_end
         decay_steps = t - w
         final = lr_end / lr_init
 
-        def lr_lambda(current_step: int) -> float:
-            if current_step < w:
-                return warmup(current_step)
+        def decayed(current_step: int) -> float:
             if current_step > t:
                 return final
             pct_remaining = 1 - (current_step - w) / decay_steps
             decay: float = lr_range * pct_remaining**power + lr_end
             return decay / lr_init
 
-        return lr_lambda
+        return _after_warmup(w, decayed)
 
 
-class Constant(SpecModel):
+class Constant(HFSpec):
     """`get_constant_schedule`: the base LRs, at every step. lambda(t) = 1."""
 
     type: Literal["hf.constant"] = "hf.constant"
 
-    def build(self, ctx: BuildContext) -> Schedule:
-        return LambdaSchedule(lambda current_step: 1.0, ctx.require_base_lrs())
+    def multiplier(self, lr_init: float) -> Multiplier:
+        return lambda current_step: 1.0
 
 
 class ConstantWithWarmup(HFSpec):
@@ -305,15 +263,8 @@ class ConstantWithWarmup(HFSpec):
     num_warmup_steps: Steps
 
     def multiplier(self, lr_init: float) -> Multiplier:
-        w = self.num_warmup_steps
-        denominator = float(max(1.0, w))
-
-        def lr_lambda(current_step: int) -> float:
-            if current_step < w:
-                return float(current_step) / denominator
-            return 1.0
-
-        return lr_lambda
+        # transformers divides by max(1.0, W) here, which is float(max(1, W)) for an integer W.
+        return _after_warmup(self.num_warmup_steps, lambda current_step: 1.0)
 
 
 class InverseSqrt(HFSpec):
@@ -334,21 +285,23 @@ class InverseSqrt(HFSpec):
     def multiplier(self, lr_init: float) -> Multiplier:
         w = self.num_warmup_steps
         timescale = self.timescale if self.timescale is not None else (w or 10_000)
-        warmup = _warmup(w)
         shift = timescale - w
-
-        def lr_lambda(current_step: int) -> float:
-            if current_step < w:
-                return warmup(current_step)
-            return 1.0 / math.sqrt((current_step + shift) / timescale)
-
-        return lr_lambda
+        return _after_warmup(w, lambda current_step: 1.0 / math.sqrt((current_step + shift) / timescale))
 
 
 class _MinLRSpec(HFSpec):
-    """The two cosines with a floor: `min_lr` (absolute) or `min_lr_rate` (of the base LR)."""
+    """The two cosines with a floor: `min_lr` (absolute) or `min_lr_rate` (of the base LR).
 
-    @field_validator("min_lr_rate", check_fields=False)
+    Both transformers functions take these arguments first, in this order.
+    """
+
+    num_warmup_steps: Steps
+    num_training_steps: Steps
+    num_cycles: NonNegative = 0.5
+    min_lr: NonNegative | None = None
+    min_lr_rate: Annotated[NonNegative | None, Field(validate_default=True)] = None
+
+    @field_validator("min_lr_rate")
     @classmethod
     def _one_floor(cls, value: float | None, info: ValidationInfo) -> float | None:
         if "min_lr" not in info.data:  # min_lr itself is invalid, and reported
@@ -360,7 +313,8 @@ class _MinLRSpec(HFSpec):
             raise ValueError("give one of min_lr and min_lr_rate")
         return value
 
-    def _min_lr_rate(self, lr_init: float, min_lr: float | None, min_lr_rate: float | None) -> float:
+    def _min_lr_rate(self, lr_init: float) -> float:
+        min_lr, min_lr_rate = self.min_lr, self.min_lr_rate
         if min_lr_rate is not None:
             return min_lr_rate
         if min_lr is None:
@@ -390,28 +344,17 @@ class CosineWithMinLR(_MinLRSpec):
     """
 
     type: Literal["hf.cosine_with_min_lr"] = "hf.cosine_with_min_lr"
-    num_warmup_steps: Steps
-    num_training_steps: Steps
-    num_cycles: NonNegative = 0.5
-    min_lr: NonNegative | None = None
-    min_lr_rate: Annotated[NonNegative | None, Field(validate_default=True)] = None
 
     def multiplier(self, lr_init: float) -> Multiplier:
-        rate = self._min_lr_rate(lr_init, self.min_lr, self.min_lr_rate)
-        w, t = self.num_warmup_steps, self.num_training_steps
-        warmup = _warmup(w)
-        decay_length = float(max(1, t - w))
+        rate = self._min_lr_rate(lr_init)
         frequency = math.pi * float(self.num_cycles) * 2.0
         span = 1 - rate
 
-        def lr_lambda(current_step: int) -> float:
-            if current_step < w:
-                return warmup(current_step)
-            progress = float(current_step - w) / decay_length
+        def decay(progress: float) -> float:
             factor = 0.5 * (1.0 + math.cos(frequency * progress))
             return max(0.0, factor * span + rate)
 
-        return lr_lambda
+        return _after_warmup_by_progress(self.num_warmup_steps, self.num_training_steps, decay)
 
 
 class CosineWarmupWithMinLR(_MinLRSpec):
@@ -436,15 +379,10 @@ class CosineWarmupWithMinLR(_MinLRSpec):
     """
 
     type: Literal["hf.cosine_warmup_with_min_lr"] = "hf.cosine_warmup_with_min_lr"
-    num_warmup_steps: Steps
-    num_training_steps: Steps
-    num_cycles: NonNegative = 0.5
-    min_lr: NonNegative | None = None
-    min_lr_rate: Annotated[NonNegative | None, Field(validate_default=True)] = None
     warmup_lr_rate: NonNegative | None = None
 
     def multiplier(self, lr_init: float) -> Multiplier:
-        rate = self._min_lr_rate(lr_init, self.min_lr, self.min_lr_rate)
+        rate = self._min_lr_rate(lr_init)
         w = float(self.num_warmup_steps)
         t = float(self.num_training_steps)
         frequency = math.pi * self.num_cycles * 2.0

@@ -29,35 +29,54 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from .base import STEP_MAX, AbsoluteSchedule, BuildContext, DomainError, Schedule, SpecModel
+from .base import AbsoluteSpec, DomainError, NonNegative, Positive, SignedSteps, SpecModel, ValueFn
 from .ieee import ceil, cos, floor, ieee_pow
 
-ValueFn = Callable[[int], float]
-
-NonNegative = Annotated[float, Field(ge=0)]
-Positive = Annotated[float, Field(gt=0)]
 MAX_ITEMS = 10_000
 """The most boundaries one PiecewiseConstantDecay may list."""
 
 
-class KerasSpec(SpecModel):
-    """Base of the Keras specs: compile to one value function, scaled per param group."""
+class KerasSpec(AbsoluteSpec):
+    """Base of the Keras specs: `compile` gives the schedule as Keras computes it, step -> value."""
 
-    def compile(self) -> ValueFn:
-        """The schedule as Keras computes it: step -> value."""
+
+class _TimeDecay(KerasSpec):
+    """ExponentialDecay and InverseTimeDecay: the same arguments, and a decay of p = step /
+    decay_steps (floored when staircase)."""
+
+    initial_learning_rate: NonNegative
+    decay_steps: Positive
+    decay_rate: NonNegative
+    staircase: bool = False
+
+    @staticmethod
+    def decayed(lr: float, rate: float, p: float) -> float:
+        """The value at p, in Keras' operation order."""
         raise NotImplementedError
 
-    def build(self, ctx: BuildContext) -> Schedule:
-        ratios = ctx.group_ratios()
-        return AbsoluteSchedule(self.compile(), ratios)
+    def compile(self) -> ValueFn:
+        lr, steps, rate, staircase = (
+            self.initial_learning_rate,
+            self.decay_steps,
+            self.decay_rate,
+            self.staircase,
+        )
+        decayed = self.decayed
+
+        def value(step: int) -> float:
+            p = float(step) / steps
+            if staircase:
+                p = floor(p)
+            return decayed(lr, rate, p)
+
+        return value
 
 
-class ExponentialDecay(KerasSpec):
+class ExponentialDecay(_TimeDecay):
     """`keras.optimizers.schedules.ExponentialDecay`.
 
     value(t) = initial_learning_rate * decay_rate ** p with p = t / decay_steps, floored when
@@ -78,26 +97,10 @@ class ExponentialDecay(KerasSpec):
     """
 
     type: Literal["keras.ExponentialDecay"] = "keras.ExponentialDecay"
-    initial_learning_rate: NonNegative
-    decay_steps: Positive
-    decay_rate: NonNegative
-    staircase: bool = False
 
-    def compile(self) -> ValueFn:
-        lr, steps, rate, staircase = (
-            self.initial_learning_rate,
-            self.decay_steps,
-            self.decay_rate,
-            self.staircase,
-        )
-
-        def value(step: int) -> float:
-            p = float(step) / steps
-            if staircase:
-                p = floor(p)
-            return lr * ieee_pow(rate, p)
-
-        return value
+    @staticmethod
+    def decayed(lr: float, rate: float, p: float) -> float:
+        return lr * ieee_pow(rate, p)
 
 
 class PiecewiseConstantDecay(KerasSpec):
@@ -118,9 +121,7 @@ class PiecewiseConstantDecay(KerasSpec):
     """
 
     type: Literal["keras.PiecewiseConstantDecay"] = "keras.PiecewiseConstantDecay"
-    boundaries: Annotated[
-        list[Annotated[int, Field(ge=-STEP_MAX, le=STEP_MAX)]], Field(min_length=1, max_length=MAX_ITEMS)
-    ]
+    boundaries: Annotated[list[SignedSteps], Field(min_length=1, max_length=MAX_ITEMS)]
     values: Annotated[list[NonNegative], Field(min_length=2, max_length=MAX_ITEMS + 1)]
 
     @field_validator("boundaries")
@@ -203,7 +204,7 @@ class PolynomialDecay(KerasSpec):
         return capped
 
 
-class InverseTimeDecay(KerasSpec):
+class InverseTimeDecay(_TimeDecay):
     """`keras.optimizers.schedules.InverseTimeDecay`.
 
     value(t) = initial_learning_rate / (1 + decay_rate * p) with p = t / decay_steps, floored
@@ -223,26 +224,10 @@ class InverseTimeDecay(KerasSpec):
     """
 
     type: Literal["keras.InverseTimeDecay"] = "keras.InverseTimeDecay"
-    initial_learning_rate: NonNegative
-    decay_steps: Positive
-    decay_rate: NonNegative
-    staircase: bool = False
 
-    def compile(self) -> ValueFn:
-        lr, steps, rate, staircase = (
-            self.initial_learning_rate,
-            self.decay_steps,
-            self.decay_rate,
-            self.staircase,
-        )
-
-        def value(step: int) -> float:
-            p = float(step) / steps
-            if staircase:
-                p = floor(p)
-            return lr / (1.0 + rate * p)
-
-        return value
+    @staticmethod
+    def decayed(lr: float, rate: float, p: float) -> float:
+        return lr / (1.0 + rate * p)
 
 
 class CosineDecay(KerasSpec):
@@ -273,7 +258,7 @@ class CosineDecay(KerasSpec):
     decay_steps: Positive
     alpha: NonNegative = 0.0
     warmup_target: NonNegative | None = None
-    warmup_steps: NonNegative = 0
+    warmup_steps: NonNegative = 0.0
 
     def compile(self) -> ValueFn:
         lr, steps, alpha, target, warmup = (
@@ -353,6 +338,8 @@ class CosineDecayRestarts(KerasSpec):
                 fraction -= restart
             else:
                 inner = 1.0 - fraction * one_minus_t
+                # math.log would raise here, and Schedule.at would answer a bare "math domain
+                # error"; this says where the shrinking cycles end (tests rely on it).
                 if not inner > 0.0:
                     raise DomainError(
                         step, f"the cycles (t_mul={t_mul!r}) end for good after {first / one_minus_t!r} steps"

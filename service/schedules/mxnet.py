@@ -30,25 +30,20 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from .base import STEP_MAX, AbsoluteSchedule, BuildContext, DomainError, Schedule, SpecModel
+from .base import AbsoluteSpec, Fraction, NonNegative, PositiveSteps, SpecModel, Steps, ValueFn
 
-ValueFn = Callable[[int], float]
-
-NonNegative = Annotated[float, Field(ge=0)]
-Factor = Annotated[float, Field(ge=0, le=1)]
-Updates = Annotated[int, Field(ge=1, le=STEP_MAX)]
+WarmupMode = Literal["linear", "constant"]
 MAX_ITEMS = 10_000
 """The most steps one MultiFactorScheduler may list."""
 EXACT_DECAYS = 1 << 14
 """How many of FactorScheduler's in-place multiplications are replayed exactly (at build)."""
 
 
-class MxnetSpec(SpecModel):
+class MxnetSpec(AbsoluteSpec):
     """Base of the MXNet specs: MXNet's warmup, and one value function scaled per param group.
 
     Each class declares its own fields, so that they validate in MXNet's argument order.
@@ -58,7 +53,7 @@ class MxnetSpec(SpecModel):
         base_lr: float
         warmup_steps: int
         warmup_begin_lr: float
-        warmup_mode: Literal["linear", "constant"]
+        warmup_mode: WarmupMode
 
     @field_validator("warmup_begin_lr", check_fields=False)
     @classmethod
@@ -87,20 +82,6 @@ class MxnetSpec(SpecModel):
             return after(step)
 
         return value
-
-    def build(self, ctx: BuildContext) -> Schedule:
-        ratios = ctx.group_ratios()
-        fn, top = self.compile(), max(abs(r) for r in ratios)
-
-        def value(step: int) -> float:
-            v = fn(step)
-            if not 0.0 <= v * top < math.inf:  # MXNet's own arithmetic overflows near 1.8e308
-                raise DomainError(
-                    step, f"the value {v!r} (times lrs[i] / lrs[0]) is not a finite learning rate"
-                )
-            return v
-
-        return AbsoluteSchedule(value, ratios)
 
 
 class FactorScheduler(MxnetSpec):
@@ -133,13 +114,13 @@ class FactorScheduler(MxnetSpec):
     """
 
     type: Literal["mxnet.FactorScheduler"] = "mxnet.FactorScheduler"
-    step: Updates
-    factor: Factor = 1
+    step: PositiveSteps
+    factor: Fraction = 1.0
     stop_factor_lr: float = 1e-8
     base_lr: NonNegative = 0.01
-    warmup_steps: Annotated[int, Field(ge=0, le=STEP_MAX)] = 0
-    warmup_begin_lr: NonNegative = 0
-    warmup_mode: Literal["linear", "constant"] = "linear"
+    warmup_steps: Steps = 0
+    warmup_begin_lr: NonNegative = 0.0
+    warmup_mode: WarmupMode = "linear"
 
     def decayed(self) -> ValueFn:
         every, factor, stop = self.step, self.factor, self.stop_factor_lr
@@ -188,12 +169,12 @@ class MultiFactorScheduler(MxnetSpec):
     """
 
     type: Literal["mxnet.MultiFactorScheduler"] = "mxnet.MultiFactorScheduler"
-    step: Annotated[list[Updates], Field(min_length=1, max_length=MAX_ITEMS)]
-    factor: Factor = 1
+    step: Annotated[list[PositiveSteps], Field(min_length=1, max_length=MAX_ITEMS)]
+    factor: Fraction = 1.0
     base_lr: NonNegative = 0.01
-    warmup_steps: Annotated[int, Field(ge=0, le=STEP_MAX)] = 0
-    warmup_begin_lr: NonNegative = 0
-    warmup_mode: Literal["linear", "constant"] = "linear"
+    warmup_steps: Steps = 0
+    warmup_begin_lr: NonNegative = 0.0
+    warmup_mode: WarmupMode = "linear"
 
     @field_validator("step")
     @classmethod
@@ -249,13 +230,13 @@ class PolyScheduler(_Annealed):
     """
 
     type: Literal["mxnet.PolyScheduler"] = "mxnet.PolyScheduler"
-    max_update: Updates
+    max_update: PositiveSteps
     base_lr: NonNegative = 0.01
-    pwr: NonNegative = 2
-    final_lr: NonNegative = 0
-    warmup_steps: Annotated[int, Field(ge=0, le=STEP_MAX)] = 0
-    warmup_begin_lr: NonNegative = 0
-    warmup_mode: Literal["linear", "constant"] = "linear"
+    pwr: NonNegative = 2.0
+    final_lr: NonNegative = 0.0
+    warmup_steps: Steps = 0
+    warmup_begin_lr: NonNegative = 0.0
+    warmup_mode: WarmupMode = "linear"
 
     def decayed(self) -> ValueFn:
         end, warmup, final, power = self.max_update, self.warmup_steps, self.final_lr, self.pwr
@@ -289,12 +270,12 @@ class CosineScheduler(_Annealed):
     """
 
     type: Literal["mxnet.CosineScheduler"] = "mxnet.CosineScheduler"
-    max_update: Updates
+    max_update: PositiveSteps
     base_lr: NonNegative = 0.01
-    final_lr: NonNegative = 0
-    warmup_steps: Annotated[int, Field(ge=0, le=STEP_MAX)] = 0
-    warmup_begin_lr: NonNegative = 0
-    warmup_mode: Literal["linear", "constant"] = "linear"
+    final_lr: NonNegative = 0.0
+    warmup_steps: Steps = 0
+    warmup_begin_lr: NonNegative = 0.0
+    warmup_mode: WarmupMode = "linear"
 
     def decayed(self) -> ValueFn:
         end, warmup, final = self.max_update, self.warmup_steps, self.final_lr

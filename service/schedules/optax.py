@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BeforeValidator,
@@ -40,16 +40,19 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from .base import STEP_MAX, AbsoluteSchedule, BuildContext, Loc, Schedule, SpecModel
+from .base import (
+    STEP_MAX,
+    AbsoluteSpec,
+    Loc,
+    NonNegative,
+    Positive,
+    PositiveSteps,
+    SignedSteps,
+    SpecModel,
+    Steps,
+    ValueFn,
+)
 from .ieee import ieee_pow
-
-ValueFn = Callable[[int], float]
-"""A compiled optax schedule: count -> value (a Python float, double precision)."""
-
-NonNegative = Annotated[float, Field(ge=0)]
-Count = Annotated[int, Field(ge=0, le=STEP_MAX)]
-Positive = Annotated[int, Field(gt=0, le=STEP_MAX)]
-SignedCount = Annotated[int, Field(ge=-STEP_MAX, le=STEP_MAX)]
 
 MAX_ITEMS = 10_000
 """The most boundaries (or cosine cycles) one optax spec may list."""
@@ -67,16 +70,9 @@ def field_error(loc: Loc, msg: str, value: Any) -> ValidationError:
     return ValidationError.from_exception_data("spec", [detail])
 
 
-class OptaxSpec(SpecModel):
-    """Base of the optax specs: compile to one value function, scaled per param group."""
-
-    def compile(self) -> ValueFn:
-        """The schedule as optax computes it: count -> value."""
-        raise NotImplementedError
-
-    def build(self, ctx: BuildContext) -> Schedule:
-        ratios = ctx.group_ratios()
-        return AbsoluteSchedule(self.compile(), ratios)
+class OptaxSpec(AbsoluteSpec):
+    """Base of the optax specs: `compile` gives the schedule as optax computes it, count -> value
+    (a Python float, double precision)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,17 +245,6 @@ def check_boundaries_and_scales(
     return value
 
 
-def decay_after_warmup(value: int, info: ValidationInfo) -> int:
-    """optax's cosine phase lasts decay_steps - warmup_steps steps, and must last at least one."""
-    warmup = info.data.get("warmup_steps")
-    if warmup is not None and value <= warmup:
-        raise ValueError(
-            f"must exceed warmup_steps ({warmup}): the cosine phase lasts decay_steps - warmup_steps"
-            f" steps; got {value}"
-        )
-    return value
-
-
 # ---------------------------------------------------------------------------------------------
 # Specs, one per optax schedule function, in optax's argument order with optax's defaults.
 
@@ -309,8 +294,8 @@ class PolynomialSchedule(OptaxSpec):
     init_value: NonNegative
     end_value: NonNegative
     power: NonNegative
-    transition_steps: SignedCount
-    transition_begin: Count = 0
+    transition_steps: SignedSteps
+    transition_begin: Steps = 0
 
     def compile(self) -> ValueFn:
         return polynomial(
@@ -339,8 +324,8 @@ class LinearSchedule(OptaxSpec):
     type: Literal["optax.linear_schedule"] = "optax.linear_schedule"
     init_value: NonNegative
     end_value: NonNegative
-    transition_steps: SignedCount
-    transition_begin: Count = 0
+    transition_steps: SignedSteps
+    transition_begin: Steps = 0
 
     def compile(self) -> ValueFn:
         return polynomial(self.init_value, self.end_value, 1.0, self.transition_steps, self.transition_begin)
@@ -373,9 +358,9 @@ class ExponentialDecay(OptaxSpec):
 
     type: Literal["optax.exponential_decay"] = "optax.exponential_decay"
     init_value: NonNegative
-    transition_steps: Positive
-    decay_rate: Annotated[float, Field(gt=0)]
-    transition_begin: Count = 0
+    transition_steps: PositiveSteps
+    decay_rate: Positive
+    transition_begin: Steps = 0
     staircase: bool = False
     end_value: NonNegative | None = None
 
@@ -411,7 +396,7 @@ class CosineDecaySchedule(OptaxSpec):
 
     type: Literal["optax.cosine_decay_schedule"] = "optax.cosine_decay_schedule"
     init_value: NonNegative
-    decay_steps: Positive
+    decay_steps: PositiveSteps
     alpha: NonNegative = 0.0
     exponent: NonNegative = 1.0
 
@@ -419,7 +404,40 @@ class CosineDecaySchedule(OptaxSpec):
         return cosine_decay(self.init_value, self.decay_steps, self.alpha, self.exponent)
 
 
-class WarmupCosineDecaySchedule(OptaxSpec):
+class CosineKwargs(OptaxSpec):
+    """The arguments of `optax.warmup_cosine_decay_schedule`, also one cycle of `sgdr_schedule`."""
+
+    init_value: NonNegative
+    peak_value: NonNegative
+    warmup_steps: Steps
+    decay_steps: PositiveSteps
+    end_value: NonNegative = 0.0
+    exponent: NonNegative = 1.0
+
+    @field_validator("decay_steps")
+    @classmethod
+    def _after_warmup(cls, value: int, info: ValidationInfo) -> int:
+        """optax's cosine phase lasts decay_steps - warmup_steps steps, and must last at least one."""
+        warmup = info.data.get("warmup_steps")
+        if warmup is not None and value <= warmup:
+            raise ValueError(
+                f"must exceed warmup_steps ({warmup}): the cosine phase lasts decay_steps - warmup_steps"
+                f" steps; got {value}"
+            )
+        return value
+
+    def compile(self) -> ValueFn:
+        return warmup_cosine(
+            self.init_value,
+            self.peak_value,
+            self.warmup_steps,
+            self.decay_steps,
+            self.end_value,
+            self.exponent,
+        )
+
+
+class WarmupCosineDecaySchedule(CosineKwargs):
     """`optax.warmup_cosine_decay_schedule`: linear warmup, then cosine decay to end_value.
 
     For t < W: linear_schedule(init_value, peak_value, W)(t). From W on:
@@ -443,27 +461,6 @@ class WarmupCosineDecaySchedule(OptaxSpec):
     """
 
     type: Literal["optax.warmup_cosine_decay_schedule"] = "optax.warmup_cosine_decay_schedule"
-    init_value: NonNegative
-    peak_value: NonNegative
-    warmup_steps: Count
-    decay_steps: Positive
-    end_value: NonNegative = 0.0
-    exponent: NonNegative = 1.0
-
-    @field_validator("decay_steps")
-    @classmethod
-    def _after_warmup(cls, value: int, info: ValidationInfo) -> int:
-        return decay_after_warmup(value, info)
-
-    def compile(self) -> ValueFn:
-        return warmup_cosine(
-            self.init_value,
-            self.peak_value,
-            self.warmup_steps,
-            self.decay_steps,
-            self.end_value,
-            self.exponent,
-        )
 
 
 class WarmupExponentialDecaySchedule(OptaxSpec):
@@ -487,10 +484,10 @@ class WarmupExponentialDecaySchedule(OptaxSpec):
     type: Literal["optax.warmup_exponential_decay_schedule"] = "optax.warmup_exponential_decay_schedule"
     init_value: NonNegative
     peak_value: NonNegative
-    warmup_steps: Count
-    transition_steps: Positive
-    decay_rate: Annotated[float, Field(gt=0)]
-    transition_begin: Count = 0
+    warmup_steps: Steps
+    transition_steps: PositiveSteps
+    decay_rate: Positive
+    transition_begin: Steps = 0
     staircase: bool = False
     end_value: NonNegative | None = None
 
@@ -526,7 +523,7 @@ class WarmupConstantSchedule(OptaxSpec):
     type: Literal["optax.warmup_constant_schedule"] = "optax.warmup_constant_schedule"
     init_value: NonNegative
     peak_value: NonNegative
-    warmup_steps: Count
+    warmup_steps: Steps
 
     def compile(self) -> ValueFn:
         return polynomial(self.init_value, self.peak_value, 1.0, self.warmup_steps, 0)
@@ -607,6 +604,8 @@ class _Onecycle(OptaxSpec):
     Each class declares its own fields, in optax's argument order.
     """
 
+    interpolate_type: ClassVar[Literal["linear", "cosine"]]
+
     if TYPE_CHECKING:
         transition_steps: int
         peak_value: float
@@ -645,6 +644,9 @@ class _Onecycle(OptaxSpec):
                 )
         return self
 
+    def compile(self) -> ValueFn:
+        return piecewise_interpolate(self.interpolate_type, self.peak_value / self.div_factor, self.scales())
+
 
 class LinearOnecycleSchedule(_Onecycle):
     """`optax.linear_onecycle_schedule`: three linear phases (up, down, anneal).
@@ -670,13 +672,14 @@ class LinearOnecycleSchedule(_Onecycle):
     [0.1, 0.55, 1.0, 0.1, 1e-05]
     """
 
+    interpolate_type = "linear"
     type: Literal["optax.linear_onecycle_schedule"] = "optax.linear_onecycle_schedule"
-    transition_steps: Positive
+    transition_steps: PositiveSteps
     peak_value: NonNegative
     pct_start: float = 0.3
     pct_final: float = 0.85
-    div_factor: Annotated[float, Field(gt=0)] = 25.0
-    final_div_factor: Annotated[float, Field(gt=0)] = 1e4
+    div_factor: Positive = 25.0
+    final_div_factor: Positive = 1e4
 
     def pcts(self) -> dict[str, float]:
         return {"pct_start": self.pct_start, "pct_final": self.pct_final}
@@ -688,9 +691,6 @@ class LinearOnecycleSchedule(_Onecycle):
             int(self.pct_final * ts): 1.0 / div,
             ts: 1.0 / self.final_div_factor,
         }
-
-    def compile(self) -> ValueFn:
-        return piecewise_interpolate("linear", self.peak_value / self.div_factor, self.scales())
 
 
 class CosineOnecycleSchedule(_Onecycle):
@@ -713,12 +713,13 @@ class CosineOnecycleSchedule(_Onecycle):
     [0.1, 0.55, 1.0, 0.5005, 0.001]
     """
 
+    interpolate_type = "cosine"
     type: Literal["optax.cosine_onecycle_schedule"] = "optax.cosine_onecycle_schedule"
-    transition_steps: Positive
+    transition_steps: PositiveSteps
     peak_value: NonNegative
     pct_start: float = 0.3
-    div_factor: Annotated[float, Field(gt=0)] = 25.0
-    final_div_factor: Annotated[float, Field(gt=0)] = 1e4
+    div_factor: Positive = 25.0
+    final_div_factor: Positive = 1e4
 
     def pcts(self) -> dict[str, float]:
         return {"pct_start": self.pct_start}
@@ -726,25 +727,6 @@ class CosineOnecycleSchedule(_Onecycle):
     def scales(self) -> dict[int, float]:
         ts, div = self.transition_steps, self.div_factor
         return {int(self.pct_start * ts): div, int(ts): 1.0 / (div * self.final_div_factor)}
-
-    def compile(self) -> ValueFn:
-        return piecewise_interpolate("cosine", self.peak_value / self.div_factor, self.scales())
-
-
-class CosineKwargs(SpecModel):
-    """One cycle of `optax.sgdr_schedule`: the arguments of `warmup_cosine_decay_schedule`."""
-
-    init_value: NonNegative
-    peak_value: NonNegative
-    warmup_steps: Count
-    decay_steps: Positive
-    end_value: NonNegative = 0.0
-    exponent: NonNegative = 1.0
-
-    @field_validator("decay_steps")
-    @classmethod
-    def _after_warmup(cls, value: int, info: ValidationInfo) -> int:
-        return decay_after_warmup(value, info)
 
 
 class SgdrSchedule(OptaxSpec):
@@ -777,10 +759,7 @@ class SgdrSchedule(OptaxSpec):
         return value
 
     def compile(self) -> ValueFn:
-        parts = [
-            warmup_cosine(c.init_value, c.peak_value, c.warmup_steps, c.decay_steps, c.end_value, c.exponent)
-            for c in self.cosine_kwargs
-        ]
+        parts = [c.compile() for c in self.cosine_kwargs]
         boundaries = []
         step = 0
         for c in self.cosine_kwargs:
@@ -849,7 +828,7 @@ class JoinSchedules(OptaxSpec):
 
     type: Literal["optax.join_schedules"] = "optax.join_schedules"
     schedules: Annotated[list[OptaxChild], Field(min_length=1, max_length=MAX_ITEMS)]
-    boundaries: Annotated[list[SignedCount], Field(max_length=MAX_ITEMS)]
+    boundaries: Annotated[list[SignedSteps], Field(max_length=MAX_ITEMS)]
 
     @field_validator("boundaries")
     @classmethod

@@ -33,7 +33,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import SpecError, SpecModel
+from .base import NonNegative, SpecError, SpecModel
 
 MetricName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")]
 
@@ -45,13 +45,11 @@ class PlateauConfig(SpecModel):
     mode: Literal["min", "max"] = "min"
     factor: Annotated[float, Field(ge=0, lt=1)] = 0.1
     patience: Annotated[int, Field(ge=0)] = 10
-    threshold: Annotated[float, Field(ge=0)] = 1e-4
+    threshold: NonNegative = 1e-4
     threshold_mode: Literal["rel", "abs"] = "rel"
     cooldown: Annotated[int, Field(ge=0)] = 0
-    min_lr: (
-        Annotated[float, Field(ge=0)] | Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)]
-    ) = 0.0
-    eps: Annotated[float, Field(ge=0)] = 1e-8
+    min_lr: NonNegative | Annotated[list[NonNegative], Field(min_length=1)] = 0.0
+    eps: NonNegative = 1e-8
 
     def min_lrs(self, n_groups: int) -> tuple[float, ...]:
         if isinstance(self.min_lr, float | int):

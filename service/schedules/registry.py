@@ -109,7 +109,10 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
         quoted = _quote(value)
-        if quoted not in msg and not isinstance(value, Mapping):  # a whole spec is not worth quoting
+        # pydantic's own messages never quote the input, though a bound may read like it
+        # ("greater than 0" for a 0); a validator's message (a value_error) often quotes it.
+        quotes_it = err["type"] == "value_error" and quoted in msg
+        if not quotes_it and not isinstance(value, Mapping):  # a whole spec is not worth quoting
             msg = f"{msg}, got {quoted}"
         errors.append(FieldError(loc, msg, value))
     return errors

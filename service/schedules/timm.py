@@ -37,38 +37,23 @@ import bisect
 import itertools
 import math
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
-from .base import STEP_MAX, BuildContext, DomainError, Schedule, SpecError, SpecModel
+from .base import (
+    BuildContext,
+    NonNegative,
+    Positive,
+    PositiveSteps,
+    Schedule,
+    SpecError,
+    SpecModel,
+    Steps,
+)
 
 GroupLRs = Callable[[int], list[float]]
 """timm's `_get_lr`: the step -> the LR of every param group."""
-
-
-def _steps(value: int) -> int:
-    if not 0 <= value <= STEP_MAX:
-        raise ValueError(f"must be a step count in [0, 2**53], got {value!r}")
-    return value
-
-
-def _positive_steps(value: int) -> int:
-    if not 1 <= value <= STEP_MAX:
-        raise ValueError(f"must be a step count in [1, 2**53], got {value!r}")
-    return value
-
-
-def _non_negative(value: float) -> float:
-    if value < 0:
-        raise ValueError(f"must be >= 0, got {value!r}")
-    return value
-
-
-def _positive(value: float) -> float:
-    if not value > 0:
-        raise ValueError(f"must be > 0, got {value!r}")
-    return value
 
 
 def _milestones(value: list[int]) -> list[int]:
@@ -80,28 +65,22 @@ def _milestones(value: list[int]) -> list[int]:
     return value
 
 
-Steps = Annotated[int, AfterValidator(_steps)]
-PositiveSteps = Annotated[int, AfterValidator(_positive_steps)]
-NonNegative = Annotated[float, AfterValidator(_non_negative)]
-Positive = Annotated[float, AfterValidator(_positive)]
 Milestones = Annotated[list[Steps], Field(max_length=10_000), AfterValidator(_milestones)]
 
 
 class TimmSchedule(Schedule):
-    """A timm scheduler's `_get_lr`, with timm's exceptions turned into DomainError."""
+    """A timm scheduler's `_get_lr`, answering every group at once.
+
+    Where timm raises, or computes a complex LR (a fractional power of a negative number),
+    `Schedule.at` answers DomainError.
+    """
 
     def __init__(self, get_lr: GroupLRs, n_groups: int) -> None:
         self._get_lr = get_lr
         self.n_groups = n_groups
 
     def lrs(self, step: int) -> list[float]:
-        try:
-            lrs = self._get_lr(step)
-        except (ArithmeticError, ValueError, TypeError) as exc:
-            raise DomainError(step, f"timm's _get_lr raises {type(exc).__name__}: {exc}") from None
-        if not all(isinstance(lr, float) and math.isfinite(lr) for lr in lrs):
-            raise DomainError(step, f"the LR is not a finite real number: {lrs}")
-        return lrs
+        return self._get_lr(step)
 
 
 class TimmSpec(SpecModel):
@@ -352,7 +331,33 @@ class Poly(TimmSpec):
         return _with_warmup(bases, self.warmup_t, self.warmup_lr_init, self.warmup_prefix, main)
 
 
-class Step(TimmSpec):
+class _Decays(TimmSpec):
+    """StepLRScheduler and MultiStepLRScheduler: the base LRs times decay_rate ** decays(t').
+
+    Each class declares its own fields, in timm's argument order (`decay_t` differs in type).
+    """
+
+    if TYPE_CHECKING:
+        decay_rate: float
+        warmup_t: int
+        warmup_lr_init: float
+        warmup_prefix: bool
+
+    def decays(self) -> Callable[[int], float]:
+        """t' -> the number of decays timm applies by then."""
+        raise NotImplementedError
+
+    def get_lr(self, bases: tuple[float, ...]) -> GroupLRs:
+        decays, decay_rate = self.decays(), self.decay_rate
+
+        def main(t: int) -> list[float]:
+            exponent = decays(t)
+            return [v * (decay_rate**exponent) for v in bases]
+
+        return _with_warmup(bases, self.warmup_t, self.warmup_lr_init, self.warmup_prefix, main)
+
+
+class Step(_Decays):
     """`StepLRScheduler`: the base LRs times decay_rate every decay_t steps, after a warmup.
 
     For t < warmup_t: a linear warmup from warmup_lr_init. Then, with t' = t - warmup_t if
@@ -375,16 +380,12 @@ class Step(TimmSpec):
     warmup_lr_init: NonNegative = 0.0
     warmup_prefix: bool = True
 
-    def get_lr(self, bases: tuple[float, ...]) -> GroupLRs:
-        decay_t, decay_rate = self.decay_t, self.decay_rate
-
-        def main(t: int) -> list[float]:
-            return [v * (decay_rate ** (t // decay_t)) for v in bases]
-
-        return _with_warmup(bases, self.warmup_t, self.warmup_lr_init, self.warmup_prefix, main)
+    def decays(self) -> Callable[[int], float]:
+        decay_t = self.decay_t
+        return lambda t: t // decay_t
 
 
-class MultiStep(TimmSpec):
+class MultiStep(_Decays):
     """`MultiStepLRScheduler`: the base LRs times decay_rate at each milestone, after a warmup.
 
     For t < warmup_t: a linear warmup from warmup_lr_init. Then, with t' = t - warmup_t if
@@ -410,14 +411,9 @@ class MultiStep(TimmSpec):
     warmup_lr_init: NonNegative = 0.0
     warmup_prefix: bool = True
 
-    def get_lr(self, bases: tuple[float, ...]) -> GroupLRs:
-        milestones, decay_rate = tuple(self.decay_t), self.decay_rate
-
-        def main(t: int) -> list[float]:
-            decays = bisect.bisect_right(milestones, t + 1)
-            return [v * (decay_rate**decays) for v in bases]
-
-        return _with_warmup(bases, self.warmup_t, self.warmup_lr_init, self.warmup_prefix, main)
+    def decays(self) -> Callable[[int], float]:
+        milestones = tuple(self.decay_t)
+        return lambda t: bisect.bisect_right(milestones, t + 1)
 
 
 class Constant(TimmSpec):
@@ -446,12 +442,6 @@ StableFn = Literal["constant", "rsqrt", "power"]
 DecayFn = Literal["linear", "1-sqrt", "cosine", "power", "exp"]
 
 
-def _decay_ratio(value: float) -> float:
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"must be in (0, 1), got {value!r}")
-    return value
-
-
 class _WarmupStableDecay(TimmSpec):
     """`WSDLRScheduler`: a linear warmup (always a prefix), a stable phase, a decay to lr_min."""
 
@@ -465,7 +455,7 @@ class _WarmupStableDecay(TimmSpec):
     stable_power: Positive = 0.5
     decay_fn: DecayFn = "1-sqrt"
     decay_power: Positive = 0.5
-    decay_ratio: Annotated[float, AfterValidator(_decay_ratio)] = 0.1
+    decay_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.1
 
     @field_validator("decay_t")
     @classmethod

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import STEP_MAX, BuildContext, DomainError, Loc, SpecError
+from .base import BuildContext, DomainError, Fraction, Loc, NonNegative, PositiveSteps, SpecError, Steps
 from .expression import Expression, ExpressionError
 from .torch_common import (
     Affine,
@@ -29,8 +29,6 @@ from .torch_common import (
     capture_initial_lrs,
 )
 
-NonNegative = Annotated[float, Field(ge=0)]
-Positive = Annotated[int, Field(ge=1, le=STEP_MAX)]
 MAX_MILESTONES = 10_000
 MAX_PRODUCT_STEPS = 1_000_000
 """MultiplicativeLR with a step-dependent expression is a product over steps: its prefix
@@ -168,7 +166,7 @@ class StepLR(TorchSpec):
     """LR = base_lr * gamma ** (epoch // step_size)."""
 
     type: Literal["StepLR"] = "StepLR"
-    step_size: Positive
+    step_size: PositiveSteps
     gamma: NonNegative = 0.1
 
     def build(self, ctx: BuildContext) -> TorchNode:
@@ -191,7 +189,7 @@ class MultiStepLR(TorchSpec):
     """LR = base_lr * gamma ** (number of milestones <= epoch); a repeated milestone counts twice."""
 
     type: Literal["MultiStepLR"] = "MultiStepLR"
-    milestones: Annotated[list[Annotated[int, Field(ge=0, le=STEP_MAX)]], Field(max_length=MAX_MILESTONES)]
+    milestones: Annotated[list[Steps], Field(max_length=MAX_MILESTONES)]
     gamma: NonNegative = 0.1
 
     def build(self, ctx: BuildContext) -> TorchNode:
@@ -216,7 +214,7 @@ class ConstantLR(TorchSpec):
 
     type: Literal["ConstantLR"] = "ConstantLR"
     factor: Annotated[float, Field(gt=0, le=1)] = 1.0 / 3
-    total_iters: Positive = 5
+    total_iters: PositiveSteps = 5
 
     def build(self, ctx: BuildContext) -> TorchNode:
         return _ConstantNode(capture_initial_lrs(ctx), self.factor, self.total_iters)
@@ -242,8 +240,8 @@ class LinearLR(TorchSpec):
 
     type: Literal["LinearLR"] = "LinearLR"
     start_factor: Annotated[float, Field(gt=0, le=1)] = 1.0 / 3
-    end_factor: Annotated[float, Field(ge=0, le=1)] = 1.0
-    total_iters: Positive = 5
+    end_factor: Fraction = 1.0
+    total_iters: PositiveSteps = 5
 
     def build(self, ctx: BuildContext) -> TorchNode:
         return _LinearNode(capture_initial_lrs(ctx), self.start_factor, self.end_factor, self.total_iters)
@@ -301,7 +299,7 @@ class PolynomialLR(TorchSpec):
     """LR = base_lr * (1 - min(epoch, total_iters) / total_iters) ** power."""
 
     type: Literal["PolynomialLR"] = "PolynomialLR"
-    total_iters: Positive = 5
+    total_iters: PositiveSteps = 5
     power: NonNegative = 1.0
 
     def build(self, ctx: BuildContext) -> TorchNode:
@@ -332,7 +330,7 @@ class CosineAnnealingLR(TorchSpec):
     """
 
     type: Literal["CosineAnnealingLR"] = "CosineAnnealingLR"
-    T_max: Positive
+    T_max: PositiveSteps
     eta_min: NonNegative = 0.0
 
     def build(self, ctx: BuildContext) -> TorchNode:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from .base import STEP_MAX, BuildContext, Loc, SpecError
+from .base import BuildContext, Loc, SpecError, Steps
 from .torch_basic import SPECS as BASIC_SPECS
 from .torch_common import TorchNode, TorchSpec
 from .torch_cyclic import SPECS as CYCLIC_SPECS
@@ -39,7 +39,7 @@ class SequentialLR(TorchSpec):
 
     type: Literal["SequentialLR"] = "SequentialLR"
     schedulers: Annotated[list[TorchChild], Field(min_length=1, max_length=MAX_CHILDREN)]
-    milestones: Annotated[list[Annotated[int, Field(ge=0, le=STEP_MAX)]], Field(max_length=MAX_CHILDREN)]
+    milestones: Annotated[list[Steps], Field(max_length=MAX_CHILDREN)]
 
     @model_validator(mode="after")
     def _milestones_fit(self) -> SequentialLR:

@@ -14,14 +14,22 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .base import STEP_MAX, BuildContext, DomainError, SpecError
+from .base import (
+    STEP_MAX,
+    BuildContext,
+    DomainError,
+    Fraction,
+    NonNegative,
+    Positive,
+    PositiveSteps,
+    SpecError,
+    Steps,
+)
 from .expression import Expression, ExpressionError
 from .torch_common import OverwritingNode, TorchNode, TorchSpec, capture_initial_lrs
 
-NonNegative = Annotated[float, Field(ge=0)]
-Momentum = Annotated[float, Field(ge=0, le=1)]
 PerGroup = NonNegative | Annotated[list[NonNegative], Field(min_length=1)]
-PerGroupMomentum = Momentum | Annotated[list[Momentum], Field(min_length=1)]
+PerGroupMomentum = Fraction | Annotated[list[Fraction], Field(min_length=1)]
 
 
 class CyclicLR(TorchSpec):
@@ -41,10 +49,10 @@ class CyclicLR(TorchSpec):
     type: Literal["CyclicLR"] = "CyclicLR"
     base_lr: PerGroup
     max_lr: PerGroup
-    step_size_up: Annotated[int, Field(ge=1, le=STEP_MAX)] = 2000
-    step_size_down: Annotated[int, Field(ge=0, le=STEP_MAX)] | None = None
+    step_size_up: PositiveSteps = 2000
+    step_size_down: Steps | None = None
     mode: Literal["triangular", "triangular2", "exp_range"] = "triangular"
-    gamma: Annotated[float, Field(gt=0)] = 1.0
+    gamma: Positive = 1.0
     scale_fn: Annotated[str, Field(min_length=1)] | None = None
     scale_mode: Literal["cycle", "iterations"] = "cycle"
     cycle_momentum: bool = True
@@ -148,16 +156,16 @@ class OneCycleLR(TorchSpec):
 
     type: Literal["OneCycleLR"] = "OneCycleLR"
     max_lr: PerGroup
-    total_steps: Annotated[int, Field(ge=1, le=STEP_MAX)] | None = None
-    epochs: Annotated[int, Field(ge=1, le=STEP_MAX)] | None = None
-    steps_per_epoch: Annotated[int, Field(ge=1, le=STEP_MAX)] | None = None
-    pct_start: Annotated[float, Field(ge=0, le=1)] = 0.3
+    total_steps: PositiveSteps | None = None
+    epochs: PositiveSteps | None = None
+    steps_per_epoch: PositiveSteps | None = None
+    pct_start: Fraction = 0.3
     anneal_strategy: Literal["cos", "linear"] = "cos"
     cycle_momentum: bool = True
     base_momentum: PerGroupMomentum = 0.85
     max_momentum: PerGroupMomentum = 0.95
-    div_factor: Annotated[float, Field(gt=0)] = 25.0
-    final_div_factor: Annotated[float, Field(gt=0)] = 1e4
+    div_factor: Positive = 25.0
+    final_div_factor: Positive = 1e4
     three_phase: bool = False
 
     @model_validator(mode="after")
@@ -268,7 +276,7 @@ class CosineAnnealingWarmRestarts(TorchSpec):
     epochs, with T_0 first and T_i = T_0 * T_mult ** i after each restart."""
 
     type: Literal["CosineAnnealingWarmRestarts"] = "CosineAnnealingWarmRestarts"
-    T_0: Annotated[int, Field(ge=1, le=STEP_MAX)]
+    T_0: PositiveSteps
     T_mult: Annotated[int, Field(ge=1, le=STEP_MAX)] = 1
     eta_min: NonNegative = 0.0
 

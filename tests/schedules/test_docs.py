@@ -9,8 +9,9 @@ import pkgutil
 import re
 from pathlib import Path
 
-import lrtower_server.schedules as schedules_pkg
 import pytest
+
+import lrtower_server.schedules as schedules_pkg
 import torch_oracle
 from lrtower_server.schedules import build_schedule
 from lrtower_server.schedules.examples import EXAMPLES

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from lrtower_server.schedules import expression
 from lrtower_server.schedules.base import SpecError
 from lrtower_server.schedules.expression import Expression, ExpressionError

@@ -6,61 +6,31 @@ the real `transformers.get_scheduler`; transformers itself is not needed here.
 
 from __future__ import annotations
 
-import doctest
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
+
+import reference_vectors as rv
 from lrtower_server.schedules import DomainError, SpecError, build_schedule, hf, parse_spec
-from parity import REL_TOL, assert_close, rel_error
 
-VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "hf.json").read_text())
+VECTORS = rv.load("hf")
 CASES: list[dict[str, Any]] = VECTORS["cases"]
-HF_TYPES = {model.model_fields["type"].default for model in hf.SPECS}
+HF_TYPES = rv.type_names(hf.SPECS)
 
 
-def _case_id(case: dict[str, Any]) -> str:
-    params = ",".join(f"{k}={v}" for k, v in case["spec"].items() if k != "type")
-    return f"{case['spec']['type']}({params})x{len(case['base_lrs'])}"
-
-
-@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[rv.case_id(c) for c in CASES])
 def test_matches_transformers(case: dict[str, Any]) -> None:
-    schedule = build_schedule(case["spec"], case["base_lrs"])
-    assert schedule.n_groups == len(case["base_lrs"])
-    actual = [schedule.at(step)[0] for step in case["steps"]]
-    assert_close("hf", case["lrs"], actual, _case_id(case))
+    rv.check_case("hf", case)
 
 
-def test_vectors_summary() -> None:
-    """Every type is covered by the vectors, and all of them match to 1e-12 relative."""
-    assert VECTORS["library"] == "transformers"
-    assert {case["spec"]["type"] for case in CASES} == HF_TYPES
-    points, worst = 0, 0.0
-    for case in CASES:
-        schedule = build_schedule(case["spec"], case["base_lrs"])
-        for step, expected in zip(case["steps"], case["lrs"], strict=True):
-            for want, got in zip(expected, schedule.at(step)[0], strict=True):
-                points += 1
-                worst = max(worst, rel_error(want, got))
-    print(
-        f"hf: {len(CASES)} cases, {points} points, max rel err {worst:.3g} (transformers {VECTORS['version']})"
-    )
-    assert points > 1000
-    assert worst <= REL_TOL
-
-
-def test_docstring_examples() -> None:
-    result = doctest.testmod(hf)
-    assert result.attempted > 0
-    assert result.failed == 0
+def test_vectors_cover_every_type() -> None:
+    rv.check_coverage(VECTORS, "transformers", hf.SPECS, points=1000)
 
 
 W10 = {"num_warmup_steps": 10, "num_training_steps": 100}
 
-INVALID: list[tuple[dict[str, Any], tuple[str | int, ...], Any]] = [
+INVALID: list[rv.Invalid] = [
     ({"type": "hf.linear", "num_warmup_steps": -1, "num_training_steps": 10}, ("num_warmup_steps",), -1),
     ({"type": "hf.linear", "num_warmup_steps": 100, "num_training_steps": 10}, ("num_training_steps",), 10),
     (
@@ -143,17 +113,9 @@ INVALID: list[tuple[dict[str, Any], tuple[str | int, ...], Any]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("spec", "loc", "value"), INVALID, ids=[f"{s['type']}:{'.'.join(map(str, loc))}" for s, loc, _ in INVALID]
-)
+@pytest.mark.parametrize(("spec", "loc", "value"), INVALID, ids=rv.invalid_ids(INVALID))
 def test_invalid_spec_names_the_field(spec: dict[str, Any], loc: tuple[str | int, ...], value: Any) -> None:
-    with pytest.raises(SpecError) as caught:
-        build_schedule(spec, [0.1])
-    matching = [e for e in caught.value.errors if e.loc == loc]
-    assert matching, f"no error at {loc}: {caught.value.errors}"
-    if value is not None:
-        error = matching[0]
-        assert error.value == value or repr(value) in error.msg or str(value) in error.msg, error
+    rv.check_refused(spec, [0.1], loc, value)
 
 
 @pytest.mark.parametrize(
@@ -217,9 +179,7 @@ def test_base_lrs_are_required(type_name: str) -> None:
     ],
 )
 def test_unknown_fields_are_refused(spec: dict[str, Any], field: str) -> None:
-    with pytest.raises(SpecError) as caught:
-        parse_spec(spec)
-    assert (field,) in [e.loc for e in caught.value.errors]
+    rv.check_unknown_field(spec, field)
 
 
 def test_misspelled_type_gets_a_suggestion() -> None:

@@ -12,105 +12,35 @@ used here as the oracle and called in order like a training loop.
 
 from __future__ import annotations
 
-import contextlib
-import doctest
-import json
 import math
 import re
 import time
 from math import cos, pi
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import reference_vectors as rv
 from lrtower_server.schedules import STEP_MAX, DomainError, SpecError, build_schedule, mxnet, parse_spec
-from parity import TALLIES, Tally
+from parity import REL_TOL, rel_error
 
-VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "mxnet.json").read_text())
+VECTORS = rv.load("mxnet")
 CASES: list[dict[str, Any]] = VECTORS["cases"]
-MXNET_TYPES = {model.model_fields["type"].default for model in mxnet.SPECS}
-REL_TOL = 1e-12
-TINY = 1e-300
 
 
-def rel_error(expected: float, actual: float) -> float:
-    """|a - b| / max(|a|, |b|); 0 when both are below 1e-300 (underflow is no disagreement)."""
-    if expected == actual or (abs(expected) < TINY and abs(actual) < TINY):
-        return 0.0
-    return abs(expected - actual) / max(abs(expected), abs(actual))
-
-
-def compare(case: dict[str, Any]) -> tuple[int, float, float]:
-    """Check every step of a case.
-
-    Returns the points compared, the largest relative error, and the largest absolute error as
-    a fraction of the case's peak value.
-    """
-    schedule = build_schedule(case["spec"], case["base_lrs"])
-    bases = case["base_lrs"] or [1.0]
-    assert schedule.n_groups == len(bases)
-    peak = max((abs(v * b / bases[0]) for v in case["values"] if v is not None for b in bases), default=0.0)
-    points, worst, worst_abs = 0, 0.0, 0.0
-    for step, value in zip(case["steps"], case["values"], strict=True):
-        if value is None:
-            with pytest.raises(DomainError):
-                schedule.at(step)[0]
-            points += 1
-            continue
-        for i, got in enumerate(schedule.at(step)[0]):
-            want = value * bases[i] / bases[0]
-            err = rel_error(want, got)
-            assert err <= REL_TOL, f"{case['spec']} step {step} group {i}: mxnet {want!r}, lrtower {got!r}"
-            points += 1
-            worst = max(worst, err)
-            if peak:
-                worst_abs = max(worst_abs, abs(want - got) / peak)
-    return points, worst, worst_abs
-
-
-def _case_id(case: dict[str, Any]) -> str:
-    params = ",".join(f"{k}={v}" for k, v in case["spec"].items() if k != "type")
-    groups = len(case["base_lrs"]) if case["base_lrs"] else 0
-    return f"{case['spec']['type']}({params})x{groups}"[:150]
-
-
-@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[rv.case_id(c) for c in CASES])
 def test_matches_mxnet(case: dict[str, Any]) -> None:
-    compare(case)
+    rv.check_case("mxnet", case)
 
 
-def test_vectors_summary() -> None:
-    """Every type is covered by the vectors, and all of them match to 1e-12 relative."""
-    assert VECTORS["library"] == "mxnet"
-    assert {case["spec"]["type"] for case in CASES} == MXNET_TYPES
-    points, worst, worst_abs = 0, 0.0, 0.0
-    for case in CASES:
-        n, err, err_abs = compare(case)
-        points += n
-        worst, worst_abs = max(worst, err), max(worst_abs, err_abs)
-    TALLIES["mxnet"] = Tally(cases=len(CASES), points=points, max_rel=worst, max_abs_of_peak=worst_abs)
-    print(f"mxnet: {len(CASES)} cases, {points} points, max rel err {worst:.3g} (mxnet {VECTORS['version']})")
-    assert points > 10000
-    assert worst <= REL_TOL
-
-
-def test_docstring_examples() -> None:
-    result = doctest.testmod(mxnet)
-    assert result.attempted >= 4
-    assert result.failed == 0
+def test_vectors_cover_every_type() -> None:
+    rv.check_coverage(VECTORS, "mxnet", mxnet.SPECS, points=10000)
 
 
 def test_large_steps_are_fast() -> None:
-    schedules = [build_schedule(case["spec"], case["base_lrs"]) for case in CASES]
-    steps = [STEP_MAX - k * 7919 for k in range(200)]
-    start = time.perf_counter()
-    for schedule in schedules:
-        for step in steps:
-            with contextlib.suppress(DomainError):
-                schedule.at(step)[0]
-    assert time.perf_counter() - start < 5.0
+    rv.check_large_steps_are_fast(CASES)
 
 
 # --- the oracle: mxnet 1.9.1 lr_scheduler.py, transcribed ---------------------------------------
@@ -427,7 +357,7 @@ MUL = {"type": "mxnet.MultiFactorScheduler", "step": [10, 20]}
 POLY = {"type": "mxnet.PolyScheduler", "max_update": 100}
 COS = {"type": "mxnet.CosineScheduler", "max_update": 100}
 
-INVALID: list[tuple[dict[str, Any], tuple[str | int, ...], Any]] = [
+INVALID: list[rv.Invalid] = [
     ({**FAC, "step": 0}, ("step",), 0),
     ({**FAC, "step": 2.5}, ("step",), 2.5),
     ({**FAC, "factor": 1.5}, ("factor",), 1.5),
@@ -454,17 +384,9 @@ INVALID: list[tuple[dict[str, Any], tuple[str | int, ...], Any]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("spec", "loc", "value"), INVALID, ids=[f"{s['type']}:{'.'.join(map(str, loc))}" for s, loc, _ in INVALID]
-)
+@pytest.mark.parametrize(("spec", "loc", "value"), INVALID, ids=rv.invalid_ids(INVALID))
 def test_invalid_spec_names_the_field(spec: dict[str, Any], loc: tuple[str | int, ...], value: Any) -> None:
-    with pytest.raises(SpecError) as caught:
-        build_schedule(spec, None)
-    matching = [e for e in caught.value.errors if e.loc == loc]
-    assert matching, f"no error at {loc}: {caught.value.errors}"
-    if value is not None:
-        error = matching[0]
-        assert error.value == value or repr(value) in error.msg or str(value) in error.msg, error
+    rv.check_refused(spec, None, loc, value)
 
 
 @pytest.mark.parametrize(
@@ -490,9 +412,7 @@ def test_messages_quote_the_value(spec: dict[str, Any], message: str) -> None:
     ],
 )
 def test_unknown_fields_are_refused(spec: dict[str, Any], field: str) -> None:
-    with pytest.raises(SpecError) as caught:
-        parse_spec(spec)
-    assert (field,) in [e.loc for e in caught.value.errors]
+    rv.check_unknown_field(spec, field)
 
 
 def test_misspelled_type_gets_a_suggestion() -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from lrtower_server.schedules import SpecError
 from lrtower_server.schedules.plateau import PlateauConfig, apply, initial_state, update
 from parity import assert_close

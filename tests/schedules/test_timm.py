@@ -6,68 +6,30 @@ from timm's real scheduler classes; timm itself is not needed here.
 
 from __future__ import annotations
 
-import doctest
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
+
+import reference_vectors as rv
 from lrtower_server.schedules import DomainError, SpecError, build_schedule, parse_spec, timm
-from parity import REL_TOL, assert_close, rel_error
 
-VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "timm.json").read_text())
+VECTORS = rv.load("timm")
 CASES: list[dict[str, Any]] = VECTORS["cases"]
-TIMM_TYPES = {model.model_fields["type"].default for model in timm.SPECS}
-NO_LR = [case for case in CASES if case.get("no_lr")]
+TIMM_TYPES = rv.type_names(timm.SPECS)
 
 
-def _case_id(case: dict[str, Any]) -> str:
-    params = ",".join(f"{k}={v}" for k, v in case["spec"].items() if k != "type")
-    return f"{case['spec']['type']}({params})x{len(case['base_lrs'])}"
-
-
-@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[rv.case_id(c) for c in CASES])
 def test_matches_timm(case: dict[str, Any]) -> None:
-    schedule = build_schedule(case["spec"], case["base_lrs"])
-    assert schedule.n_groups == len(case["base_lrs"])
-    actual = [schedule.at(step)[0] for step in case["steps"]]
-    assert_close("timm", case["lrs"], actual, _case_id(case))
+    """timm's LRs, and no LR where timm raises or sets a complex LR (the case's `no_lr` steps)."""
+    rv.check_case("timm", case)
 
 
-@pytest.mark.parametrize("case", NO_LR, ids=[_case_id(c) for c in NO_LR])
-def test_no_lr_where_timm_has_none(case: dict[str, Any]) -> None:
-    """Where timm raises, or sets a complex LR, the step has no LR."""
-    schedule = build_schedule(case["spec"], case["base_lrs"])
-    for step in case["no_lr"]:
-        with pytest.raises(DomainError) as caught:
-            schedule.at(step)[0]
-        assert caught.value.step == step
+def test_vectors_cover_every_type() -> None:
+    rv.check_coverage(VECTORS, "timm", timm.SPECS, points=1000)
 
 
-def test_vectors_summary() -> None:
-    """Every type is covered by the vectors, and all of them match to 1e-12 relative."""
-    assert VECTORS["library"] == "timm"
-    assert {case["spec"]["type"] for case in CASES} == TIMM_TYPES
-    points, worst = 0, 0.0
-    for case in CASES:
-        schedule = build_schedule(case["spec"], case["base_lrs"])
-        for step, expected in zip(case["steps"], case["lrs"], strict=True):
-            for want, got in zip(expected, schedule.at(step)[0], strict=True):
-                points += 1
-                worst = max(worst, rel_error(want, got))
-    print(f"timm: {len(CASES)} cases, {points} points, max rel err {worst:.3g} (timm {VECTORS['version']})")
-    assert points > 1000
-    assert worst <= REL_TOL
-
-
-def test_docstring_examples() -> None:
-    result = doctest.testmod(timm)
-    assert result.attempted > 0
-    assert result.failed == 0
-
-
-INVALID: list[tuple[dict[str, Any], tuple[str | int, ...], Any]] = [
+INVALID: list[rv.Invalid] = [
     ({"type": "timm.cosine", "t_initial": 0}, ("t_initial",), 0),
     ({"type": "timm.cosine", "t_initial": 10.0}, ("t_initial",), 10.0),
     ({"type": "timm.cosine", "t_initial": 10, "lr_min": -1e-6}, ("lr_min",), -1e-6),
@@ -102,23 +64,16 @@ INVALID: list[tuple[dict[str, Any], tuple[str | int, ...], Any]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("spec", "loc", "value"), INVALID, ids=[f"{s['type']}:{'.'.join(map(str, loc))}" for s, loc, _ in INVALID]
-)
+@pytest.mark.parametrize(("spec", "loc", "value"), INVALID, ids=rv.invalid_ids(INVALID))
 def test_invalid_spec_names_the_field(spec: dict[str, Any], loc: tuple[str | int, ...], value: Any) -> None:
-    with pytest.raises(SpecError) as caught:
-        build_schedule(spec, [0.1])
-    matching = [e for e in caught.value.errors if e.loc == loc]
-    assert matching, f"no error at {loc}: {caught.value.errors}"
-    if value is not None:
-        error = matching[0]
-        assert error.value == value or repr(value) in error.msg or str(value) in error.msg, error
+    rv.check_refused(spec, [0.1], loc, value)
 
 
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
         ({"type": "timm.cosine", "t_initial": 0}, "got 0"),
+        ({"type": "timm.step", "decay_t": 0}, "greater than 0, got 0"),
         ({"type": "timm.tanh", "t_initial": 10, "lb": 3.0, "ub": 1.0}, "got 1.0 <= 3.0"),
         ({"type": "timm.multistep", "decay_t": [10, 30, 20]}, "got 20 after 30"),
         ({"type": "timm.wsd", "t_initial": 10, "decay_t": 11}, "got 11 > 10"),
@@ -142,9 +97,7 @@ def test_base_lrs_are_required(type_name: str) -> None:
     ["noise_range_t", "noise_pct", "noise_std", "noise_seed", "t_in_epochs", "initialize", "t_initail"],
 )
 def test_unknown_and_left_out_fields_are_refused(field: str) -> None:
-    with pytest.raises(SpecError) as caught:
-        parse_spec({"type": "timm.cosine", "t_initial": 10, field: 0.5})
-    assert (field,) in [e.loc for e in caught.value.errors]
+    rv.check_unknown_field({"type": "timm.cosine", "t_initial": 10, field: 0.5}, field)
 
 
 def test_misspelled_type_gets_a_suggestion() -> None:

@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 import pytest
+
 import torch_oracle
 from lrtower_server.schedules import STEP_MAX, DomainError, SpecError, build_schedule, parse_spec
 from parity import assert_close

@@ -6,9 +6,10 @@ import warnings
 from typing import Any
 
 import pytest
-import torch_oracle
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
+import torch_oracle
 from lrtower_server.schedules import DomainError, SpecError, build_schedule
 from parity import assert_close
 

@@ -1,0 +1,56 @@
+"""`Schedule.at`, the one checked entry point every family is evaluated through."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+
+from lrtower_server.schedules import STEP_MAX, DomainError, Schedule
+
+
+class Stub(Schedule):
+    def __init__(self, lrs: Callable[[int], list[float]]) -> None:
+        self._lrs = lrs
+        self.n_groups = 1
+
+    def lrs(self, step: int) -> list[float]:
+        return self._lrs(step)
+
+
+def test_answers_finite_real_lrs() -> None:
+    assert Stub(lambda step: [0.0]).at(0) == ([0.0], None)
+    assert Stub(lambda step: [float(step)]).at(STEP_MAX) == ([float(STEP_MAX)], None)
+
+
+@pytest.mark.parametrize(
+    "lr",
+    [-1e-300, float("inf"), float("nan"), (-1.0) ** 0.5, 1, True],
+    ids=["negative", "inf", "nan", "complex", "int", "bool"],
+)
+def test_refuses_what_is_not_a_finite_real_float(lr: object) -> None:
+    with pytest.raises(DomainError, match="not a finite LR >= 0") as caught:
+        Stub(lambda step: [lr]).at(3)
+    assert caught.value.step == 3
+
+
+def complex_cosine(step: int) -> list[float]:
+    return [math.cos((-1.0) ** 0.5)]  # a cosine of a complex number, as timm's k-decay can compute
+
+
+@pytest.mark.parametrize(
+    ("formula", "step"),
+    [(lambda t: [1.0 / (t - 3)], 3), (lambda t: [2.0**t], 2000), (complex_cosine, 5)],
+    ids=["ZeroDivisionError", "OverflowError", "TypeError"],
+)
+def test_a_formula_that_raises_has_no_value(formula: Callable[[int], list[float]], step: int) -> None:
+    with pytest.raises(DomainError, match="no finite value") as caught:
+        Stub(formula).at(step)
+    assert caught.value.step == step
+
+
+def test_steps_outside_the_range_are_refused() -> None:
+    for step in (-1, STEP_MAX + 1):
+        with pytest.raises(DomainError, match="2\\*\\*53"):
+            Stub(lambda t: [1.0]).at(step)
