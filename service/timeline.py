@@ -8,7 +8,7 @@ Each change takes effect at its `effective_step`:
 When two changes of a kind take effect at the same step, the later one wins.
 
 LR(s) = plateau(schedule(s) * scale(s), factors(s)), with the plateau rule of
-`schedules.plateau.apply`. Each lookup is a bisection over the change steps, so an answer costs
+`schedules.plateau.reduce_by_plateau`. Each lookup is a bisection over the change steps, so an answer costs
 the same whatever the step and (but for a logarithm) however long the history.
 """
 
@@ -22,7 +22,7 @@ from operator import mul
 from typing import Any
 
 from .schedules import Schedule, build_schedule
-from .schedules.plateau import PlateauConfig
+from .schedules.plateau import PlateauConfig, reduce_by_plateau
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,7 @@ class Timeline:
             lrs = [lr * scale for lr in lrs]
         if self._floors is not None:
             factors = self._plateau_factors[bisect_right(self._plateau_steps, step)]
-            lrs = [
-                lr if f == 1.0 else max(lr * f, min(lr, floor))
-                for lr, f, floor in zip(lrs, factors, self._floors, strict=True)
-            ]
+            lrs = reduce_by_plateau(lrs, factors, self._floors)
         return Answer(step, lrs, momentum)
 
     def plateau_factors(self, step: int) -> tuple[float, ...]:

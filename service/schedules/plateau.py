@@ -90,10 +90,16 @@ def initial_state(config: PlateauConfig, n_groups: int) -> PlateauState:
 
 def apply(config: PlateauConfig, state: PlateauState, schedule_lrs: Sequence[float]) -> list[float]:
     """The served LRs: the schedule's, reduced by the plateau factors, floored at min_lr."""
-    floors = config.min_lrs(len(schedule_lrs))
+    return reduce_by_plateau(schedule_lrs, state.factors, config.min_lrs(len(schedule_lrs)))
+
+
+def reduce_by_plateau(
+    schedule_lrs: Sequence[float], factors: Sequence[float], floors: Sequence[float]
+) -> list[float]:
+    """max(lr * f, min(lr, min_lr)) for every group: never below min_lr, never above the schedule."""
     return [
         lr if f == 1.0 else max(lr * f, min(lr, floor))
-        for lr, f, floor in zip(schedule_lrs, state.factors, floors, strict=True)
+        for lr, f, floor in zip(schedule_lrs, factors, floors, strict=True)
     ]
 
 
