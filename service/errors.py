@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .schedules import DomainError, FieldError, SpecError
 
 PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "https://lrtower.dev/problems/"
+TYPE_BASE = "urn:lrtower:problem:"
 
 
 class Problem(Exception):
