@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from . import errors, migrate
 from .config import Settings
 from .db import make_engine
-from .routes import health, runs, schedules
+from .routes import changes, health, runs, schedules
 from .runs import Runs
 
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runs = Runs(engine)
     errors.install(app)
     app.include_router(runs.router)
+    app.include_router(changes.router)
     app.include_router(schedules.router)
     app.include_router(health.router)
     return app

@@ -10,6 +10,7 @@ version, and reloads the timeline if the version moved.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,10 +23,20 @@ from sqlalchemy.orm import Session
 from . import audit
 from .db import writer
 from .errors import Conflict, NotFound
-from .schedules import SpecError, build_schedule
+from .schedules import FieldError, SpecError, build_schedule
+from .schedules import plateau as plateau_rule
 from .schedules.plateau import PlateauConfig
-from .schemas import RunCreate
-from .store import ChangeRecord, RunRecord, Store
+from .schemas import (
+    ChangeResult,
+    MetricIn,
+    MetricOut,
+    RunCreate,
+    ScaleIn,
+    ScheduleChangeIn,
+    StateIn,
+    VerifyOut,
+)
+from .store import ChangeRecord, EventRecord, PlateauRecord, RunRecord, Store, event_payload
 from .timeline import Answer, Change, PlateauChange, ScaleChange, ScheduleChange, Timeline
 
 
@@ -146,6 +157,148 @@ class Runs:
             store = Store(session)
             return [(run, store.changes(run.id)) for run in store.runs(after, limit, labels)]
 
+    # -- changes, under the run's lock ----------------------------------------------------
+
+    def _locked(self, session: Session, name: str, live: bool = True) -> _Locked:
+        store = Store(session)
+        run = store.lock_run(name)
+        if run is None:
+            raise NotFound(f"no run named {name!r}")
+        if live and run.state != "live":
+            raise Conflict(
+                f"run {name!r} is {run.state}: it takes no more changes", extra={"state": run.state}
+            )
+        return _Locked(store, run, timeline_of(run, store.changes(run.id)), datetime.now(UTC))
+
+    def change_schedule(self, name: str, body: ScheduleChangeIn, actor: str) -> ChangeResult:
+        with Session(self._writer) as session, session.begin():
+            locked = self._locked(session, name)
+            step = _effective(locked.run, body.from_step)
+            try:
+                build_schedule(body.schedule, locked.run.lrs)
+            except SpecError as exc:
+                raise _prefixed(exc, "schedule") from None
+            change = ScheduleChange(step, body.schedule, body.restart)
+            return self._apply(locked, change, "schedule_changed", actor, body.reason)
+
+    def scale(self, name: str, body: ScaleIn, actor: str) -> ChangeResult:
+        with Session(self._writer) as session, session.begin():
+            locked = self._locked(session, name)
+            change = ScaleChange(_effective(locked.run, body.from_step), body.factor)
+            return self._apply(locked, change, "scaled", actor, body.reason)
+
+    def _apply(
+        self, locked: _Locked, change: Change, kind: str, actor: str, reason: str | None
+    ) -> ChangeResult:
+        run, store, step = locked.run, locked.store, change.effective_step
+        before = locked.timeline.at(step).lrs
+        records = [*store.changes(run.id)]
+        new_timeline = Timeline(
+            run.lrs,
+            run.spec,
+            PlateauConfig.model_validate(run.plateau) if run.plateau else None,
+            [*(_change(c) for c in records), change],
+        )
+        after = new_timeline.at(step).lrs
+        if isinstance(change, ScheduleChange):
+            store.add_change(run, "schedule", step, locked.now, spec=change.spec, restart=change.restart)
+            details: dict[str, Any] = {"schedule": change.spec, "restart": change.restart}
+        elif isinstance(change, ScaleChange):
+            store.add_change(run, "scale", step, locked.now, factor=change.factor)
+            details = {"factor": change.factor}
+        else:
+            store.add_change(run, "plateau", step, locked.now, factors=list(change.factors))
+            details = {"factors": list(change.factors)}
+        store.append_event(run, actor, kind, locked.now, step, before, after, reason, details)
+        return ChangeResult(
+            run=run.name, effective_step=step, lr_before=before, lr_after=after, version=run.version + 1
+        )
+
+    def set_state(self, name: str, body: StateIn, actor: str) -> RunRecord:
+        with Session(self._writer) as session, session.begin():
+            locked = self._locked(session, name, live=False)
+            if locked.run.state == body.state:
+                return locked.run  # already there: nothing to record
+            if locked.run.state == "archived":
+                raise Conflict(f"run {name!r} is archived", extra={"state": "archived"})
+            locked.store.set_state(locked.run, body.state, locked.now)
+            locked.store.append_event(
+                locked.run,
+                actor,
+                f"run_{body.state}",
+                locked.now,
+                reason=body.reason,
+                details={"state": body.state},
+            )
+            run = locked.store.run(name)
+            assert run is not None  # locked above
+            return run
+
+    def post_metric(self, name: str, body: MetricIn, actor: str) -> MetricOut:
+        with Session(self._writer) as session, session.begin():
+            locked = self._locked(session, name, live=False)
+            run, store = locked.run, locked.store
+            config = PlateauConfig.model_validate(run.plateau) if run.plateau else None
+            metric = body.name or (config.metric if config else "loss")
+            seen = store.metric(run.id, metric, body.step)
+            if seen is not None:
+                value, stored = seen
+                if value == body.value:
+                    return MetricOut.model_validate(stored)  # the same post again: the same answer
+                raise Conflict(
+                    f"step {body.step} of {metric!r} was posted with value {value!r}; post one all-reduced "
+                    "value per step (for example from rank 0)",
+                    [FieldError(("body", "value"), f"already posted as {value!r}")],
+                )
+            step = body.step if body.step > run.high_water else run.high_water + 1
+            reduced = False
+            lrs = locked.timeline.at(step).lrs
+            if config is not None and metric == config.metric:
+                if run.state != "live":
+                    raise Conflict(
+                        f"run {name!r} is {run.state}: it takes no more changes", extra={"state": run.state}
+                    )
+                record = store.plateau_state(run.id)
+                if record is not None and body.step <= record.last_step:
+                    raise Conflict(
+                        f"metrics of {metric!r} come in step order: step {record.last_step} was posted already",
+                        [FieldError(("body", "step"), f"must be above {record.last_step}")],
+                    )
+                state = _state_of(config, record, locked.timeline.n_groups)
+                state, reduced = plateau_rule.update(config, state, body.value, lrs)
+                if reduced:
+                    change = PlateauChange(step, state.factors)
+                    lrs = self._apply(locked, change, "plateau_reduced", actor, None).lr_after
+                best = state.best if math.isfinite(state.best) else None
+                store.save_plateau_state(
+                    run.id,
+                    best,
+                    state.num_bad_epochs,
+                    state.cooldown_counter,
+                    list(state.factors),
+                    state.reductions,
+                    body.step,
+                )
+            answer = MetricOut(accepted=True, reduced=reduced, effective_step=step, lr=lrs[0], lrs=lrs)
+            store.add_metric(run.id, metric, body.step, body.value, answer.model_dump(), locked.now)
+            return answer
+
+    def events(self, name: str, after: int, limit: int) -> list[EventRecord]:
+        with Session(self.engine) as session, session.begin():
+            store = Store(session)
+            run = store.run(name)
+            if run is None:
+                raise NotFound(f"no run named {name!r}")
+            return store.events(run.id, after, limit)
+
+    def verify(self, name: str) -> VerifyOut:
+        with Session(self.engine) as session, session.begin():
+            store = Store(session)
+            run = store.run(name)
+            if run is None:
+                raise NotFound(f"no run named {name!r}")
+            return verify_chain(run.name, store.events(run.id))
+
     # -- serving ----------------------------------------------------------------------------
 
     def serve(self, name: str, steps: range) -> list[Answer]:
@@ -179,6 +332,54 @@ class Runs:
         run, changes = self.get(name)
         timeline = timeline_of(run, changes)
         return [timeline.at(s) for s in steps]
+
+
+@dataclass(frozen=True)
+class _Locked:
+    store: Store
+    run: RunRecord
+    timeline: Timeline
+    now: datetime
+
+
+def _effective(run: RunRecord, from_step: int | None) -> int:
+    """Where a change lands: `from_step` if it is above the high-water mark, else 409."""
+    if from_step is None:
+        return run.high_water + 1
+    if from_step <= run.high_water:
+        raise Conflict(
+            f"step {from_step} was already served (the high-water mark is {run.high_water}): "
+            f"a change can take effect from step {run.high_water + 1} on",
+            [FieldError(("body", "from_step"), f"must be above the high-water mark {run.high_water}")],
+            extra={"high_water": run.high_water},
+        )
+    return from_step
+
+
+def _state_of(
+    config: PlateauConfig, record: PlateauRecord | None, n_groups: int
+) -> plateau_rule.PlateauState:
+    if record is None:
+        return plateau_rule.initial_state(config, n_groups)
+    worst = math.inf if config.mode == "min" else -math.inf
+    return plateau_rule.PlateauState(
+        best=worst if record.best is None else record.best,
+        num_bad_epochs=record.num_bad_epochs,
+        cooldown_counter=record.cooldown_counter,
+        factors=tuple(record.factors),
+        reductions=record.reductions,
+    )
+
+
+def verify_chain(run_name: str, events: list[EventRecord]) -> VerifyOut:
+    """Recompute the hash chain: an edited, inserted or deleted event breaks it."""
+    prev = audit.GENESIS
+    for expected_seq, event in enumerate(events, start=1):
+        digest = audit.chain_hash(prev, event_payload(run_name, event))
+        if event.seq != expected_seq or event.prev_hash != prev or event.hash != digest:
+            return VerifyOut(ok=False, count=len(events), first_bad_seq=event.seq)
+        prev = event.hash
+    return VerifyOut(ok=True, count=len(events))
 
 
 def preview(base_lrs: list[float] | None, spec: dict[str, Any], steps: range) -> list[Answer]:

@@ -24,7 +24,7 @@ Labels = Annotated[
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class RunCreate(Strict):
@@ -109,3 +109,81 @@ class PreviewIn(Strict):
     @property
     def base_lrs(self) -> list[float] | None:
         return [self.lr] if self.lr is not None else self.lrs
+
+
+Reason = Annotated[str, Field(max_length=1000)]
+
+
+class ScheduleChangeIn(Strict):
+    """Replace the schedule from `from_step` on (default: the step after the high-water mark)."""
+
+    schedule: dict[str, Any]
+    from_step: Step | None = None
+    restart: bool = Field(False, description="The new schedule counts its own steps from 0 at from_step")
+    reason: Reason | None = None
+
+
+class ScaleIn(Strict):
+    """Multiply the LR from `from_step` on (default: the step after the high-water mark)."""
+
+    factor: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    from_step: Step | None = None
+    reason: Reason | None = None
+
+
+class StateIn(Strict):
+    """Mark the run finished or archived. Its history and audit trail stay."""
+
+    state: Literal["finished", "archived"]
+    reason: Reason | None = None
+
+
+class ChangeResult(BaseModel):
+    run: str
+    effective_step: int
+    lr_before: list[float]
+    lr_after: list[float]
+    version: int
+
+
+class MetricIn(Strict):
+    step: Annotated[int, Field(ge=1, le=STEP_MAX)] = Field(
+        description="torch's step(metric) count: the first is 1"
+    )
+    value: Annotated[float, Field(allow_inf_nan=False)]
+    name: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        None, description="The metric's name; default: the one the run's plateau watches"
+    )
+
+
+class MetricOut(BaseModel):
+    accepted: bool
+    reduced: bool
+    effective_step: int
+    lr: float
+    lrs: list[float]
+
+
+class EventOut(BaseModel):
+    seq: int
+    at: datetime
+    actor: str
+    kind: str
+    effective_step: int | None
+    lr_before: list[float] | None
+    lr_after: list[float] | None
+    reason: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class EventPage(BaseModel):
+    run: str
+    events: list[EventOut]
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    count: int
+    first_bad_seq: int | None = None

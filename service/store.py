@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from . import audit
-from .models import Change, Event, Run
+from .models import Change, Event, Metric, PlateauState, Run
 
 
 def utc(moment: datetime) -> datetime:
@@ -47,6 +47,17 @@ class ChangeRecord:
     factor: float | None
     factors: list[float] | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class PlateauRecord:
+    best: float | None
+    """None while the best is still the mode's worst (+-inf): JSON and SQL hold no infinity."""
+    num_bad_epochs: int
+    cooldown_counter: int
+    factors: list[float]
+    reductions: int
+    last_step: int
 
 
 @dataclass(frozen=True)
@@ -208,6 +219,118 @@ class Store:
             )
         )
         return EventRecord(**{**record.__dict__, "hash": digest})
+
+    # -- writes under the run's lock -------------------------------------------------------
+
+    def lock_run(self, name: str) -> RunRecord | None:
+        """The run, locked against concurrent changes until the transaction ends. (SQLite
+        writers already hold the database's write lock: they begin IMMEDIATE.)"""
+        row = self.session.scalar(select(Run).where(Run.name == name).with_for_update())
+        return None if row is None else _run(row)
+
+    def add_change(
+        self,
+        run: RunRecord,
+        kind: str,
+        effective_step: int,
+        now: datetime,
+        spec: dict[str, Any] | None = None,
+        restart: bool = False,
+        factor: float | None = None,
+        factors: list[float] | None = None,
+    ) -> None:
+        """Append a change and bump the run's version, so every cached copy reloads."""
+        seq = (self.session.scalar(select(func.max(Change.seq)).where(Change.run_id == run.id)) or 0) + 1
+        self.session.add(
+            Change(
+                run_id=run.id,
+                seq=seq,
+                kind=kind,
+                effective_step=effective_step,
+                spec=spec,
+                restart=restart,
+                factor=factor,
+                factors=factors,
+                created_at=now,
+            )
+        )
+        self.session.execute(
+            update(Run).where(Run.id == run.id).values(version=Run.version + 1, updated_at=now)
+        )
+
+    def set_state(self, run: RunRecord, state: str, now: datetime) -> None:
+        self.session.execute(update(Run).where(Run.id == run.id).values(state=state, updated_at=now))
+
+    def metric(self, run_id: int, name: str, step: int) -> tuple[float, dict[str, Any]] | None:
+        row = self.session.execute(
+            select(Metric.value, Metric.answer).where(
+                Metric.run_id == run_id, Metric.name == name, Metric.step == step
+            )
+        ).one_or_none()
+        return None if row is None else (row[0], row[1])
+
+    def add_metric(
+        self, run_id: int, name: str, step: int, value: float, answer: dict[str, Any], now: datetime
+    ) -> None:
+        self.session.add(
+            Metric(run_id=run_id, name=name, step=step, value=value, answer=answer, created_at=now)
+        )
+
+    def plateau_state(self, run_id: int) -> PlateauRecord | None:
+        row = self.session.get(PlateauState, run_id)
+        if row is None:
+            return None
+        return PlateauRecord(
+            best=row.best,
+            num_bad_epochs=row.num_bad_epochs,
+            cooldown_counter=row.cooldown_counter,
+            factors=list(row.factors),
+            reductions=row.reductions,
+            last_step=row.last_step,
+        )
+
+    def save_plateau_state(
+        self,
+        run_id: int,
+        best: float | None,
+        num_bad_epochs: int,
+        cooldown_counter: int,
+        factors: list[float],
+        reductions: int,
+        last_step: int,
+    ) -> None:
+        self.session.merge(
+            PlateauState(
+                run_id=run_id,
+                best=best,
+                num_bad_epochs=num_bad_epochs,
+                cooldown_counter=cooldown_counter,
+                factors=factors,
+                reductions=reductions,
+                last_step=last_step,
+            )
+        )
+
+    def events(self, run_id: int, after: int = 0, limit: int | None = None) -> list[EventRecord]:
+        query = select(Event).where(Event.run_id == run_id, Event.seq > after).order_by(Event.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        return [
+            EventRecord(
+                seq=e.seq,
+                at=utc(e.at),
+                actor=e.actor,
+                kind=e.kind,
+                effective_step=e.effective_step,
+                lr_before=e.lr_before,
+                lr_after=e.lr_after,
+                reason=e.reason,
+                details=e.details,
+                prev_hash=e.prev_hash,
+                hash=e.hash,
+            )
+            for e in self.session.scalars(query)
+        ]
 
 
 def event_payload(run_name: str, event: EventRecord) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""Writes to a live run: schedule changes, scales, metrics, its state; and its audit trail."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from ..deps import ACTOR, RunsDep
+from ..schemas import (
+    ChangeResult,
+    EventOut,
+    EventPage,
+    MetricIn,
+    MetricOut,
+    RunOut,
+    ScaleIn,
+    ScheduleChangeIn,
+    StateIn,
+    VerifyOut,
+)
+from .runs import run_out
+
+router = APIRouter(tags=["changes"])
+
+
+@router.post("/runs/{run}/schedule", response_model=ChangeResult)
+def change_schedule(run: str, body: ScheduleChangeIn, runs: RunsDep) -> ChangeResult:
+    """Replace the schedule from a step above the high-water mark (409 at or below it)."""
+    return runs.change_schedule(run, body, ACTOR)
+
+
+@router.post("/runs/{run}/scale", response_model=ChangeResult)
+def scale(run: str, body: ScaleIn, runs: RunsDep) -> ChangeResult:
+    """Multiply the LR from a step above the high-water mark (409 at or below it)."""
+    return runs.scale(run, body, ACTOR)
+
+
+@router.post("/runs/{run}/metrics", response_model=MetricOut)
+def post_metric(run: str, body: MetricIn, runs: RunsDep) -> MetricOut:
+    """Post a metric. The plateau's watched metric may reduce the LR: from `step` if it is above
+    the high-water mark, else from the step after it (`effective_step` says which). Posting the
+    same (name, step, value) again returns the same answer; another value for it is a 409."""
+    return runs.post_metric(run, body, ACTOR)
+
+
+@router.post("/runs/{run}/state", response_model=RunOut)
+def set_state(run: str, body: StateIn, runs: RunsDep) -> RunOut:
+    """Mark the run finished or archived: it serves its LRs still, but takes no more changes."""
+    runs.set_state(run, body, ACTOR)
+    return run_out(*runs.get(run))
+
+
+@router.get("/runs/{run}/events", response_model=EventPage)
+def events(
+    run: str,
+    runs: RunsDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventPage:
+    """The audit trail, oldest first, from after `after` (a seq)."""
+    found = runs.events(run, after, limit)
+    return EventPage(run=run, events=[EventOut(**e.__dict__) for e in found])
+
+
+@router.get("/runs/{run}/events/verify", response_model=VerifyOut)
+def verify(run: str, runs: RunsDep) -> VerifyOut:
+    """Recompute the hash chain of the audit trail: any edited or deleted event breaks it."""
+    return runs.verify(run)
