@@ -66,7 +66,11 @@ def test_metrics_are_idempotent_and_conflict_on_another_value(client: TestClient
     assert other.status_code == 409 and "all-reduced" in other.json()["detail"]
     reduced = client.post("/runs/job/metrics", json={"step": 2, "value": 1.0}).json()
     assert reduced["reduced"] and reduced["effective_step"] == 2 and reduced["lr"] == 0.5
-    for raw in (b'{"step": 3, "value": NaN}', b'{"step": 3, "value": Infinity}', b'{"step": 3, "value": "1"}'):
+    for raw in (
+        b'{"step": 3, "value": NaN}',
+        b'{"step": 3, "value": Infinity}',
+        b'{"step": 3, "value": "1"}',
+    ):
         nan = client.post("/runs/job/metrics", content=raw, headers={"content-type": "application/json"})
         assert nan.status_code == 422 and nan.json()["errors"][0]["field"] == "body.value"
 
