@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from . import errors, migrate
 from .config import Settings
 from .db import make_engine
+from .limits import BodyLimit
 from .routes import changes, health, runs, schedules
 from .runs import Runs
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.runs = Runs(engine)
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(runs.router)
     app.include_router(changes.router)
     app.include_router(schedules.router)

@@ -15,6 +15,9 @@ class Settings(BaseSettings):
         DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL: sqlite:///path.db (the embedded default) or postgresql+psycopg://...",
     )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="The largest request body accepted; larger ones get 413"
+    )
     sqlite_synchronous: str = Field(
         "FULL",
         pattern="^(FULL|NORMAL)$",

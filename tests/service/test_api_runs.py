@@ -189,3 +189,41 @@ def test_audit_trail_starts_with_creation(client: TestClient, settings: Any) -> 
 def test_health(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ok"}
+
+
+def test_oversized_bodies_get_413_and_the_server_keeps_serving(client: TestClient) -> None:
+    huge = (
+        b'{"name": "x", "lr": 0.1, "schedule": {"type": "StepLR", "step_size": 1}, "labels": {"a": "'
+        + b"x" * 2_000_000
+        + b'"}}'
+    )
+    response = client.post("/runs", content=huge, headers={"content-type": "application/json"})
+    assert_problem(response, 413)
+
+    def chunks() -> Any:
+        yield b'{"name": "x", "lr": 0.1, "schedule": '
+        for _ in range(300):
+            yield b" " * 10_000
+        yield b'{"type": "StepLR", "step_size": 1}}'
+
+    streamed = client.post("/runs", content=chunks(), headers={"content-type": "application/json"})
+    assert_problem(streamed, 413)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_hostile_specs_are_422_not_500(client: TestClient) -> None:
+    nested: Any = {"type": "StepLR", "step_size": 1}
+    for _ in range(30):
+        nested = {"type": "ChainedScheduler", "schedulers": [nested]}
+    bombs = [
+        {"type": "LambdaLR", "lr_lambda": "9**9**9"},
+        {"type": "LambdaLR", "lr_lambda": "__import__('os').system('true')"},
+        {"type": "LambdaLR", "lr_lambda": "(" * 5000 + "epoch" + ")" * 5000},
+        {"type": "MultiStepLR", "milestones": list(range(20_000))},
+        {"type": "StepLR", "step_size": 10**30},
+        nested,
+    ]
+    for spec in bombs:
+        response = client.post("/runs", json={"name": "bomb", "lr": 0.1, "schedule": spec})
+        assert_problem(response, 422)
+        assert response.json()["errors"][0]["field"].startswith("schedule")
