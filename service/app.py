@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import errors, migrate
+from .auth import Tokens
 from .config import Settings
 from .db import make_engine
 from .limits import BodyLimit
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.engine = engine
     app.state.runs = Runs(engine)
+    app.state.tokens = Tokens(engine) if settings.auth == "required" else None
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(runs.router)

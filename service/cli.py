@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 import uvicorn
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from . import migrate
+from .auth import SCOPES, Tokens
 from .config import Settings
 from .db import make_engine
+from .errors import Problem
 
 
 @click.group()
@@ -16,11 +21,23 @@ def main() -> None:
     """lrtower: a control tower for learning rates."""
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
-def serve(host: str, port: int) -> None:
-    """Serve the API. On the embedded SQLite default, migrations are applied first."""
+@click.option("--no-auth", is_flag=True, help="Serve without tokens even off loopback (not recommended).")
+def serve(host: str, port: int, no_auth: bool) -> None:
+    """Serve the API. On the embedded SQLite default, migrations are applied first.
+
+    Bearer tokens are required, unless the server listens on loopback only or --no-auth is given.
+    """
+    if no_auth and host not in LOOPBACK:
+        click.echo(
+            f"warning: serving {host} without authentication: anyone who reaches it can change runs", err=True
+        )
+    os.environ["LRTOWER_AUTH"] = "off" if no_auth or host in LOOPBACK else "required"
     settings = Settings()
     engine = make_engine(settings)
     if make_url(settings.database_url).get_backend_name() == "sqlite":
@@ -28,6 +45,46 @@ def serve(host: str, port: int) -> None:
     engine.dispose()
     click.echo(f"lrtower serving http://{host}:{port} (database {settings.database_url})")
     uvicorn.run("lrtower_server.app:create_app", factory=True, host=host, port=port)
+
+
+@main.group()
+def token() -> None:
+    """API tokens (stored hashed; a secret is shown once)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(SCOPES), default="write", show_default=True)
+def token_create(name: str, scope: str) -> None:
+    """Create a token and print its secret, once."""
+    secret = Tokens(_migrated_engine()).create(name, scope)
+    click.echo(secret)
+
+
+@token.command("list")
+def token_list() -> None:
+    """List tokens: name, scope, created, revoked."""
+    for info in Tokens(_migrated_engine()).list():
+        revoked = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "live"
+        click.echo(f"{info.name}\t{info.scope}\t{info.created_at:%Y-%m-%d %H:%M}\t{revoked}")
+
+
+@token.command("revoke")
+@click.argument("name")
+def token_revoke(name: str) -> None:
+    """Revoke a token (servers stop accepting it within seconds)."""
+    try:
+        Tokens(_migrated_engine()).revoke(name)
+    except Problem as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"revoked {name}")
+
+
+def _migrated_engine() -> Engine:
+    engine = make_engine(Settings())
+    if not migrate.is_at_head(engine):
+        raise click.ClickException("the database is not at the latest migration: run `lrtower db upgrade`")
+    return engine
 
 
 @main.group()

@@ -15,6 +15,12 @@ class Settings(BaseSettings):
         DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL: sqlite:///path.db (the embedded default) or postgresql+psycopg://...",
     )
+    auth: str = Field(
+        "required",
+        pattern="^(required|off)$",
+        description="Bearer tokens required, or off (`lrtower serve` turns it off on loopback only, "
+        "or with --no-auth)",
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="The largest request body accepted; larger ones get 413"
     )

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from ..deps import ACTOR, RunsDep
+from ..deps import Reader, RunsDep, Writer
 from ..schemas import (
     ChangeResult,
     EventOut,
@@ -25,29 +25,29 @@ router = APIRouter(tags=["changes"])
 
 
 @router.post("/runs/{run}/schedule", response_model=ChangeResult)
-def change_schedule(run: str, body: ScheduleChangeIn, runs: RunsDep) -> ChangeResult:
+def change_schedule(run: str, body: ScheduleChangeIn, runs: RunsDep, caller: Writer) -> ChangeResult:
     """Replace the schedule from a step above the high-water mark (409 at or below it)."""
-    return runs.change_schedule(run, body, ACTOR)
+    return runs.change_schedule(run, body, caller.name)
 
 
 @router.post("/runs/{run}/scale", response_model=ChangeResult)
-def scale(run: str, body: ScaleIn, runs: RunsDep) -> ChangeResult:
+def scale(run: str, body: ScaleIn, runs: RunsDep, caller: Writer) -> ChangeResult:
     """Multiply the LR from a step above the high-water mark (409 at or below it)."""
-    return runs.scale(run, body, ACTOR)
+    return runs.scale(run, body, caller.name)
 
 
 @router.post("/runs/{run}/metrics", response_model=MetricOut)
-def post_metric(run: str, body: MetricIn, runs: RunsDep) -> MetricOut:
+def post_metric(run: str, body: MetricIn, runs: RunsDep, caller: Writer) -> MetricOut:
     """Post a metric. The plateau's watched metric may reduce the LR: from `step` if it is above
     the high-water mark, else from the step after it (`effective_step` says which). Posting the
     same (name, step, value) again returns the same answer; another value for it is a 409."""
-    return runs.post_metric(run, body, ACTOR)
+    return runs.post_metric(run, body, caller.name)
 
 
 @router.post("/runs/{run}/state", response_model=RunOut)
-def set_state(run: str, body: StateIn, runs: RunsDep) -> RunOut:
+def set_state(run: str, body: StateIn, runs: RunsDep, caller: Writer) -> RunOut:
     """Mark the run finished or archived: it serves its LRs still, but takes no more changes."""
-    runs.set_state(run, body, ACTOR)
+    runs.set_state(run, body, caller.name)
     return run_out(*runs.get(run))
 
 
@@ -55,6 +55,7 @@ def set_state(run: str, body: StateIn, runs: RunsDep) -> RunOut:
 def events(
     run: str,
     runs: RunsDep,
+    caller: Reader,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
@@ -64,6 +65,6 @@ def events(
 
 
 @router.get("/runs/{run}/events/verify", response_model=VerifyOut)
-def verify(run: str, runs: RunsDep) -> VerifyOut:
+def verify(run: str, runs: RunsDep, caller: Reader) -> VerifyOut:
     """Recompute the hash chain of the audit trail: any edited or deleted event breaks it."""
     return runs.verify(run)

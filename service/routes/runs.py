@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import Field
 
-from ..deps import ACTOR, RunsDep
+from ..deps import Reader, RunsDep, Writer
 from ..errors import Invalid
 from ..schedules import STEP_MAX, FieldError
 from ..schemas import RUN_NAME, ChangeOut, LrOut, RangeOut, RunCreate, RunOut, RunPage
@@ -81,9 +81,9 @@ def range_out(run: str, answers: list[Answer]) -> RangeOut:
 
 
 @router.post("/runs", response_model=RunOut, status_code=201, responses={200: {"model": RunOut}})
-def create_run(body: RunCreate, runs: RunsDep, response: Response) -> RunOut:
+def create_run(body: RunCreate, runs: RunsDep, caller: Writer, response: Response) -> RunOut:
     """Create a run. The same definition again answers 200 with the run; a different one, 409."""
-    run, created = runs.create(body, ACTOR)
+    run, created = runs.create(body, caller.name)
     if not created:
         response.status_code = 200
     return run_out(run, [] if created else runs.get(run.name)[1])
@@ -92,6 +92,7 @@ def create_run(body: RunCreate, runs: RunsDep, response: Response) -> RunOut:
 @router.get("/runs", response_model=RunPage)
 def list_runs(
     runs: RunsDep,
+    caller: Reader,
     after: Annotated[str | None, Query(pattern=RUN_NAME)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     label: Annotated[list[LabelFilter], Query(max_length=16)] = [],  # noqa: B006  # FastAPI copies defaults
@@ -106,7 +107,7 @@ def list_runs(
 
 
 @router.get("/runs/{run}", response_model=RunOut)
-def get_run(run: str, runs: RunsDep) -> RunOut:
+def get_run(run: str, runs: RunsDep, caller: Reader) -> RunOut:
     return run_out(*runs.get(run))
 
 
@@ -119,6 +120,7 @@ def get_lr(
     run: str,
     request: Request,
     runs: RunsDep,
+    caller: Reader,
     step: StepQuery = None,
     start: StepQuery = None,
     stop: StepQuery = None,
@@ -136,7 +138,7 @@ def get_lr(
 
 @router.get("/runs/{run}/curve", response_model=RangeOut)
 def get_curve(
-    run: str, runs: RunsDep, start: StepQuery = 0, stop: StepQuery = 1000, stride: Stride = 1
+    run: str, runs: RunsDep, caller: Reader, start: StepQuery = 0, stop: StepQuery = 1000, stride: Stride = 1
 ) -> RangeOut:
     """The planned curve over [start, stop), for plotting. Unlike /lr, it serves nothing."""
     return range_out(run, runs.curve(run, steps_of(start, stop, stride)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ..deps import Reader
 from ..runs import preview
 from ..schemas import PreviewIn, RangeOut
 from .runs import range_out, steps_of
@@ -12,6 +13,6 @@ router = APIRouter(tags=["schedules"])
 
 
 @router.post("/schedules/preview", response_model=RangeOut)
-def preview_schedule(body: PreviewIn) -> RangeOut:
+def preview_schedule(body: PreviewIn, caller: Reader) -> RangeOut:
     """Validate a spec and evaluate it over [start, stop) by `stride`, for checks and plots."""
     return range_out("", preview(body.base_lrs, body.schedule, steps_of(body.start, body.stop, body.stride)))

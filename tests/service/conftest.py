@@ -22,7 +22,7 @@ from lrtower_server.db import make_engine
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """A migrated SQLite file of its own for every test."""
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'lrtower.db'}")
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'lrtower.db'}", auth="off")
     engine = make_engine(settings)
     migrate.upgrade(engine)
     engine.dispose()

@@ -1,0 +1,121 @@
+"""Bearer tokens with scopes read < write < admin. Only a token's SHA-256 is stored.
+
+A token is looked up by the hash of what the caller presents, then compared in constant time.
+Lookups are cached for `CACHE_SECONDS`, so a revoked token stops working within that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .db import writer
+from .errors import Conflict, NotFound, Problem
+from .models import Token
+
+SCOPES = ("read", "write", "admin")
+PREFIX = "lrt_"
+CACHE_SECONDS = 5.0
+ANONYMOUS = "anonymous"
+
+
+class Unauthorized(Problem):
+    status, title, kind = 401, "Unauthorized", "unauthorized"
+
+
+class Forbidden(Problem):
+    status, title, kind = 403, "Forbidden", "forbidden"
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    scope: str
+
+    def allows(self, needed: str) -> bool:
+        return SCOPES.index(self.scope) >= SCOPES.index(needed)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    name: str
+    scope: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Tokens:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._cache: dict[str, tuple[float, Caller | None]] = {}
+        self._lock = threading.Lock()
+
+    def create(self, name: str, scope: str) -> str:
+        """Create a token; returns its secret, which is shown this once and stored only hashed."""
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        secret = PREFIX + secrets.token_urlsafe(32)
+        try:
+            with Session(writer(self.engine)) as session, session.begin():
+                session.add(
+                    Token(
+                        name=name, scope=scope, secret_hash=hash_secret(secret), created_at=datetime.now(UTC)
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(f"a token named {name!r} exists") from None
+        return secret
+
+    def list(self) -> list[TokenInfo]:
+        with Session(self.engine) as session:
+            rows = session.scalars(select(Token).order_by(Token.name))
+            return [TokenInfo(t.name, t.scope, t.created_at, t.revoked_at) for t in rows]
+
+    def revoke(self, name: str) -> None:
+        with Session(writer(self.engine)) as session, session.begin():
+            done = session.execute(
+                update(Token)
+                .where(Token.name == name, Token.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            )
+            if done.rowcount == 0:  # type: ignore[attr-defined]  # a CursorResult for UPDATE
+                raise NotFound(f"no live token named {name!r}")
+        with self._lock:
+            self._cache.clear()
+
+    def authenticate(self, header: str | None) -> Caller:
+        """The caller behind an `Authorization: Bearer <token>` header, or 401."""
+        if not header or not header.startswith("Bearer "):
+            raise Unauthorized("send `Authorization: Bearer <token>`", extra={"hint": "lrtower token create"})
+        presented = hash_secret(header.removeprefix("Bearer ").strip())
+        now = time.monotonic()
+        cached = self._cache.get(presented)
+        if cached is None or cached[0] < now:
+            cached = (now + CACHE_SECONDS, self._lookup(presented))
+            with self._lock:
+                self._cache[presented] = cached
+        if cached[1] is None:
+            raise Unauthorized("the token is unknown or revoked")
+        return cached[1]
+
+    def _lookup(self, presented: str) -> Caller | None:
+        with Session(self.engine) as session:
+            token = session.scalar(select(Token).where(Token.secret_hash == presented))
+        if token is None or token.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(token.secret_hash, presented):  # pragma: no cover - found by equality
+            return None
+        return Caller(token.name, token.scope)

@@ -1,0 +1,88 @@
+"""Bearer tokens: scopes, revocation, the actor in the audit trail, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lrtower_server import migrate
+from lrtower_server.app import create_app
+from lrtower_server.auth import Tokens
+from lrtower_server.config import Settings
+from lrtower_server.db import make_engine
+
+RUN = {"name": "secure", "lr": 0.1, "schedule": {"type": "StepLR", "step_size": 10}}
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[tuple[TestClient, Tokens]]:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'lrtower.db'}", auth="required")
+    engine = make_engine(settings)
+    migrate.upgrade(engine)
+    with TestClient(create_app(settings)) as client:
+        yield client, Tokens(engine)
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {secret}"}
+
+
+def test_scopes(secured: tuple[TestClient, Tokens]) -> None:
+    client, tokens = secured
+    reader, writer = tokens.create("dashboard", "read"), tokens.create("trainer", "write")
+    assert client.post("/runs", json=RUN).status_code == 401
+    assert client.post("/runs", json=RUN, headers=bearer("lrt_wrong")).status_code == 401
+    forbidden = client.post("/runs", json=RUN, headers=bearer(reader))
+    assert forbidden.status_code == 403 and forbidden.headers["content-type"] == "application/problem+json"
+    assert client.post("/runs", json=RUN, headers=bearer(writer)).status_code == 201
+    assert client.get("/runs/secure/lr", params={"step": 3}, headers=bearer(reader)).status_code == 200
+    assert client.get("/runs/secure/lr", params={"step": 3}).status_code == 401
+    events = client.get("/runs/secure/events", headers=bearer(reader)).json()["events"]
+    assert events[0]["actor"] == "trainer"
+
+
+def test_revoked_tokens_stop_working(
+    secured: tuple[TestClient, Tokens], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, tokens = secured
+    monkeypatch.setattr("lrtower_server.auth.CACHE_SECONDS", 0.0)  # servers re-check at once
+    secret = tokens.create("temp", "read")
+    assert client.get("/runs", headers=bearer(secret)).status_code == 200
+    tokens.revoke("temp")
+    assert client.get("/runs", headers=bearer(secret)).status_code == 401
+
+
+def test_tokens_are_stored_hashed(secured: tuple[TestClient, Tokens]) -> None:
+    _, tokens = secured
+    secret = tokens.create("ci", "admin")
+    with make_engine(Settings(database_url=str(tokens.engine.url))).connect() as connection:
+        stored = connection.exec_driver_sql("SELECT secret_hash FROM tokens").scalar()
+    assert stored is not None and secret not in stored and len(stored) == 64
+
+
+def test_token_cli(tmp_path: Path) -> None:
+    env = {**os.environ, "LRTOWER_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    lrtower = str(Path(sys.executable).parent / "lrtower")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([lrtower, *args], env=env, capture_output=True, text=True, cwd=tmp_path)
+
+    assert run("db", "upgrade").returncode == 0
+    created = run("token", "create", "alice", "--scope", "read")
+    assert created.returncode == 0 and created.stdout.startswith("lrt_")
+    listed = run("token", "list")
+    assert (
+        "alice\tread" in listed.stdout
+        and "live" in listed.stdout
+        and created.stdout.strip() not in listed.stdout
+    )
+    assert run("token", "revoke", "alice").returncode == 0
+    assert "revoked" in run("token", "list").stdout
+    assert run("token", "revoke", "alice").returncode != 0
+    assert run("token", "create", "bob", "--scope", "root").returncode != 0
