@@ -187,3 +187,43 @@ class VerifyOut(BaseModel):
     ok: bool
     count: int
     first_bad_seq: int | None = None
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    field: str = Field(examples=["schedule.step_size"])
+    msg: str = Field(examples=["Input should be greater than or equal to 1, got 0"])
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details, as every 4xx and 5xx answer carries them."""
+
+    type: str = Field(examples=["urn:lrtower:problem:invalid"])
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldProblem] | None = None
+    high_water: int | None = Field(None, description="On 409: the run's highest served step")
+    step: int | None = Field(None, description="On 422 for a step without a value: that step")
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all problem+json."""
+    return {
+        status: {
+            "model": ProblemOut,
+            "content": {"application/problem+json": {}},
+            "description": PROBLEM_TITLES[status],
+        }
+        for status in statuses
+    }
+
+
+PROBLEM_TITLES = {
+    401: "Missing or unknown bearer token",
+    403: "The token's scope does not allow this",
+    404: "No such run",
+    409: "Conflicts with the run's history (the high-water mark) or its definition",
+    413: "Request body too large",
+    422: "Invalid request: every bad field is named",
+}

@@ -18,10 +18,11 @@ from ..schemas import (
     ScheduleChangeIn,
     StateIn,
     VerifyOut,
+    problems,
 )
 from .runs import run_out
 
-router = APIRouter(tags=["changes"])
+router = APIRouter(tags=["changes"], responses=problems(401, 403, 404, 409, 413, 422))
 
 
 @router.post("/runs/{run}/schedule", response_model=ChangeResult)

@@ -11,11 +11,11 @@ from pydantic import Field
 from ..deps import Reader, RunsDep, Writer
 from ..errors import Invalid
 from ..schedules import STEP_MAX, FieldError
-from ..schemas import RUN_NAME, ChangeOut, LrOut, RangeOut, RunCreate, RunOut, RunPage
+from ..schemas import RUN_NAME, ChangeOut, LrOut, RangeOut, RunCreate, RunOut, RunPage, problems
 from ..store import ChangeRecord, RunRecord
 from ..timeline import Answer
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], responses=problems(401, 403, 404, 409, 413, 422))
 MAX_POINTS = 100_000
 StepQuery = Annotated[int | None, Query(ge=0, le=STEP_MAX)]
 Stride = Annotated[int, Query(ge=1, le=STEP_MAX)]

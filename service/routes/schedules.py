@@ -6,10 +6,10 @@ from fastapi import APIRouter
 
 from ..deps import Reader
 from ..runs import preview
-from ..schemas import PreviewIn, RangeOut
+from ..schemas import PreviewIn, RangeOut, problems
 from .runs import range_out, steps_of
 
-router = APIRouter(tags=["schedules"])
+router = APIRouter(tags=["schedules"], responses=problems(401, 403, 413, 422))
 
 
 @router.post("/schedules/preview", response_model=RangeOut)
