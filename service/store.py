@@ -5,7 +5,7 @@ ORM objects stay in here; callers get frozen records.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -201,24 +201,9 @@ class Store:
             prev_hash=prev_hash,
             hash="",
         )
-        digest = audit.chain_hash(prev_hash, event_payload(run.name, record))
-        self.session.add(
-            Event(
-                run_id=run.id,
-                seq=seq,
-                at=at,
-                actor=actor,
-                kind=kind,
-                effective_step=effective_step,
-                lr_before=lr_before,
-                lr_after=lr_after,
-                reason=reason,
-                details=record.details,
-                prev_hash=prev_hash,
-                hash=digest,
-            )
-        )
-        return EventRecord(**{**record.__dict__, "hash": digest})
+        record = replace(record, hash=audit.chain_hash(prev_hash, event_payload(run.name, record)))
+        self.session.add(Event(run_id=run.id, **asdict(record)))
+        return record
 
     # -- writes under the run's lock -------------------------------------------------------
 
