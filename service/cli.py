@@ -27,8 +27,12 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option(
+    "--database-url", envvar="LRTOWER_DATABASE_URL", help="Database URL (default: sqlite:///lrtower.db)."
+)
 @click.option("--no-auth", is_flag=True, help="Serve without tokens even off loopback (not recommended).")
-def serve(host: str, port: int, no_auth: bool) -> None:
+def serve(host: str, port: int, workers: int, database_url: str | None, no_auth: bool) -> None:
     """Serve the API. On the embedded SQLite default, migrations are applied first.
 
     Bearer tokens are required, unless the server listens on loopback only or --no-auth is given.
@@ -37,14 +41,18 @@ def serve(host: str, port: int, no_auth: bool) -> None:
         click.echo(
             f"warning: serving {host} without authentication: anyone who reaches it can change runs", err=True
         )
+    # The workers build their app from the environment (uvicorn's factory), so settle it here.
     os.environ["LRTOWER_AUTH"] = "off" if no_auth or host in LOOPBACK else "required"
+    if database_url:
+        os.environ["LRTOWER_DATABASE_URL"] = database_url
     settings = Settings()
     engine = make_engine(settings)
     if make_url(settings.database_url).get_backend_name() == "sqlite":
         migrate.upgrade(engine)
     engine.dispose()
-    click.echo(f"lrtower serving http://{host}:{port} (database {settings.database_url})")
-    uvicorn.run("lrtower_server.app:create_app", factory=True, host=host, port=port)
+    auth = "tokens required" if os.environ["LRTOWER_AUTH"] == "required" else "no auth"
+    click.echo(f"lrtower serving http://{host}:{port} ({auth}; database {settings.database_url})")
+    uvicorn.run("lrtower_server.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @main.group()

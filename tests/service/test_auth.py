@@ -86,3 +86,24 @@ def test_token_cli(tmp_path: Path) -> None:
     assert "revoked" in run("token", "list").stdout
     assert run("token", "revoke", "alice").returncode != 0
     assert run("token", "create", "bob", "--scope", "root").returncode != 0
+
+
+def test_serving_off_loopback_without_auth_warns(tmp_path: Path) -> None:
+    from conftest import free_port
+
+    env = {**os.environ, "LRTOWER_DATABASE_URL": f"sqlite:///{tmp_path / 'open.db'}"}
+    lrtower = str(Path(sys.executable).parent / "lrtower")
+    process = subprocess.Popen(
+        [lrtower, "serve", "--host", "0.0.0.0", "--port", str(free_port()), "--no-auth"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        assert "without authentication" in process.stderr.readline()
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)

@@ -48,3 +48,14 @@ def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 10_000
         assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+
+
+def test_the_app_refuses_a_database_not_at_head(tmp_path: Path) -> None:
+    import pytest
+    from fastapi.testclient import TestClient
+
+    from lrtower_server.app import SchemaNotAtHead, create_app
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'old.db'}", auth="off")
+    with pytest.raises(SchemaNotAtHead, match="lrtower db upgrade"), TestClient(create_app(settings)):
+        pass
