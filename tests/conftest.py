@@ -1,8 +1,16 @@
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from hypothesis import settings
+
 from parity import TALLIES
+
+# CI replays the same examples every run, so that a landing is never decided by a new draw;
+# local runs explore afresh (and remember what failed).
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
