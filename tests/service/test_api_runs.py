@@ -227,3 +227,59 @@ def test_hostile_specs_are_422_not_500(client: TestClient) -> None:
         response = client.post("/runs", json={"name": "bomb", "lr": 0.1, "schedule": spec})
         assert_problem(response, 422)
         assert response.json()["errors"][0]["field"].startswith("schedule")
+
+
+GARBAGE: list[Any] = [
+    None,
+    [],
+    "x",
+    -1,
+    1.5,
+    10**400,
+    {"a": [1] * 10},
+    {"schedule": None},
+    {"factor": "1"},
+    {"step": True, "value": 1.0},
+    {"step": 1, "value": 1e308, "name": ""},
+    {"from_step": -5, "factor": 0.5},
+    {"schedule": {"type": "StepLR", "step_size": 1}, "from_step": 2**60},
+    {"state": "deleted"},
+    {"name": "é" * 200, "lr": 0.1, "schedule": {}},
+]
+WRITES = [
+    "/runs",
+    "/runs/job-1/metrics",
+    "/runs/job-1/schedule",
+    "/runs/job-1/scale",
+    "/runs/job-1/state",
+    "/schedules/preview",
+]
+READS = [
+    "/runs?limit=0",
+    "/runs?limit=abc",
+    "/runs?label=novalue",
+    "/runs?after=%00",
+    "/runs/job-1/lr?step=1e3",
+    "/runs/job-1/lr?step=9999999999999999999999",
+    "/runs/job-1/lr?start=-1&stop=5",
+    "/runs/job-1/lr?start=0&stop=10&stride=0",
+    "/runs/job-1/curve?start=5&stop=5",
+    "/runs/job-1/events?after=-1",
+    "/runs/job-1/events?limit=100000",
+    "/runs/%2e%2e/lr?step=1",
+    "/runs/" + "x" * 5000 + "/lr?step=1",
+]
+
+
+def test_garbage_anywhere_is_a_4xx_problem(client: TestClient) -> None:
+    create(client)
+    for path in WRITES:
+        for body in GARBAGE:
+            response = client.post(path, json=body)
+            assert 400 <= response.status_code < 500, (path, body, response.text)
+            assert response.headers["content-type"] == "application/problem+json", (path, body)
+    for path in READS:
+        response = client.get(path)
+        assert 400 <= response.status_code < 500, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json", path
+    assert client.get("/runs/job-1/lr", params={"step": 3}).status_code == 200  # still serving
