@@ -55,16 +55,16 @@ class Server:
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[[], Server]]:
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start `lrtower serve` on one SQLite file, as often as a test needs (for restarts)."""
     started: list[Server] = []
     database = f"sqlite:///{tmp_path / 'lrtower.db'}"
 
-    def start() -> Server:
+    def start(*args: str) -> Server:
         port = free_port()
         env = {**os.environ, "LRTOWER_DATABASE_URL": database}
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "lrtower"), "serve", "--port", str(port)],
+            [str(Path(sys.executable).parent / "lrtower"), "serve", "--port", str(port), *args],
             env=env,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
@@ -91,5 +91,5 @@ def start_server(tmp_path: Path) -> Iterator[Callable[[], Server]]:
 
 
 @pytest.fixture
-def server(start_server: Callable[[], Server]) -> str:
+def server(start_server: Callable[..., Server]) -> str:
     return start_server().url

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from conftest import Server
 
 SPEC = {"type": "CosineAnnealingLR", "T_max": 5000}
@@ -16,8 +17,10 @@ PLATEAU = {"patience": 0, "factor": 0.7, "threshold": 0.0}
 RUNS = ["alpha", "beta", "gamma"]
 
 
-def test_no_step_is_ever_answered_two_ways(start_server: Callable[[], Server]) -> None:
-    url = start_server().url
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_step_is_ever_answered_two_ways(start_server: Callable[..., Server], workers: int) -> None:
+    """One process, and two worker processes sharing one SQLite file."""
+    url = start_server("--workers", str(workers)).url
     for name in RUNS:
         assert (
             httpx.post(
@@ -88,7 +91,7 @@ def test_no_step_is_ever_answered_two_ways(start_server: Callable[[], Server]) -
     print(f"{len(answers)} reads, {len(changes)} changes, {len(seen)} distinct (run, step)")
 
 
-def test_acknowledged_writes_survive_kill_9(start_server: Callable[[], Server]) -> None:
+def test_acknowledged_writes_survive_kill_9(start_server: Callable[..., Server]) -> None:
     server = start_server()
     assert (
         httpx.post(
