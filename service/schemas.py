@@ -31,6 +31,30 @@ class RunCreate(Strict):
     """A new run. Give `lr` (one param group) or `lrs` (one per group); optax, keras and mxnet
     schedules carry their own values and may omit both."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "resnet50-a",
+                    "lrs": [0.1, 0.01],
+                    "schedule": {
+                        "type": "SequentialLR",
+                        "schedulers": [
+                            {"type": "LinearLR", "start_factor": 0.01, "total_iters": 1000},
+                            {"type": "CosineAnnealingLR", "T_max": 99000},
+                        ],
+                        "milestones": [1000],
+                    },
+                    "plateau": {"metric": "val_loss", "patience": 3},
+                    "labels": {"team": "vision"},
+                }
+            ]
+        },
+    )
+
     name: RunName
     lr: LR | None = None
     lrs: Annotated[list[LR], Field(min_length=1, max_length=MAX_GROUPS)] | None = None
@@ -83,6 +107,20 @@ class RunPage(BaseModel):
 
 
 class LrOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "run": "resnet50-a",
+                    "step": 5000,
+                    "lr": 0.0995977,
+                    "lrs": [0.0995977, 0.00995977],
+                    "momentum": None,
+                }
+            ]
+        }
+    )
+
     run: str
     step: int
     lr: float = Field(description="The first group's LR")
@@ -91,6 +129,20 @@ class LrOut(BaseModel):
 
 
 class RangeOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "run": "resnet50-a",
+                    "steps": [5000, 5001],
+                    "lr": [0.0995977, 0.0995975],
+                    "lrs": [[0.0995977, 0.00995977], [0.0995975, 0.00995975]],
+                    "momentum": None,
+                }
+            ]
+        }
+    )
+
     run: str
     steps: list[int]
     lr: list[float] = Field(description="The first group's LR at every step")
@@ -99,6 +151,23 @@ class RangeOut(BaseModel):
 
 
 class PreviewIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "lr": 0.1,
+                    "schedule": {"type": "StepLR", "step_size": 30, "gamma": 0.1},
+                    "start": 0,
+                    "stop": 100,
+                    "stride": 10,
+                }
+            ]
+        },
+    )
+
     lr: LR | None = None
     lrs: Annotated[list[LR], Field(min_length=1, max_length=MAX_GROUPS)] | None = None
     schedule: dict[str, Any]
@@ -117,6 +186,21 @@ Reason = Annotated[str, Field(max_length=1000)]
 class ScheduleChangeIn(Strict):
     """Replace the schedule from `from_step` on (default: the step after the high-water mark)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "schedule": {"type": "ExponentialLR", "gamma": 0.999},
+                    "restart": True,
+                    "reason": "switch to a slow decay",
+                }
+            ]
+        },
+    )
+
     schedule: dict[str, Any]
     from_step: Step | None = None
     restart: bool = Field(False, description="The new schedule counts its own steps from 0 at from_step")
@@ -126,6 +210,13 @@ class ScheduleChangeIn(Strict):
 class ScaleIn(Strict):
     """Multiply the LR from `from_step` on (default: the step after the high-water mark)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={"examples": [{"factor": 0.5, "from_step": 20000, "reason": "loss spikes"}]},
+    )
+
     factor: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     from_step: Step | None = None
     reason: Reason | None = None
@@ -134,11 +225,32 @@ class ScaleIn(Strict):
 class StateIn(Strict):
     """Mark the run finished or archived. Its history and audit trail stay."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={"examples": [{"state": "finished", "reason": "converged"}]},
+    )
+
     state: Literal["finished", "archived"]
     reason: Reason | None = None
 
 
 class ChangeResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "run": "resnet50-a",
+                    "effective_step": 5001,
+                    "lr_before": [0.0995975],
+                    "lr_after": [0.0497988],
+                    "version": 1,
+                }
+            ]
+        }
+    )
+
     run: str
     effective_step: int
     lr_before: list[float]
@@ -147,6 +259,13 @@ class ChangeResult(BaseModel):
 
 
 class MetricIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={"examples": [{"step": 12, "value": 0.731, "name": "val_loss"}]},
+    )
+
     step: Annotated[int, Field(ge=1, le=STEP_MAX)] = Field(
         description="torch's step(metric) count: the first is 1"
     )
@@ -157,6 +276,14 @@ class MetricIn(Strict):
 
 
 class MetricOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"accepted": True, "reduced": False, "effective_step": 12, "lr": 0.0012, "lrs": [0.0012]}
+            ]
+        }
+    )
+
     accepted: bool
     reduced: bool
     effective_step: int
@@ -184,6 +311,10 @@ class EventPage(BaseModel):
 
 
 class VerifyOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"ok": True, "count": 3, "first_bad_seq": None}]}
+    )
+
     ok: bool
     count: int
     first_bad_seq: int | None = None

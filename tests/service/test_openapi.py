@@ -1,0 +1,51 @@
+"""The OpenAPI document is what clients in other languages are written from: its examples work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from lrtower_server import schemas
+
+EXAMPLED = [
+    schemas.RunCreate,
+    schemas.LrOut,
+    schemas.RangeOut,
+    schemas.PreviewIn,
+    schemas.ScheduleChangeIn,
+    schemas.ScaleIn,
+    schemas.StateIn,
+    schemas.ChangeResult,
+    schemas.MetricIn,
+    schemas.MetricOut,
+    schemas.VerifyOut,
+]
+
+
+def example(model: Any) -> dict[str, Any]:
+    value: dict[str, Any] = model.model_config["json_schema_extra"]["examples"][0]
+    return value
+
+
+def test_every_example_is_valid_for_its_model() -> None:
+    for model in EXAMPLED:
+        model.model_validate(example(model))
+
+
+def test_the_examples_work_against_the_api(client: TestClient) -> None:
+    run = example(schemas.RunCreate)
+    assert client.post("/runs", json=run).status_code == 201
+    name = run["name"]
+    assert client.post(f"/runs/{name}/metrics", json=example(schemas.MetricIn)).status_code == 200
+    assert client.post(f"/runs/{name}/scale", json=example(schemas.ScaleIn)).status_code == 200
+    assert client.post(f"/runs/{name}/schedule", json=example(schemas.ScheduleChangeIn)).status_code == 200
+    assert client.post("/schedules/preview", json=example(schemas.PreviewIn)).status_code == 200
+    assert client.post(f"/runs/{name}/state", json=example(schemas.StateIn)).status_code == 200
+    assert client.get(f"/runs/{name}/events/verify").json()["ok"]
+
+
+def test_the_document_carries_the_examples(client: TestClient) -> None:
+    components = client.get("/openapi.json").json()["components"]["schemas"]
+    for model in EXAMPLED:
+        assert components[model.__name__]["examples"], model.__name__
