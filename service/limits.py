@@ -18,7 +18,7 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):  # the hot path reads no body
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:

@@ -192,14 +192,7 @@ class Runs:
     ) -> ChangeResult:
         run, store, step = locked.run, locked.store, change.effective_step
         before = locked.timeline.at(step).lrs
-        records = [*store.changes(run.id)]
-        new_timeline = Timeline(
-            run.lrs,
-            run.spec,
-            PlateauConfig.model_validate(run.plateau) if run.plateau else None,
-            [*(_change(c) for c in records), change],
-        )
-        after = new_timeline.at(step).lrs
+        after = locked.timeline.plus(change).at(step).lrs
         if isinstance(change, ScheduleChange):
             store.add_change(run, "schedule", step, locked.now, spec=change.spec, restart=change.restart)
             details: dict[str, Any] = {"schedule": change.spec, "restart": change.restart}

@@ -32,9 +32,6 @@ class RunCreate(Strict):
     schedules carry their own values and may omit both."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -152,9 +149,6 @@ class RangeOut(BaseModel):
 
 class PreviewIn(Strict):
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -187,9 +181,6 @@ class ScheduleChangeIn(Strict):
     """Replace the schedule from `from_step` on (default: the step after the high-water mark)."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -211,9 +202,6 @@ class ScaleIn(Strict):
     """Multiply the LR from `from_step` on (default: the step after the high-water mark)."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        strict=True,
         json_schema_extra={"examples": [{"factor": 0.5, "from_step": 20000, "reason": "loss spikes"}]},
     )
 
@@ -226,9 +214,6 @@ class StateIn(Strict):
     """Mark the run finished or archived. Its history and audit trail stay."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        strict=True,
         json_schema_extra={"examples": [{"state": "finished", "reason": "converged"}]},
     )
 
@@ -260,9 +245,6 @@ class ChangeResult(BaseModel):
 
 class MetricIn(Strict):
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        strict=True,
         json_schema_extra={"examples": [{"step": 12, "value": 0.731, "name": "val_loss"}]},
     )
 

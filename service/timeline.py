@@ -65,7 +65,9 @@ class Timeline:
         changes: Sequence[Change] = (),
     ) -> None:
         self.base_lrs = None if base_lrs is None else tuple(base_lrs)
+        self.spec = spec
         self.plateau = plateau
+        self.changes = tuple(changes)
         ordered = sorted(enumerate(changes), key=lambda ic: (ic[1].effective_step, ic[0]))
         schedules = [c for _, c in ordered if isinstance(c, ScheduleChange)]
         scales = [c for _, c in ordered if isinstance(c, ScaleChange)]
@@ -98,6 +100,6 @@ class Timeline:
             lrs = reduce_by_plateau(lrs, factors, self._floors)
         return Answer(step, lrs, momentum)
 
-    def plateau_factors(self, step: int) -> tuple[float, ...]:
-        """The plateau factors in force at `step`."""
-        return self._plateau_factors[bisect_right(self._plateau_steps, step)]
+    def plus(self, change: Change) -> Timeline:
+        """This history with one more change."""
+        return Timeline(self.base_lrs, self.spec, self.plateau, [*self.changes, change])

@@ -283,3 +283,19 @@ def test_garbage_anywhere_is_a_4xx_problem(client: TestClient) -> None:
         assert 400 <= response.status_code < 500, (path, response.text)
         assert response.headers["content-type"] == "application/problem+json", path
     assert client.get("/runs/job-1/lr", params={"step": 3}).status_code == 200  # still serving
+
+
+def test_steps_at_or_below_the_mark_are_answered_without_the_database(client: TestClient) -> None:
+    from sqlalchemy import event
+
+    create(client)
+    client.get("/runs/job-1/lr", params={"step": 100})  # raises the mark to 100
+    statements: list[str] = []
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    for step in (0, 37, 100):
+        assert client.get("/runs/job-1/lr", params={"step": step}).status_code == 200
+    assert client.get("/runs/job-1/lr", params={"start": 50, "stop": 101}).status_code == 200
+    assert statements == []
+    client.get("/runs/job-1/lr", params={"step": 101})  # above the mark: one transaction raises it
+    assert any(s.lstrip().upper().startswith("UPDATE RUNS") for s in statements)

@@ -74,7 +74,7 @@ def test_plateau_factors_multiply_and_respect_min_lr() -> None:
     assert at_10[0] == pytest.approx(max(0.1 * cosine_10 * 0.1, 0.02))
     assert at_10[1] == pytest.approx(cosine_10 * 0.1)
     assert timeline.at(20).lrs[0] == pytest.approx(0.02)  # floored at min_lr
-    assert timeline.plateau_factors(25) == (0.01, 0.1)
+    assert timeline.at(25).lrs[1] == pytest.approx((1 + math.cos(math.pi * 25 / 100)) / 2 * 0.1)
     assert timeline.at(9).lrs[0] == pytest.approx(0.1 * (1 + math.cos(math.pi * 9 / 100)) / 2)
 
 
