@@ -128,6 +128,22 @@ class Metric(Base):
     created_at: Mapped[datetime]
 
 
+class IdempotentWrite(Base):
+    """A change made under an `Idempotency-Key`, with the answer it got: the same key again
+    replays that answer instead of changing the run twice."""
+
+    __tablename__ = "idempotent_writes"
+    __table_args__ = (UniqueConstraint("run_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="RESTRICT"))
+    key: Mapped[str] = mapped_column(String(128))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    """sha256 of the endpoint and the canonical body: the same key with another body is refused."""
+    answer: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
 class Event(Base):
     """One entry of a run's append-only audit trail, chained by SHA-256."""
 

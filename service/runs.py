@@ -12,17 +12,19 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import audit
 from .db import writer
-from .errors import Conflict, NotFound
+from .errors import Conflict, Invalid, NotFound
 from .schedules import FieldError, SpecError, build_schedule
 from .schedules import plateau as plateau_rule
 from .schedules.plateau import PlateauConfig
@@ -159,20 +161,17 @@ class Runs:
 
     # -- changes, under the run's lock ----------------------------------------------------
 
-    def _locked(self, session: Session, name: str, live: bool = True) -> _Locked:
+    def _locked(self, session: Session, name: str) -> _Locked:
         store = Store(session)
         run = store.lock_run(name)
         if run is None:
             raise NotFound(f"no run named {name!r}")
-        if live and run.state != "live":
-            raise Conflict(
-                f"run {name!r} is {run.state}: it takes no more changes", extra={"state": run.state}
-            )
         return _Locked(store, run, timeline_of(run, store.changes(run.id)), datetime.now(UTC))
 
-    def change_schedule(self, name: str, body: ScheduleChangeIn, actor: str) -> ChangeResult:
-        with Session(self._writer) as session, session.begin():
-            locked = self._locked(session, name)
+    def change_schedule(
+        self, name: str, body: ScheduleChangeIn, actor: str, key: str | None = None
+    ) -> ChangeResult:
+        def make(locked: _Locked) -> ChangeResult:
             step = _effective(locked.run, body.from_step)
             try:
                 build_schedule(body.schedule, locked.run.lrs)
@@ -181,11 +180,48 @@ class Runs:
             change = ScheduleChange(step, body.schedule, body.restart)
             return self._apply(locked, change, "schedule_changed", actor, body.reason)
 
-    def scale(self, name: str, body: ScaleIn, actor: str) -> ChangeResult:
-        with Session(self._writer) as session, session.begin():
-            locked = self._locked(session, name)
+        return self._change(name, "schedule", body, key, make)
+
+    def scale(self, name: str, body: ScaleIn, actor: str, key: str | None = None) -> ChangeResult:
+        def make(locked: _Locked) -> ChangeResult:
             change = ScaleChange(_effective(locked.run, body.from_step), body.factor)
             return self._apply(locked, change, "scaled", actor, body.reason)
+
+        return self._change(name, "scale", body, key, make)
+
+    def _change(
+        self,
+        name: str,
+        endpoint: str,
+        body: BaseModel,
+        key: str | None,
+        change: Callable[[_Locked], ChangeResult],
+    ) -> ChangeResult:
+        """Make `change` under the run's lock; under an Idempotency-Key seen before, replay its answer.
+
+        The key is looked up before anything else is checked, so a retry gets the first answer even
+        after the mark moved past `from_step` or the run was finished.
+        """
+        digest = hashlib.sha256(audit.canonical({endpoint: body.model_dump(mode="json")})).hexdigest()
+        with Session(self._writer) as session, session.begin():
+            locked = self._locked(session, name)
+            if key is not None:
+                seen = locked.store.idempotent_write(locked.run.id, key)
+                if seen is not None:
+                    request_hash, answer = seen
+                    if request_hash != digest:
+                        raise Invalid(
+                            "this Idempotency-Key was used for a different request: use a new key per change",
+                            [FieldError(("header", "Idempotency-Key"), "already used with another body")],
+                        )
+                    return ChangeResult.model_validate(answer)
+            _require_live(locked.run)
+            result = change(locked)
+            if key is not None:
+                locked.store.add_idempotent_write(
+                    locked.run.id, key, digest, result.model_dump(mode="json"), locked.now
+                )
+            return result
 
     def _apply(
         self, locked: _Locked, change: Change, kind: str, actor: str, reason: str | None
@@ -209,7 +245,7 @@ class Runs:
 
     def set_state(self, name: str, body: StateIn, actor: str) -> RunRecord:
         with Session(self._writer) as session, session.begin():
-            locked = self._locked(session, name, live=False)
+            locked = self._locked(session, name)
             if locked.run.state == body.state:
                 return locked.run  # already there: nothing to record
             if locked.run.state == "archived":
@@ -229,7 +265,7 @@ class Runs:
 
     def post_metric(self, name: str, body: MetricIn, actor: str) -> MetricOut:
         with Session(self._writer) as session, session.begin():
-            locked = self._locked(session, name, live=False)
+            locked = self._locked(session, name)
             run, store = locked.run, locked.store
             config = PlateauConfig.model_validate(run.plateau) if run.plateau else None
             metric = body.name or (config.metric if config else "loss")
@@ -247,10 +283,7 @@ class Runs:
             reduced = False
             lrs = locked.timeline.at(step).lrs
             if config is not None and metric == config.metric:
-                if run.state != "live":
-                    raise Conflict(
-                        f"run {name!r} is {run.state}: it takes no more changes", extra={"state": run.state}
-                    )
+                _require_live(run)
                 record = store.plateau_state(run.id)
                 if record is not None and body.step <= record.last_step:
                     raise Conflict(
@@ -333,6 +366,13 @@ class _Locked:
     run: RunRecord
     timeline: Timeline
     now: datetime
+
+
+def _require_live(run: RunRecord) -> None:
+    if run.state != "live":
+        raise Conflict(
+            f"run {run.name!r} is {run.state}: it takes no more changes", extra={"state": run.state}
+        )
 
 
 def _effective(run: RunRecord, from_step: int | None) -> int:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from . import audit
-from .models import Change, Event, Metric, PlateauState, Run
+from .models import Change, Event, IdempotentWrite, Metric, PlateauState, Run
 
 
 def utc(moment: datetime) -> datetime:
@@ -259,6 +259,22 @@ class Store:
     ) -> None:
         self.session.add(
             Metric(run_id=run_id, name=name, step=step, value=value, answer=answer, created_at=now)
+        )
+
+    def idempotent_write(self, run_id: int, key: str) -> tuple[str, dict[str, Any]] | None:
+        """The (request hash, answer) of the write made under `key`, if any."""
+        row = self.session.execute(
+            select(IdempotentWrite.request_hash, IdempotentWrite.answer).where(
+                IdempotentWrite.run_id == run_id, IdempotentWrite.key == key
+            )
+        ).one_or_none()
+        return None if row is None else (row[0], row[1])
+
+    def add_idempotent_write(
+        self, run_id: int, key: str, request_hash: str, answer: dict[str, Any], now: datetime
+    ) -> None:
+        self.session.add(
+            IdempotentWrite(run_id=run_id, key=key, request_hash=request_hash, answer=answer, created_at=now)
         )
 
     def plateau_state(self, run_id: int) -> PlateauRecord | None:

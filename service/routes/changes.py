@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 
 from ..deps import Reader, RunsDep, Writer
 from ..schemas import (
@@ -23,18 +23,31 @@ from ..schemas import (
 from .runs import run_out
 
 router = APIRouter(tags=["changes"], responses=problems(401, 403, 404, 409, 413, 422))
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Any unique string per change (a UUID): a retry with the same key replays the first "
+        "answer instead of changing the run twice",
+    ),
+]
 
 
 @router.post("/runs/{run}/schedule", response_model=ChangeResult)
-def change_schedule(run: str, body: ScheduleChangeIn, runs: RunsDep, caller: Writer) -> ChangeResult:
+def change_schedule(
+    run: str, body: ScheduleChangeIn, runs: RunsDep, caller: Writer, key: IdempotencyKey = None
+) -> ChangeResult:
     """Replace the schedule from a step above the high-water mark (409 at or below it)."""
-    return runs.change_schedule(run, body, caller.name)
+    return runs.change_schedule(run, body, caller.name, key)
 
 
 @router.post("/runs/{run}/scale", response_model=ChangeResult)
-def scale(run: str, body: ScaleIn, runs: RunsDep, caller: Writer) -> ChangeResult:
+def scale(run: str, body: ScaleIn, runs: RunsDep, caller: Writer, key: IdempotencyKey = None) -> ChangeResult:
     """Multiply the LR from a step above the high-water mark (409 at or below it)."""
-    return runs.scale(run, body, caller.name)
+    return runs.scale(run, body, caller.name, key)
 
 
 @router.post("/runs/{run}/metrics", response_model=MetricOut)

@@ -57,6 +57,54 @@ def test_bad_changes(client: TestClient) -> None:
     assert client.post("/runs/nope/scale", json={"factor": 0.5}).status_code == 404
 
 
+def test_a_change_retried_under_its_idempotency_key_applies_once(client: TestClient) -> None:
+    make(client)
+    key = {"Idempotency-Key": "3f1c2a7e-scale-1"}
+    first = client.post("/runs/job/scale", json={"factor": 0.5, "reason": "spikes"}, headers=key)
+    assert first.status_code == 200
+    lr(client, first.json()["effective_step"] + 5)  # the mark moves past where the change landed
+    again = client.post("/runs/job/scale", json={"factor": 0.5, "reason": "spikes"}, headers=key)
+    assert again.status_code == 200 and again.json() == first.json()
+    assert [c["kind"] for c in client.get("/runs/job").json()["changes"]] == ["scale"]
+    assert [e["kind"] for e in client.get("/runs/job/events").json()["events"]] == ["run_created", "scaled"]
+    # The same key for another change is a client bug: refused, and nothing changes.
+    other = client.post("/runs/job/scale", json={"factor": 0.25}, headers=key)
+    assert other.status_code == 422 and other.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    schedule = client.post("/runs/job/schedule", json={"schedule": CONSTANT}, headers=key)
+    assert schedule.status_code == 422
+    # A new key is a new change; a key is per run.
+    assert (
+        client.post("/runs/job/scale", json={"factor": 0.5}, headers={"Idempotency-Key": "k2"}).status_code
+        == 200
+    )
+    make(client, "other")
+    assert (
+        client.post("/runs/other/scale", json={"factor": 0.5, "reason": "spikes"}, headers=key).status_code
+        == 200
+    )
+    assert len(client.get("/runs/job").json()["changes"]) == 2
+
+
+def test_a_retried_change_replays_even_after_the_run_finished(client: TestClient) -> None:
+    make(client)
+    key = {"Idempotency-Key": "sched-1"}
+    body = {"schedule": CONSTANT, "restart": True}
+    first = client.post("/runs/job/schedule", json=body, headers=key).json()
+    assert client.post("/runs/job/state", json={"state": "finished"}).status_code == 200
+    assert client.post("/runs/job/schedule", json=body, headers=key).json() == first
+    assert client.post("/runs/job/schedule", json=body).status_code == 409
+
+
+def test_bad_idempotency_keys_are_refused(client: TestClient) -> None:
+    make(client)
+    for key in ("", "x" * 129, "has space"):
+        response = client.post("/runs/job/scale", json={"factor": 0.5}, headers={"Idempotency-Key": key})
+        assert response.status_code == 422, key
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    assert client.get("/runs/job").json()["changes"] == []
+
+
 def test_metrics_are_idempotent_and_conflict_on_another_value(client: TestClient) -> None:
     make(client, plateau={"patience": 0, "factor": 0.5})
     first = client.post("/runs/job/metrics", json={"step": 1, "value": 1.0}).json()
