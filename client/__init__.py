@@ -1,3 +1,68 @@
-"""lrtower's client library (imports as `lrtower`)."""
+"""lrtower's client library: ask an lrtower server for the learning rate of every step.
+
+    from lrtower import Client
+
+    tower = Client("http://tower:8000", token="...")  # or $LRTOWER_URL, $LRTOWER_TOKEN
+    tower.lr("resnet-1", step=5000).lr
+
+It needs only httpx. The torch, transformers and Keras integrations import their framework
+when they are first used.
+"""
 
 __version__ = "0.1.0"
+
+from ._client import AsyncClient, Client  # after __version__, which the core reads
+from ._core import Retry
+from .errors import (
+    APIError,
+    Conflict,
+    FieldError,
+    Forbidden,
+    Invalid,
+    LrtowerError,
+    NotFound,
+    ServerError,
+    ServerUnreachable,
+    TooLarge,
+    Unauthorized,
+)
+from .models import (
+    LR,
+    Change,
+    ChangeResult,
+    Event,
+    EventPage,
+    LRRange,
+    MetricResult,
+    Run,
+    RunPage,
+    Verification,
+)
+
+__all__ = [
+    "LR",
+    "APIError",
+    "AsyncClient",
+    "Change",
+    "ChangeResult",
+    "Client",
+    "Conflict",
+    "Event",
+    "EventPage",
+    "FieldError",
+    "Forbidden",
+    "Invalid",
+    "LRRange",
+    "LrtowerError",
+    "MetricResult",
+    "NotFound",
+    "Retry",
+    "Run",
+    "RunPage",
+    "ServerError",
+    "ServerUnreachable",
+    "TooLarge",
+    "Unauthorized",
+    "Verification",
+    "__version__",
+]

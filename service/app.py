@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.engine = engine
     app.state.runs = Runs(engine)
-    app.state.tokens = Tokens(engine) if settings.auth == "required" else None
+    # Unset means required: only `lrtower serve` on loopback decides otherwise on its own.
+    app.state.tokens = None if settings.auth == "off" else Tokens(engine)
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(runs.router)

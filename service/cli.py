@@ -1,4 +1,8 @@
-"""The `lrtower` command: serve, and manage the database."""
+"""The server's commands of `lrtower`: serve, and manage the database and tokens.
+
+The `lrtower` command itself lives in the client package (`lrtower.cli`), which loads these
+only when one of them is run, so its client commands work without the server installed.
+"""
 
 from __future__ import annotations
 
@@ -15,47 +19,49 @@ from .config import Settings
 from .db import make_engine
 from .errors import Problem
 
-
-@click.group()
-def main() -> None:
-    """lrtower: a control tower for learning rates."""
-
-
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-@main.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.option(
     "--database-url", envvar="LRTOWER_DATABASE_URL", help="Database URL (default: sqlite:///lrtower.db)."
 )
-@click.option("--no-auth", is_flag=True, help="Serve without tokens even off loopback (not recommended).")
-def serve(host: str, port: int, workers: int, database_url: str | None, no_auth: bool) -> None:
+@click.option(
+    "--auth/--no-auth",
+    default=None,
+    help="Require bearer tokens, or not. Default: $LRTOWER_AUTH, else required unless on loopback only.",
+)
+def serve(host: str, port: int, workers: int, database_url: str | None, auth: bool | None) -> None:
     """Serve the API. On the embedded SQLite default, migrations are applied first.
 
     Bearer tokens are required, unless the server listens on loopback only or --no-auth is given.
     """
-    if no_auth and host not in LOOPBACK:
+    if database_url:
+        os.environ["LRTOWER_DATABASE_URL"] = database_url
+    settings = Settings()
+    if auth is None:
+        required = host not in LOOPBACK if settings.auth is None else settings.auth == "required"
+    else:
+        required = auth
+    if not required and host not in LOOPBACK:
         click.echo(
             f"warning: serving {host} without authentication: anyone who reaches it can change runs", err=True
         )
     # The workers build their app from the environment (uvicorn's factory), so settle it here.
-    os.environ["LRTOWER_AUTH"] = "off" if no_auth or host in LOOPBACK else "required"
-    if database_url:
-        os.environ["LRTOWER_DATABASE_URL"] = database_url
-    settings = Settings()
+    os.environ["LRTOWER_AUTH"] = "required" if required else "off"
     engine = make_engine(settings)
     if make_url(settings.database_url).get_backend_name() == "sqlite":
         migrate.upgrade(engine)
     engine.dispose()
-    auth = "tokens required" if os.environ["LRTOWER_AUTH"] == "required" else "no auth"
-    click.echo(f"lrtower serving http://{host}:{port} ({auth}; database {settings.database_url})")
+    mode = "tokens required" if required else "no auth"
+    click.echo(f"lrtower serving http://{host}:{port} ({mode}; database {settings.database_url})")
     uvicorn.run("lrtower_server.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 
-@main.group()
+@click.group()
 def token() -> None:
     """API tokens (stored hashed; a secret is shown once)."""
 
@@ -95,7 +101,7 @@ def _migrated_engine() -> Engine:
     return engine
 
 
-@main.group()
+@click.group()
 def db() -> None:
     """Database schema."""
 

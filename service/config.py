@@ -15,11 +15,11 @@ class Settings(BaseSettings):
         DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL: sqlite:///path.db (the embedded default) or postgresql+psycopg://...",
     )
-    auth: str = Field(
-        "required",
+    auth: str | None = Field(
+        None,
         pattern="^(required|off)$",
-        description="Bearer tokens required, or off (`lrtower serve` turns it off on loopback only, "
-        "or with --no-auth)",
+        description="Bearer tokens required, or off. Unset: required, except that `lrtower serve` "
+        "turns it off when it listens on loopback only",
     )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="The largest request body accepted; larger ones get 413"

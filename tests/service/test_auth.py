@@ -89,7 +89,7 @@ def test_token_cli(tmp_path: Path) -> None:
 
 
 def test_serving_off_loopback_without_auth_warns(tmp_path: Path) -> None:
-    from conftest import free_port
+    from servers import free_port
 
     env = {**os.environ, "LRTOWER_DATABASE_URL": f"sqlite:///{tmp_path / 'open.db'}"}
     lrtower = str(Path(sys.executable).parent / "lrtower")

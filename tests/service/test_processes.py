@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server
+
+from servers import Server
 
 SPEC = {"type": "CosineAnnealingLR", "T_max": 5000}
 PLATEAU = {"patience": 0, "factor": 0.7, "threshold": 0.0}

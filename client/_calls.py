@@ -1,0 +1,200 @@
+"""Every call of the API, described without doing any I/O.
+
+A builder here turns a method's arguments into a `Call`: the HTTP request to send and how to
+read its answer. `Client` and `AsyncClient` expose each builder as a method and differ only in
+how they send the call, so every call is written once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from .models import (
+    LR,
+    ChangeResult,
+    EventPage,
+    LRRange,
+    MetricResult,
+    Run,
+    RunPage,
+    Verification,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One request and how to read its answer. Built once, so a retry resends it unchanged."""
+
+    method: str
+    path: str
+    read: Callable[[httpx.Response], T]
+    params: list[tuple[str, str | int]] = field(default_factory=list)
+    json: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    ok: frozenset[int] = frozenset({200, 201})
+    """Statuses that are answers, read by `read`; any other is an error."""
+    retry: bool = True
+
+
+def _run_path(run: str, *rest: str) -> str:
+    return "/".join(["/runs", quote(run, safe=""), *rest])
+
+
+def _json(result: Callable[[dict[str, Any]], T]) -> Callable[[httpx.Response], T]:
+    return lambda response: result(response.json())
+
+
+def _without_none(**values: Any) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def create_run(
+    name: str,
+    schedule: Mapping[str, Any],
+    *,
+    lr: float | None = None,
+    lrs: list[float] | None = None,
+    plateau: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Call[Run]:
+    """Create a run, or return it if it exists with this same definition (Conflict if not).
+
+    Give `lr` (one param group) or `lrs` (one per group). `plateau` configures plateau reduction,
+    for example `{"metric": "val_loss", "patience": 3}`.
+    """
+    body = _without_none(name=name, schedule=dict(schedule), lr=lr, lrs=lrs, plateau=plateau, labels=labels)
+    return Call("POST", "/runs", _json(Run.from_json), json=body)
+
+
+def list_runs(
+    *, after: str | None = None, limit: int = 100, labels: Mapping[str, str] | None = None
+) -> Call[RunPage]:
+    """A page of runs by name, after `after`, keeping those that carry all of `labels`."""
+    params: list[tuple[str, str | int]] = [("limit", limit)]
+    if after is not None:
+        params.append(("after", after))
+    params += [("label", f"{key}={value}") for key, value in (labels or {}).items()]
+    return Call("GET", "/runs", _json(RunPage.from_json), params=params)
+
+
+def get_run(run: str) -> Call[Run]:
+    """The run: its definition, state, changes, version and high-water mark."""
+    return Call("GET", _run_path(run), _json(Run.from_json))
+
+
+def lr(run: str, step: int) -> Call[LR]:
+    """The LR of `step`. It counts as served: it never changes afterwards."""
+    return Call("GET", _run_path(run, "lr"), _json(LR.from_json), params=[("step", step)])
+
+
+def lr_range(run: str, start: int, stop: int, stride: int = 1) -> Call[LRRange]:
+    """The LRs of steps [start, stop) by `stride` (at most 100,000), all counting as served."""
+    params: list[tuple[str, str | int]] = [("start", start), ("stop", stop), ("stride", stride)]
+    return Call("GET", _run_path(run, "lr"), _json(LRRange.from_json), params=params)
+
+
+def curve(run: str, start: int = 0, stop: int = 1000, stride: int = 1) -> Call[LRRange]:
+    """The planned LRs of [start, stop) by `stride`, for plots: unlike `lr_range`, it serves nothing."""
+    params: list[tuple[str, str | int]] = [("start", start), ("stop", stop), ("stride", stride)]
+    return Call("GET", _run_path(run, "curve"), _json(LRRange.from_json), params=params)
+
+
+def post_metric(run: str, step: int, value: float, *, name: str | None = None) -> Call[MetricResult]:
+    """Post a metric for `step` (torch's `step(metric)` count, from 1); the run's plateau may reduce
+    the LR. Posting the same (name, step, value) again returns the same result."""
+    body = _without_none(step=step, value=value, name=name)
+    return Call("POST", _run_path(run, "metrics"), _json(MetricResult.from_json), json=body)
+
+
+def change_schedule(
+    run: str,
+    schedule: Mapping[str, Any],
+    *,
+    from_step: int | None = None,
+    restart: bool = False,
+    reason: str | None = None,
+    idempotency_key: str | None = None,
+) -> Call[ChangeResult]:
+    """Replace the schedule from `from_step` (default: the step after the high-water mark).
+
+    With `restart`, the new schedule counts its steps from 0 there. The call carries an
+    `Idempotency-Key` (a new UUID unless given), so a retry never changes the run twice.
+    """
+    body = _without_none(schedule=dict(schedule), from_step=from_step, restart=restart, reason=reason)
+    return Call(
+        "POST",
+        _run_path(run, "schedule"),
+        _json(ChangeResult.from_json),
+        json=body,
+        headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+    )
+
+
+def scale(
+    run: str,
+    factor: float,
+    *,
+    from_step: int | None = None,
+    reason: str | None = None,
+    idempotency_key: str | None = None,
+) -> Call[ChangeResult]:
+    """Multiply the LR by `factor` from `from_step` (default: the step after the high-water mark),
+    under an `Idempotency-Key` like `change_schedule`."""
+    body = _without_none(factor=factor, from_step=from_step, reason=reason)
+    return Call(
+        "POST",
+        _run_path(run, "scale"),
+        _json(ChangeResult.from_json),
+        json=body,
+        headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+    )
+
+
+def set_state(run: str, state: Literal["finished", "archived"], *, reason: str | None = None) -> Call[Run]:
+    """Mark the run finished or archived: it still serves its LRs, but takes no more changes."""
+    body = _without_none(state=state, reason=reason)
+    return Call("POST", _run_path(run, "state"), _json(Run.from_json), json=body)
+
+
+def events(run: str, *, after: int = 0, limit: int = 100) -> Call[EventPage]:
+    """The audit trail, oldest first, from after the event `after` (a seq)."""
+    params: list[tuple[str, str | int]] = [("after", after), ("limit", limit)]
+    return Call("GET", _run_path(run, "events"), _json(EventPage.from_json), params=params)
+
+
+def verify(run: str) -> Call[Verification]:
+    """Recompute the audit trail's hash chain: any edited or deleted event breaks it."""
+    return Call("GET", _run_path(run, "events", "verify"), _json(Verification.from_json))
+
+
+def preview(
+    schedule: Mapping[str, Any],
+    *,
+    lr: float | None = None,
+    lrs: list[float] | None = None,
+    start: int = 0,
+    stop: int = 1000,
+    stride: int = 1,
+) -> Call[LRRange]:
+    """Validate a schedule spec and evaluate it over [start, stop) by `stride`, storing nothing."""
+    body = _without_none(schedule=dict(schedule), lr=lr, lrs=lrs, start=start, stop=stop, stride=stride)
+    return Call("POST", "/schedules/preview", _json(LRRange.from_json), json=body)
+
+
+def ready() -> Call[bool]:
+    """Whether the server is up, its database reachable and migrated. Asked once, never retried."""
+    return Call(
+        "GET",
+        "/readyz",
+        lambda response: response.status_code == 200,
+        ok=frozenset({200, 503}),
+        retry=False,
+    )

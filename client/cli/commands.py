@@ -1,0 +1,327 @@
+"""The `lrtower` command group and its client commands."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .. import LrtowerError
+from ..models import Event, Run
+from .options import as_json, connect, connection, load_definition
+from .output import echo_json, table
+from .plot import plot
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Commands of the server package, imported only when run: the client needs none of its dependencies.
+SERVER_COMMANDS = {
+    "serve": "Serve the API (needs lrtower[server]).",
+    "db": "Database schema (needs lrtower[server]).",
+    "token": "API tokens (needs lrtower[server]).",
+}
+
+
+class Lrtower(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *SERVER_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in SERVER_COMMANDS:
+            return super().get_command(ctx, name)
+        try:
+            command: click.Command = getattr(importlib.import_module("lrtower_server.cli"), name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name
+
+            @click.command(
+                name, help=SERVER_COMMANDS[name], context_settings={"ignore_unknown_options": True}
+            )
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def unavailable(args: tuple[str, ...]) -> None:
+                raise click.ClickException(
+                    f"`lrtower {name}` runs the server, which is not installed (no module {missing!r}): "
+                    "pip install 'lrtower[server]'"
+                )
+
+            return unavailable
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LrtowerError as exc:  # what the server said, without a traceback
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=Lrtower)
+@click.version_option(package_name="lrtower")
+def lrtower() -> None:
+    """lrtower: a control tower for learning rates."""
+
+
+@lrtower.group()
+def runs() -> None:
+    """Create, list, show and change runs."""
+
+
+@runs.command("create")
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The run as JSON or YAML: name, lr or lrs, schedule, plateau, labels.",
+)
+@click.option("--name", help="The run's name (overrides the file's).")
+@connection
+@as_json
+@click.pass_context
+def runs_create(ctx: click.Context, path: Path, name: str | None, as_json: bool) -> None:
+    """Create a run from a file. Creating it again with the same definition is a no-op."""
+    body = load_definition(path)
+    if name is not None:
+        body["name"] = name
+    if "name" not in body or "schedule" not in body:
+        raise click.BadParameter(f"{path}: a run needs `name` and `schedule`", param_hint="-f")
+    known = ("lr", "lrs", "plateau", "labels")
+    unknown = sorted(set(body) - {"name", "schedule", *known})
+    if unknown:
+        raise click.BadParameter(f"{path}: unknown fields {', '.join(unknown)}", param_hint="-f")
+    run = connect(ctx).create_run(body["name"], body["schedule"], **{k: body[k] for k in known if k in body})
+    if as_json:
+        echo_json(run)
+    else:
+        click.echo(f"run {run.name}: {run.state}, version {run.version}, high-water {run.high_water}")
+
+
+@runs.command("list")
+@click.option(
+    "--label", "labels", multiple=True, metavar="KEY=VALUE", help="Keep runs with this label (repeatable)."
+)
+@click.option("--state", type=click.Choice(["live", "finished", "archived"]), help="Keep runs in this state.")
+@connection
+@as_json
+@click.pass_context
+def runs_list(ctx: click.Context, labels: tuple[str, ...], state: str | None, as_json: bool) -> None:
+    """List runs by name."""
+    wanted = {}
+    for label in labels:
+        key, sep, value = label.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{label!r} is not KEY=VALUE", param_hint="--label")
+        wanted[key] = value
+    client, found, after = connect(ctx), [], None
+    while True:
+        page = client.list_runs(after=after, limit=1000, labels=wanted)
+        found += [run for run in page.runs if state is None or run.state == state]
+        if page.next_after is None:
+            break
+        after = page.next_after
+    if as_json:
+        echo_json(found)
+        return
+    table(
+        ["NAME", "STATE", "SERVED", "VERSION", "LABELS"],
+        [[r.name, r.state, r.high_water, r.version, _labels(r)] for r in found],
+    )
+
+
+def _labels(run: Run) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(run.labels.items()))
+
+
+@runs.command("show")
+@click.argument("run")
+@connection
+@as_json
+@click.pass_context
+def runs_show(ctx: click.Context, run: str, as_json: bool) -> None:
+    """Show a run: its definition, state and changes."""
+    found = connect(ctx).get_run(run)
+    if as_json:
+        echo_json(found)
+        return
+    click.echo(f"name        {found.name}")
+    click.echo(f"state       {found.state}")
+    click.echo(f"lrs         {found.lrs}")
+    click.echo(f"schedule    {json.dumps(found.schedule)}")
+    click.echo(f"plateau     {json.dumps(found.plateau)}")
+    click.echo(f"labels      {_labels(found)}")
+    click.echo(f"high-water  {found.high_water}")
+    click.echo(f"version     {found.version}")
+    click.echo(f"created     {found.created_at:%Y-%m-%d %H:%M:%S %Z}")
+    if found.changes:
+        click.echo("changes:")
+        table(
+            ["SEQ", "KIND", "FROM STEP", "WHAT"],
+            [
+                [c.seq, c.kind, c.effective_step, _what(c.kind, c.schedule, c.factor, c.factors, c.restart)]
+                for c in found.changes
+            ],
+        )
+
+
+def _what(kind: str, schedule: Any, factor: float | None, factors: Any, restart: bool) -> str:
+    if kind == "schedule":
+        return json.dumps(schedule) + (" (restart)" if restart else "")
+    if kind == "scale":
+        return f"x{factor:g}" if factor is not None else ""
+    return "plateau factors " + ", ".join(f"{f:g}" for f in factors or ())
+
+
+@runs.command("scale")
+@click.argument("run")
+@click.argument("factor", type=click.FloatRange(min=0, min_open=True))
+@click.option("--from-step", type=click.IntRange(min=0), help="Default: the step after the high-water mark.")
+@click.option("--reason", help="Why, for the audit trail.")
+@connection
+@as_json
+@click.pass_context
+def runs_scale(
+    ctx: click.Context, run: str, factor: float, from_step: int | None, reason: str | None, as_json: bool
+) -> None:
+    """Multiply a live run's LR by FACTOR from a future step."""
+    result = connect(ctx).scale(run, factor, from_step=from_step, reason=reason)
+    _changed(result, as_json)
+
+
+@runs.command("schedule")
+@click.argument("run")
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The new schedule spec, as JSON or YAML.",
+)
+@click.option("--from-step", type=click.IntRange(min=0), help="Default: the step after the high-water mark.")
+@click.option("--restart", is_flag=True, help="The new schedule counts its steps from 0 where it starts.")
+@click.option("--reason", help="Why, for the audit trail.")
+@connection
+@as_json
+@click.pass_context
+def runs_schedule(
+    ctx: click.Context,
+    run: str,
+    path: Path,
+    from_step: int | None,
+    restart: bool,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Replace a live run's schedule from a future step."""
+    spec = load_definition(path)
+    result = connect(ctx).change_schedule(run, spec, from_step=from_step, restart=restart, reason=reason)
+    _changed(result, as_json)
+
+
+def _changed(result: Any, as_json: bool) -> None:
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(
+            f"from step {result.effective_step}: lr {_short(result.lr_before)} -> {_short(result.lr_after)}"
+        )
+
+
+@runs.command("finish")
+@click.argument("run")
+@click.option("--archive", is_flag=True, help="Archive it instead (it can no longer be finished or changed).")
+@click.option("--reason", help="Why, for the audit trail.")
+@connection
+@click.pass_context
+def runs_finish(ctx: click.Context, run: str, archive: bool, reason: str | None) -> None:
+    """Mark a run finished (or archived): it still serves its LRs but takes no more changes."""
+    found = connect(ctx).set_state(run, "archived" if archive else "finished", reason=reason)
+    click.echo(f"run {found.name}: {found.state}")
+
+
+@lrtower.command()
+@click.argument("run")
+@click.argument("step", type=click.IntRange(min=0))
+@connection
+@as_json
+@click.pass_context
+def lr(ctx: click.Context, run: str, step: int, as_json: bool) -> None:
+    """Print the LR of a step (every group's, if several). The step then counts as served."""
+    answer = connect(ctx).lr(run, step)
+    if as_json:
+        echo_json(answer)
+    else:
+        click.echo(_lrs(answer.lrs))
+
+
+def _lrs(lrs: list[float]) -> str:
+    return " ".join(repr(x) for x in lrs)
+
+
+@lrtower.command()
+@click.argument("run")
+@click.option("--after", type=click.IntRange(min=0), default=0, help="Start after this event (a seq).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many events (default: all).")
+@connection
+@as_json
+@click.pass_context
+def events(ctx: click.Context, run: str, after: int, limit: int | None, as_json: bool) -> None:
+    """Print a run's audit trail, oldest first."""
+    client, found = connect(ctx), list[Event]()
+    while limit is None or len(found) < limit:
+        page = client.events(run, after=after, limit=min(1000, limit - len(found)) if limit else 1000)
+        found += page.events
+        if not page.events:
+            break
+        after = page.events[-1].seq
+    if as_json:
+        echo_json(found)
+        return
+    table(
+        ["SEQ", "AT", "ACTOR", "KIND", "STEP", "LR", "REASON"],
+        [
+            [
+                e.seq,
+                f"{e.at:%Y-%m-%d %H:%M:%S}",
+                e.actor,
+                e.kind,
+                "" if e.effective_step is None else e.effective_step,
+                _transition(e),
+                e.reason or "",
+            ]
+            for e in found
+        ],
+    )
+
+
+def _transition(event: Event) -> str:
+    after = _short(event.lr_after) if event.lr_after else ""
+    return f"{_short(event.lr_before)} -> {after}" if event.lr_before else after
+
+
+def _short(lrs: list[float]) -> str:
+    return " ".join(f"{x:.6g}" for x in lrs)
+
+
+@lrtower.command()
+@click.argument("run")
+@connection
+@as_json
+@click.pass_context
+def verify(ctx: click.Context, run: str, as_json: bool) -> None:
+    """Check a run's audit trail: exit 0 if its hash chain holds, 1 if an event was edited or deleted."""
+    result = connect(ctx).verify(run)
+    if as_json:
+        echo_json(result)
+    elif result.ok:
+        click.echo(f"ok: {result.count} events, hash chain intact")
+    else:
+        click.echo(f"BROKEN: the chain breaks at event {result.first_bad_seq} of {result.count}")
+    ctx.exit(0 if result.ok else 1)
+
+
+lrtower.add_command(plot)

@@ -1,0 +1,202 @@
+"""What the API answers, as typed, immutable results.
+
+Each result is built from the server's JSON by `from_json`, which ignores fields it does not
+know, so an older client keeps working against a newer server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, Literal, Self
+
+Json = dict[str, Any]
+
+
+def _known(cls: type, data: Json) -> Json:
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in data.items() if key in names}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change to a run from `effective_step` on: a new schedule, a scale, or a plateau reduction."""
+
+    seq: int
+    kind: Literal["schedule", "scale", "plateau"]
+    effective_step: int
+    created_at: datetime
+    schedule: Json | None = None
+    restart: bool = False
+    factor: float | None = None
+    factors: list[float] | None = None
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(**{**_known(cls, data), "created_at": datetime.fromisoformat(data["created_at"])})
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A run: its definition, state, changes, version and high-water mark (-1: nothing served)."""
+
+    name: str
+    lrs: list[float] | None
+    schedule: Json
+    plateau: Json | None
+    labels: dict[str, str]
+    state: Literal["live", "finished", "archived"]
+    version: int
+    high_water: int
+    changes: list[Change]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(
+            **{
+                **_known(cls, data),
+                "changes": [Change.from_json(c) for c in data["changes"]],
+                "created_at": datetime.fromisoformat(data["created_at"]),
+                "updated_at": datetime.fromisoformat(data["updated_at"]),
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """A page of runs; pass `next_after` as `after` for the next one (None: the last page)."""
+
+    runs: list[Run]
+    next_after: str | None
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls([Run.from_json(r) for r in data["runs"]], data.get("next_after"))
+
+
+@dataclass(frozen=True, slots=True)
+class LR:
+    """The LR of one step: `lr` is the first param group's, `lrs` every group's; `momentum` is
+    set when the schedule cycles it (one per group)."""
+
+    run: str
+    step: int
+    lr: float
+    lrs: list[float]
+    momentum: list[float] | None = None
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True, slots=True)
+class LRRange:
+    """The LRs of a range of steps, in columns: `lrs[i]` holds every group's LR at `steps[i]`."""
+
+    run: str
+    steps: list[int]
+    lr: list[float]
+    lrs: list[list[float]]
+    momentum: list[list[float]] | None = None
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        # The server sends `lrs` only for several groups; here it is always filled.
+        lrs = data.get("lrs") or [[lr] for lr in data["lr"]]
+        return cls(**{**_known(cls, data), "lrs": lrs})
+
+    def at(self, step: int) -> LR:
+        """The answer for one step of the range (IndexError if it is not in it)."""
+        index = _index(self.steps, step)
+        momentum = self.momentum[index] if self.momentum is not None else None
+        return LR(self.run, step, self.lr[index], self.lrs[index], momentum)
+
+
+def _index(steps: list[int], step: int) -> int:
+    if not steps:
+        raise IndexError(f"step {step} is not in an empty range")
+    stride = steps[1] - steps[0] if len(steps) > 1 else 1
+    index, off = divmod(step - steps[0], stride)
+    if off or not 0 <= index < len(steps):
+        raise IndexError(f"step {step} is not in this range ({steps[0]}..{steps[-1]} by {stride})")
+    return index
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    """What a metric post did: whether the plateau `reduced` the LR, from which step, and the LR
+    from there on."""
+
+    accepted: bool
+    reduced: bool
+    effective_step: int
+    lr: float
+    lrs: list[float]
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    """Where a schedule change or scale took effect, and the LR there without and with it."""
+
+    run: str
+    effective_step: int
+    lr_before: list[float]
+    lr_after: list[float]
+    version: int
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a run's audit trail."""
+
+    seq: int
+    at: datetime
+    actor: str
+    kind: str
+    effective_step: int | None
+    lr_before: list[float] | None
+    lr_after: list[float] | None
+    reason: str | None
+    details: Json
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(**{**_known(cls, data), "at": datetime.fromisoformat(data["at"])})
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """A page of the audit trail, oldest first; ask again with `after=events[-1].seq` for more."""
+
+    run: str
+    events: list[Event]
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(data["run"], [Event.from_json(e) for e in data["events"]])
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The audit trail's hash chain, recomputed: `ok`, or the first event that does not match."""
+
+    ok: bool
+    count: int
+    first_bad_seq: int | None = None
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(**_known(cls, data))
