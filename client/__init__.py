@@ -11,6 +11,8 @@ when they are first used.
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING, Any
+
 from ._client import AsyncClient, Client  # after __version__, which the core reads
 from ._core import Retry
 from .errors import (
@@ -39,6 +41,22 @@ from .models import (
     Verification,
 )
 
+if TYPE_CHECKING:
+    from .convert import from_torch
+    from .scheduler import RemoteScheduler
+
+# Imported on first use: they need torch, which the client does not.
+_LAZY = {"RemoteScheduler": "scheduler", "from_torch": "convert"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "LR",
     "APIError",
@@ -56,6 +74,7 @@ __all__ = [
     "LrtowerError",
     "MetricResult",
     "NotFound",
+    "RemoteScheduler",
     "Retry",
     "Run",
     "RunPage",
@@ -65,4 +84,5 @@ __all__ = [
     "Unauthorized",
     "Verification",
     "__version__",
+    "from_torch",
 ]

@@ -1,19 +1,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import settings
 
 from parity import TALLIES
-from servers import Server, free_port
+from servers import Server, launch
 
 # CI replays the same examples every run, so that a landing is never decided by a new draw;
 # local runs explore afresh (and remember what failed).
@@ -38,36 +34,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start `lrtower serve` on one SQLite file, as often as a test needs (for restarts)."""
     started: list[Server] = []
-    database = f"sqlite:///{tmp_path / 'lrtower.db'}"
 
-    def start(*args: str) -> Server:
-        port = free_port()
-        env = {**os.environ, "LRTOWER_DATABASE_URL": database}
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "lrtower"), "serve", "--port", str(port), *args],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        server = Server(f"http://127.0.0.1:{port}", process)
+    def start(*args: str, port: int | None = None) -> Server:
+        """`port`: the same one again, to restart a server where its clients expect it."""
+        server = launch(tmp_path, *args, port=port)
         started.append(server)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{server.url}/readyz").status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "the server exited"
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.05)
+        return server
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.process.terminate()
-            server.process.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
 
 
 def free_port() -> int:
@@ -24,3 +30,33 @@ class Server:
     def kill(self) -> None:
         self.process.kill()  # SIGKILL: no shutdown, no flush
         self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def launch(home: Path, *args: str, port: int | None = None) -> Server:
+    """Start `lrtower serve` on `home`/lrtower.db and wait until it is ready."""
+    port = port or free_port()
+    env = {**os.environ, "LRTOWER_DATABASE_URL": f"sqlite:///{home / 'lrtower.db'}"}
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "lrtower"), "serve", "--port", str(port), *args],
+        env=env,
+        cwd=home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = Server(f"http://127.0.0.1:{port}", process)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{server.url}/readyz").status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"the server did not become ready (exit code {process.poll()})")
+        time.sleep(0.05)

@@ -1,0 +1,289 @@
+"""`LRFeed`: a run's LRs, step by step, fetched ahead in windows and kept going through outages.
+
+What the torch scheduler and the Keras callback share; it needs no framework.
+
+**Windows.** The LR of a step not yet known is fetched with the next `lookahead` steps in one
+range request, and the window is refilled in the background when half of it is used, so a step
+normally costs a dictionary lookup. Fetched steps count as served (they never change), so a
+central change reaches the job within `lookahead` steps.
+
+**Exactness with plateau.** A metric applies from the step it is posted for, as torch's
+`step(metric)` does, only if that step has not been served yet. So when the run reduces on a
+plateau, a window never reaches past the next step the job will post a metric for:
+
+- with `metric_every=E`, metrics are expected every E steps, the first at step E;
+- otherwise the feed learns the cadence from the steps of the last two posts, and asks for one
+  step at a time until it knows it.
+
+A post at a step the feed did not expect re-learns the cadence; the reduction then lands at the
+first step not yet fetched, and the server's answer says which (`effective_step`).
+
+**Outages.** When the server cannot be reached (or answers 5xx after the client's retries), the
+feed goes on with the fetched window, then with the last LR. It warns once per outage, retries
+in the background with growing pauses (never blocking a step), and says when it is back. With
+`strict=True` it raises instead. Errors that are not transient (401, 403, 404, 422) always raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from ._client import Client
+from .errors import APIError, LrtowerError, ServerError
+from .models import LRRange, MetricResult
+
+log = logging.getLogger("lrtower")
+
+MAX_WINDOW = 100_000  # the server's limit per range request
+PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0)  # between background retries during an outage
+
+
+@dataclass(frozen=True, slots=True)
+class StepLR:
+    """What a step should run with: every group's LR, and its momentum (beta1) if cycled."""
+
+    lrs: list[float]
+    momentum: list[float] | None
+
+
+def _transient(error: LrtowerError) -> bool:
+    return not isinstance(error, APIError) or isinstance(error, ServerError)
+
+
+def _no_value_from(error: LrtowerError) -> int | None:
+    """The first step without a value, if that is what `error` says (OneCycleLR past its end)."""
+    if isinstance(error, APIError) and error.type.endswith(":no-value"):
+        step = error.problem.get("step")
+        return step if isinstance(step, int) else None
+    return None
+
+
+class LRFeed:
+    """The LRs of `run` for steps asked in (mostly) increasing order. See the module doc.
+
+    Args:
+        client: the client to fetch with.
+        run: the run's name.
+        lookahead: steps per range request (1: ask every step).
+        plateau: whether the run reduces on a plateau; None asks the server.
+        metric_every: the steps between the job's metric posts, when known in advance.
+        strict: raise on any failure instead of going on with the last LR.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        run: str,
+        *,
+        lookahead: int = 64,
+        plateau: bool | None = None,
+        metric_every: int | None = None,
+        strict: bool = False,
+    ) -> None:
+        if not 1 <= lookahead <= MAX_WINDOW:
+            raise ValueError(f"lookahead must be in [1, {MAX_WINDOW}], got {lookahead}")
+        if metric_every is not None and metric_every < 1:
+            raise ValueError(f"metric_every must be at least 1, got {metric_every}")
+        self.client = client
+        self.run = run
+        self.lookahead = lookahead
+        self.strict = strict
+        self._plateau = plateau
+        self._cadence = metric_every
+        self._last_metric = 0 if metric_every else None
+        self._known: dict[int, StepLR] = {}
+        self._limit: int | None = None  # the first step the schedule has no value for, once met
+        self._top = -1  # the highest step in _known
+        self._pending: Future[LRRange] | None = None
+        self._pending_start = 0
+        self._pid = os.getpid()
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._failures = 0
+        self._missed = 0
+        self._dropped = 0
+
+    # -- what the job calls -----------------------------------------------------------------
+
+    def at(self, step: int) -> StepLR | None:
+        """The LRs for `step`, or None during an outage with nothing fetched for it (keep the
+        current LR). Raises LrtowerError if strict, or if the error is not transient."""
+        self._collect()
+        known = self._known.pop(step, None)
+        if known is None:
+            known = self._fetch_now(step)
+            if known is None:
+                self._missed += 1
+                return None
+        self._maybe_refill(step)
+        return known
+
+    def post_metric(self, step: int, value: float, name: str | None = None) -> MetricResult | None:
+        """Post a metric for `step`, before its LR is asked for. During an outage it is dropped
+        (the plateau does not see it; the count is logged on recovery) and None is returned."""
+        self._learn_cadence(step)
+        if self._down_since is not None and time.monotonic() < self._retry_at:
+            self._dropped += 1
+            return None
+        try:
+            result = self.client.post_metric(self.run, step, value, name=name)
+        except LrtowerError as exc:
+            self._failed(exc)
+            self._dropped += 1
+            return None
+        self._recovered()
+        return result
+
+    def forget(self) -> None:
+        """Drop what was fetched (after a jump to another step, such as a resume)."""
+        self._known.clear()
+        self._top = -1
+        self._pending = None
+
+    # -- windows ----------------------------------------------------------------------------
+
+    def _window_end(self, start: int) -> int:
+        """The end (exclusive) of a window from `start`: `lookahead` steps, but not past a step a
+        metric is expected for and not yet posted. Equal to `start` when `start` is such a step."""
+        end = start + self.lookahead if self._limit is None else min(start + self.lookahead, self._limit)
+        if self._plateau is None:
+            self._plateau = self._ask_plateau()
+        if self._plateau is False:
+            return end
+        if self._cadence is None or self._last_metric is None:
+            return start + 1  # the cadence is not known yet: every step may get a metric
+        # The next expected metric step at or after `start`: last + j * cadence, j >= 1.
+        last, cadence = self._last_metric, self._cadence
+        upcoming = last + cadence * max(1, -(-(start - last) // cadence))
+        return min(end, upcoming)
+
+    def _ask_plateau(self) -> bool | None:
+        try:
+            return self.client.get_run(self.run).plateau is not None
+        except LrtowerError as exc:
+            self._failed(exc)
+            return None  # unknown: windows of one step until the server answers
+
+    def _learn_cadence(self, step: int) -> None:
+        if self._last_metric is not None and step > self._last_metric:
+            self._cadence = step - self._last_metric
+        self._last_metric = step
+
+    def _fetch_now(self, step: int) -> StepLR | None:
+        if self._pending is not None and self._pending_start <= step and self._down_since is None:
+            self._collect(wait=True)
+            known = self._known.pop(step, None)
+            if known is not None:
+                return known
+        if self._down_since is not None:
+            self._retry_in_background(step)
+            return None
+        while True:
+            try:
+                # At least `step` itself: the job asks for it, metric expected there or not.
+                window = self.client.lr_range(self.run, step, max(self._window_end(step), step + 1))
+                break
+            except LrtowerError as exc:
+                if not self._ends_before(exc, step):  # else: again, up to the schedule's end
+                    self._failed(exc)
+                    return None
+        self._store(window)
+        return self._known.pop(step)
+
+    def _ends_before(self, error: LrtowerError, start: int) -> bool:
+        """Whether `error` says the schedule ends after `start`: then windows stop at its end."""
+        end = _no_value_from(error)
+        if end is None:
+            return False
+        self._limit = end if self._limit is None else min(self._limit, end)
+        return end > start
+
+    def _maybe_refill(self, step: int) -> None:
+        if self.lookahead == 1 or self._pending is not None or self._down_since is not None:
+            return
+        if self._top - step > self.lookahead // 2:
+            return
+        start = max(self._top + 1, step + 1)
+        end = self._window_end(start)
+        if end > start:
+            self._submit(start, end)
+
+    def _submit(self, start: int, stop: int) -> None:
+        future: Future[LRRange] = Future()
+        fetch: Callable[[], LRRange] = lambda: self.client.lr_range(self.run, start, stop)  # noqa: E731
+
+        def work() -> None:
+            try:
+                future.set_result(fetch())
+            except BaseException as exc:  # handed to the job's thread by _collect
+                future.set_exception(exc)
+
+        self._pending, self._pending_start = future, start
+        threading.Thread(target=work, name="lrtower-lookahead", daemon=True).start()
+
+    def _collect(self, wait: bool = False) -> None:
+        """Take in a finished background fetch (waiting for it if `wait`)."""
+        if os.getpid() != self._pid:  # a forked child: the parent's thread is not ours
+            self._pid, self._pending = os.getpid(), None
+        future = self._pending
+        if future is None or not (wait or future.done()):
+            return
+        self._pending = None
+        try:
+            window = future.result()
+        except LrtowerError as exc:
+            if _no_value_from(exc) is None:
+                self._failed(exc)
+            else:
+                self._ends_before(exc, self._pending_start)
+            return
+        self._store(window)
+        self._recovered()
+
+    def _store(self, window: LRRange) -> None:
+        momentum = window.momentum
+        for i, step in enumerate(window.steps):
+            self._known[step] = StepLR(window.lrs[i], momentum[i] if momentum is not None else None)
+        if window.steps:
+            self._top = max(self._top, window.steps[-1])
+
+    # -- outages ----------------------------------------------------------------------------
+
+    def _failed(self, error: LrtowerError) -> None:
+        if self.strict or not _transient(error):
+            raise error
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since, self._failures, self._missed, self._dropped = now, 0, 0, 0
+            log.warning(
+                "lrtower: cannot reach %s for run %r (%s); training goes on with the fetched steps, "
+                "then the last LR, and reconnects by itself (metrics posted meanwhile are dropped)",
+                self.client.url,
+                self.run,
+                error,
+            )
+        self._retry_at = now + PAUSES[min(self._failures, len(PAUSES) - 1)]
+        self._failures += 1
+
+    def _retry_in_background(self, step: int) -> None:
+        if self._pending is None and time.monotonic() >= self._retry_at:
+            self._submit(step, step + 1 if self._plateau is not False else step + self.lookahead)
+
+    def _recovered(self) -> None:
+        if self._down_since is not None:
+            log.info(
+                "lrtower: %s is back for run %r after %.1f s; %d steps ran on the last LR, "
+                "%d metric posts were dropped",
+                self.client.url,
+                self.run,
+                time.monotonic() - self._down_since,
+                self._missed,
+                self._dropped,
+            )
+            self._down_since = None
