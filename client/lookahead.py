@@ -11,7 +11,9 @@ central change reaches the job within `lookahead` steps.
 `step(metric)` does, only if that step has not been served yet. So when the run reduces on a
 plateau, a window never reaches past the next step the job will post a metric for:
 
-- with `metric_every=E`, metrics are expected every E steps, the first at step E;
+- with `metric_every=E`, metrics are expected every E steps, the first at step E (or as
+  `expect_metrics(every, first)` says: the framework callbacks set it from the trainer's own
+  evaluation cadence);
 - otherwise the feed learns the cadence from the steps of the last two posts, and asks for one
   step at a time until it knows it.
 
@@ -88,15 +90,15 @@ class LRFeed:
     ) -> None:
         if not 1 <= lookahead <= MAX_WINDOW:
             raise ValueError(f"lookahead must be in [1, {MAX_WINDOW}], got {lookahead}")
-        if metric_every is not None and metric_every < 1:
-            raise ValueError(f"metric_every must be at least 1, got {metric_every}")
         self.client = client
         self.run = run
         self.lookahead = lookahead
         self.strict = strict
         self._plateau = plateau
-        self._cadence = metric_every
-        self._last_metric = 0 if metric_every else None
+        self._cadence: int | None = None
+        self._last_metric: int | None = None
+        if metric_every is not None:
+            self.expect_metrics(metric_every, first=metric_every)
         self._known: dict[int, StepLR] = {}
         self._limit: int | None = None  # the first step the schedule has no value for, once met
         self._top = -1  # the highest step in _known
@@ -139,6 +141,14 @@ class LRFeed:
             return None
         self._recovered()
         return result
+
+    def expect_metrics(self, every: int, first: int) -> None:
+        """Metrics will be posted for steps `first`, `first + every`, ...: windows end before each."""
+        if every < 1 or first < 1:
+            raise ValueError(
+                f"metrics are expected every >= 1 steps from step >= 1, got {every} from {first}"
+            )
+        self._cadence, self._last_metric = every, first - every
 
     def forget(self) -> None:
         """Drop what was fetched (after a jump to another step, such as a resume)."""

@@ -102,6 +102,11 @@ class RemoteScheduler(LRScheduler):
             self._apply(answer)
         self._last_lr = [_copy(group["lr"]) for group in self.optimizer.param_groups]
 
+    def report_metric(self, value: float | torch.Tensor, name: str | None = None) -> None:
+        """Post a metric without stepping: it applies from the next `step()` on (a callback's
+        evaluation between two optimizer steps). `name` defaults to the plateau's metric."""
+        self.feed.post_metric(self.last_epoch + 1, float(value), name)
+
     def _apply(self, answer: StepLR) -> None:
         groups = self.optimizer.param_groups
         if len(answer.lrs) != len(groups):
