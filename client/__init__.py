@@ -27,6 +27,7 @@ from .errors import (
     ServerUnreachable,
     TooLarge,
     Unauthorized,
+    UnreadableAnswer,
 )
 from .models import (
     LR,
@@ -82,6 +83,7 @@ __all__ = [
     "ServerUnreachable",
     "TooLarge",
     "Unauthorized",
+    "UnreadableAnswer",
     "Verification",
     "__version__",
     "from_torch",

@@ -151,7 +151,8 @@ class Client(_Api):
 
 
 class AsyncClient(_Api):
-    """The asyncio twin of `Client`: the same methods and arguments, awaited."""
+    """The asyncio twin of `Client`: the same methods and arguments, awaited. Like httpx's, it
+    serves one event loop: the one it is first used in."""
 
     def __init__(
         self,
@@ -166,15 +167,20 @@ class AsyncClient(_Api):
         self._transport = transport
         self._pid = os.getpid()
         self._http: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def url(self) -> str:
         return self._core.url
 
     def _connection(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
         if self._http is None or self._pid != os.getpid():
             self._http = httpx.AsyncClient(transport=self._transport, **self._core.http_options())
-            self._pid = os.getpid()
+            self._pid, self._loop = os.getpid(), loop
+        elif self._loop is not loop:
+            # Its pooled connections live in the first loop, and cannot move.
+            raise RuntimeError("an AsyncClient serves the event loop it was first used in: make one per loop")
         return self._http
 
     async def send(self, call: Call[T]) -> T:

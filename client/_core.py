@@ -16,7 +16,7 @@ import httpx
 
 from . import __version__
 from ._calls import Call
-from .errors import ServerUnreachable, api_error
+from .errors import ServerUnreachable, UnreadableAnswer, api_error
 
 T = TypeVar("T")
 log = logging.getLogger("lrtower")
@@ -119,7 +119,13 @@ class Core:
                 f"{call.method} {self.url}{call.path}: {type(outcome).__name__}: {outcome}"
             ) from outcome
         if outcome.status_code in call.ok:
-            return Answer(call.read(outcome))
+            try:
+                return Answer(call.read(outcome))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UnreadableAnswer(
+                    f"{call.method} {self.url}{call.path}: {outcome.status_code} with a body that is not "
+                    f"lrtower's: {outcome.text[:200]!r}"
+                ) from exc
         if outcome.status_code in RETRY_STATUSES and more:
             pause = self.retry.pause(attempt, outcome)
             log.debug("%s %s: %d; retrying in %.2fs", call.method, call.path, outcome.status_code, pause)

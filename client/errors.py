@@ -4,6 +4,7 @@ Every error is an `LrtowerError`::
 
     LrtowerError
     ├── ServerUnreachable      no answer after every retry: connection refused or reset, timeout
+    ├── UnreadableAnswer       a success status with a body that is not lrtower's (a proxy's page)
     └── APIError               the server answered with an error (RFC 9457 problem+json)
         ├── Unauthorized       401: a missing or unknown token
         ├── Forbidden          403: the token's scope does not allow this
@@ -31,6 +32,11 @@ class ServerUnreachable(LrtowerError):
     """The server could not be reached, or did not answer in time, after every retry."""
 
 
+class UnreadableAnswer(LrtowerError):
+    """The server (or something in front of it) answered success with a body that is not the
+    API's JSON."""
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One invalid field: its dotted path (`schedule.step_size`) and what is wrong with it."""
@@ -55,6 +61,10 @@ class APIError(LrtowerError):
             if isinstance(e, dict)
         ]
         super().__init__(self._message())
+
+    def __reduce__(self) -> tuple[type[APIError], tuple[int, dict[str, Any]]]:
+        # Rebuilt from what it was made of, so it crosses process boundaries (pool workers).
+        return type(self), (self.status, self.problem)
 
     def _message(self) -> str:
         message = (
