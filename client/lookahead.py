@@ -3,9 +3,10 @@
 What the torch scheduler and the Keras callback share; it needs no framework.
 
 **Windows.** The LR of a step not yet known is fetched with the next `lookahead` steps in one
-range request, and the window is refilled in the background when half of it is used, so a step
-normally costs a dictionary lookup. Fetched steps count as served (they never change), so a
-central change reaches the job within `lookahead` steps.
+range request, and as soon as a window is entered the next one is fetched in the background, so
+a step normally costs a dictionary lookup. Fetched steps count as served (they never change), so
+at most two windows are ahead of the job: a central change reaches it within 2 * `lookahead`
+steps.
 
 **Exactness with plateau.** A metric applies from the step it is posted for, as torch's
 `step(metric)` does, only if that step has not been served yet. So when the run reduces on a
@@ -217,7 +218,7 @@ class LRFeed:
     def _maybe_refill(self, step: int) -> None:
         if self.lookahead == 1 or self._pending is not None or self._down_since is not None:
             return
-        if self._top - step > self.lookahead // 2:
+        if self._top - step >= self.lookahead:  # a whole window is still ahead
             return
         start = max(self._top + 1, step + 1)
         end = self._window_end(start)

@@ -37,4 +37,6 @@ def test_two_ranks_on_one_run_train_like_local_schedulers(
         reductions = [c.effective_step for c in run.changes if c.kind == "plateau"]
         events = client.events("ddp").events
     assert reductions and all(step % 10 == 0 for step in reductions)  # at the metric steps themselves
-    assert [e.kind for e in events].count("plateau_reduced") == len(reductions)  # two ranks posting one value: one reduction
+    assert [e.kind for e in events].count("plateau_reduced") == len(
+        reductions
+    )  # two ranks posting one value: one reduction
