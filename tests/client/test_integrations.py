@@ -134,6 +134,50 @@ def test_the_trainer_callback_posts_evaluations_and_the_plateau_acts_on_the_next
     assert float(scheduler.get_last_lr()[0]) == 0.01 * 0.5 ** len([s for s in reductions if s <= 60])
 
 
+# -- Lightning --------------------------------------------------------------------------------
+
+
+def _fit_lightning(make: Any) -> torch.Tensor:
+    import lightning
+
+    x, y = data()
+
+    class Module(lightning.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = Regressor()
+
+        def training_step(self, batch: list[torch.Tensor], index: int) -> torch.Tensor:
+            return self.net(batch[0], batch[1])["loss"]
+
+        def configure_optimizers(self) -> Any:
+            opt = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": make(opt), "interval": "step"}}
+
+    module = Module()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    trainer = lightning.Trainer(
+        max_steps=60,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, loader)
+    return _weights(module)
+
+
+# Lightning's own notices: a one-process loader, and its use of torch's pytree API.
+@pytest.mark.filterwarnings("ignore:.*does not have many workers")
+@pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)` is deprecated:FutureWarning")
+def test_lightning_takes_a_remote_scheduler_from_configure_optimizers(tower: str) -> None:
+    spec = {"type": "OneCycleLR", "max_lr": 0.1, "total_steps": 60}
+    expected = _fit_lightning(lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=60))
+    got = _fit_lightning(lambda opt: RemoteScheduler(opt, "lightning", tower, lookahead=16, schedule=spec))
+    assert torch.equal(got, expected)
+
+
 # -- Keras ------------------------------------------------------------------------------------
 
 
