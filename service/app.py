@@ -26,13 +26,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not migrate.is_at_head(engine):
-            raise SchemaNotAtHead(
-                f"the database at {engine.url.render_as_string(hide_password=True)} is not at the latest "
-                "migration: run `lrtower db upgrade`"
-            )
-        yield
-        engine.dispose()
+        try:
+            if not migrate.is_at_head(engine):
+                raise SchemaNotAtHead(
+                    f"the database at {engine.url.render_as_string(hide_password=True)} is not at the "
+                    "latest migration: run `lrtower db upgrade`"
+                )
+            yield
+        finally:
+            engine.dispose()
 
     app = FastAPI(
         title="lrtower",

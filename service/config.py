@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="The largest request body accepted; larger ones get 413"
     )
+    pool_size: int = Field(
+        10, ge=1, le=1000, description="PostgreSQL: connections each server process keeps open"
+    )
+    pool_overflow: int = Field(
+        20, ge=0, le=1000, description="PostgreSQL: connections it may open beyond pool_size under load"
+    )
     sqlite_synchronous: str = Field(
         "FULL",
         pattern="^(FULL|NORMAL)$",

@@ -22,7 +22,15 @@ def writer(engine: Engine) -> Engine:
 def make_engine(settings: Settings) -> Engine:
     url = make_url(settings.database_url)
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        # pre_ping replaces connections the server dropped (a restart, a killed backend) before use;
+        # a request that still finds the pool exhausted after pool_timeout gets a 503.
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=settings.pool_size,
+            max_overflow=settings.pool_overflow,
+            pool_timeout=10,
+        )
     # The service decides when transactions begin (BEGIN IMMEDIATE for writes), not pysqlite.
     engine = create_engine(url, connect_args={"check_same_thread": False, "isolation_level": None})
     synchronous = settings.sqlite_synchronous

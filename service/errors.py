@@ -7,15 +7,20 @@ DomainError into problem+json. Nothing a user sends may become a 500.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .schedules import DomainError, FieldError, SpecError
+
+log = logging.getLogger("lrtower")
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "urn:lrtower:problem:"
@@ -65,6 +70,14 @@ class NoValue(Problem):
     status, title, kind = 422, "No learning rate at this step", "no-value"
 
 
+class Unavailable(Problem):
+    status, title, kind = 503, "Service unavailable", "unavailable"
+
+
+class Internal(Problem):
+    status, title, kind = 500, "Internal server error", "internal"
+
+
 def _field(error: FieldError) -> dict[str, Any]:
     return {
         "loc": list(error.loc),
@@ -104,6 +117,24 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return problem_response(Invalid("the request is invalid", _request_errors(exc)))
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(_: Request, exc: DBAPIError | PoolTimeout) -> JSONResponse:
+        # The database went away or is busy (a restart, a failover, a killed connection, SQLite's
+        # busy timeout, every pooled connection in use). Nothing was committed; the pool replaces
+        # broken connections; retrying is safe.
+        cause = getattr(exc, "orig", None) or exc
+        log.warning("database unavailable: %s", type(cause).__name__)
+        response = problem_response(Unavailable("the database is unavailable; retry shortly"))
+        response.headers["retry-after"] = "1"
+        return response
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error", exc_info=exc)
+        return problem_response(Internal("an internal error occurred; it has been logged"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -5,6 +5,7 @@ ORM objects stay in here; callers get frozen records.
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -107,11 +108,13 @@ class Store:
             query = query.where(Run.name > after)
         found: list[RunRecord] = []
         # Labels are JSON: filter in Python, reading in pages, so any database does it alike.
-        for row in self.session.scalars(query.execution_options(yield_per=500)):
-            if all(row.labels.get(k) == v for k, v in labels.items()):
-                found.append(_run(row))
-                if len(found) == limit:
-                    break
+        # Closed when done, even early: on PostgreSQL the pages come from a server-side cursor.
+        with closing(self.session.scalars(query.execution_options(yield_per=500))) as rows:
+            for row in rows:
+                if all(row.labels.get(k) == v for k, v in labels.items()):
+                    found.append(_run(row))
+                    if len(found) == limit:
+                        break
         return found
 
     def insert_run(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from databases import BACKENDS, database
 from parity import TALLIES
 from servers import Server, launch
 
@@ -30,14 +31,22 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
 
 
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database of each backend, migrated: every test that uses it runs on both."""
+    with database(request.param, tmp_path) as url:
+        yield url
+
+
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start `lrtower serve` on one SQLite file, as often as a test needs (for restarts)."""
+def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Server]]:
+    """Start `lrtower serve` on the test's database, as often as a test needs (for restarts,
+    and for several replicas)."""
     started: list[Server] = []
 
     def start(*args: str, port: int | None = None) -> Server:
         """`port`: the same one again, to restart a server where its clients expect it."""
-        server = launch(tmp_path, *args, port=port)
+        server = launch(tmp_path, database_url, *args, port=port)
         started.append(server)
         return server
 

@@ -37,10 +37,10 @@ class Server:
             self.process.wait(timeout=10)
 
 
-def launch(home: Path, *args: str, port: int | None = None) -> Server:
-    """Start `lrtower serve` on `home`/lrtower.db and wait until it is ready."""
+def launch(home: Path, database_url: str, *args: str, port: int | None = None) -> Server:
+    """Start `lrtower serve` in `home` on `database_url`, and wait until it is ready."""
     port = port or free_port()
-    env = {**os.environ, "LRTOWER_DATABASE_URL": f"sqlite:///{home / 'lrtower.db'}"}
+    env = {**os.environ, "LRTOWER_DATABASE_URL": database_url}
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "lrtower"), "serve", "--port", str(port), *args],
         env=env,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from sqlalchemy import create_engine, text
 
 from lrtower import Client
 from lrtower.cli.commands import lrtower
@@ -78,7 +78,9 @@ def test_lr_prints_every_groups_exact_lr_and_serves_it(server: str, tmp_path: Pa
         assert client.get_run("yaml-run").high_water == 25
 
 
-def test_changes_events_and_verify(start_server: Callable[..., Server], tmp_path: Path) -> None:
+def test_changes_events_and_verify(
+    start_server: Callable[..., Server], tmp_path: Path, database_url: str
+) -> None:
     server = start_server().url
     (tmp_path / "run.yaml").write_text(RUN_YAML)
     (tmp_path / "exp.json").write_text(json.dumps({"type": "ExponentialLR", "gamma": 0.9}))
@@ -107,8 +109,10 @@ def test_changes_events_and_verify(start_server: Callable[..., Server], tmp_path
     assert [e["seq"] for e in events] == [2, 3] and events[0]["actor"] == "anonymous"
     assert ok(server, "verify", "yaml-run").startswith("ok: 4 events")
 
-    with sqlite3.connect(tmp_path / "lrtower.db") as db:
-        db.execute("UPDATE events SET reason = 'nothing to see' WHERE seq = 2")
+    tamper = create_engine(database_url)
+    with tamper.begin() as db:
+        db.execute(text("UPDATE events SET reason = 'nothing to see' WHERE seq = 2"))
+    tamper.dispose()
     broken = cli(server, "verify", "yaml-run")
     assert broken.exit_code == 1 and "BROKEN" in broken.output and "event 2" in broken.output
 

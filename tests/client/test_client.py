@@ -20,7 +20,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -416,10 +415,10 @@ def test_api_errors(server: str) -> None:
 
 
 @pytest.fixture
-def secured(start_server: Callable[..., Server], tmp_path: Path) -> tuple[str, str, str]:
+def secured(start_server: Callable[..., Server], database_url: str) -> tuple[str, str, str]:
     """A server requiring tokens: its URL, a read token and a write token (named "trainer")."""
     url = start_server("--auth").url
-    engine = make_engine(Settings(database_url=f"sqlite:///{tmp_path / 'lrtower.db'}"))
+    engine = make_engine(Settings(database_url=database_url))
     try:
         tokens = Tokens(engine)
         return url, tokens.create("dashboard", "read"), tokens.create("trainer", "write")

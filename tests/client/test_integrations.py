@@ -4,7 +4,6 @@ real server."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,7 @@ from lrtower.integrations.keras import LrtowerKerasCallback
 from lrtower.integrations.transformers import LrtowerCallback
 from lrtower.scheduler import RemoteScheduler
 from lrtower_server.schedules import build_schedule
-from servers import launch
 from training import data
-
-
-@pytest.fixture(scope="module")
-def tower(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = launch(tmp_path_factory.mktemp("tower"))
-    yield server.url
-    server.stop()
-
 
 # -- transformers -----------------------------------------------------------------------------
 

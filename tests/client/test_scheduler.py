@@ -16,7 +16,7 @@ from torch.optim import lr_scheduler
 
 from lrtower import Client, NotFound, Retry, ServerError, ServerUnreachable
 from lrtower.scheduler import RemoteScheduler
-from servers import Server, launch
+from servers import Server
 from training import data, every_step, metric_each_step, model, optimizer, train
 
 WARMUP_COSINE = {
@@ -71,14 +71,6 @@ CASES: dict[str, tuple[str, float, Callable[[torch.optim.Optimizer], Any], dict[
         metric_each_step,
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def tower(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real server for the training tests of this module (each test uses its own runs)."""
-    server = launch(tmp_path_factory.mktemp("tower"))
-    yield server.url
-    server.stop()
 
 
 @pytest.mark.parametrize("lookahead", [1, 7, 64])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import create_engine, text
 
 from lrtower_server.config import Settings
 from parity import assert_close
@@ -188,11 +188,13 @@ def test_audit_trail_chains_and_detects_tampering(client: TestClient, settings: 
     assert client.get("/runs/job/events", params={"after": 1, "limit": 1}).json()["events"][0]["seq"] == 2
     assert client.get("/runs/job/events/verify").json() == {"ok": True, "count": 3, "first_bad_seq": None}
 
-    path = settings.database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE events SET reason = 'nothing to see' WHERE seq = 2")
+    # Edit the database behind the service's back, as someone with access to it could.
+    tamper = create_engine(settings.database_url)
+    with tamper.begin() as db:
+        db.execute(text("UPDATE events SET reason = 'nothing to see' WHERE seq = 2"))
     assert client.get("/runs/job/events/verify").json() == {"ok": False, "count": 3, "first_bad_seq": 2}
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE events SET reason = 'too hot' WHERE seq = 2")
-        db.execute("DELETE FROM events WHERE seq = 1")
+    with tamper.begin() as db:
+        db.execute(text("UPDATE events SET reason = 'too hot' WHERE seq = 2"))
+        db.execute(text("DELETE FROM events WHERE seq = 1"))
+    tamper.dispose()
     assert client.get("/runs/job/events/verify").json() == {"ok": False, "count": 2, "first_bad_seq": 2}

@@ -180,8 +180,10 @@ def test_audit_trail_starts_with_creation(client: TestClient, settings: Any) -> 
     from lrtower_server.db import make_engine
 
     create(client)
-    with make_engine(settings).connect() as connection:
+    engine = make_engine(settings)
+    with engine.connect() as connection:
         row = connection.execute(text("SELECT kind, actor, seq, lr_after FROM events")).one()
+    engine.dispose()
     assert (row.kind, row.actor, row.seq) == ("run_created", "anonymous", 1)
     assert math.isclose(eval(row.lr_after)[0] if isinstance(row.lr_after, str) else row.lr_after[0], 0.01)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from lrtower_server import migrate
 from lrtower_server.app import create_app
 from lrtower_server.auth import Tokens
 from lrtower_server.config import Settings
@@ -21,12 +20,12 @@ RUN = {"name": "secure", "lr": 0.1, "schedule": {"type": "StepLR", "step_size": 
 
 
 @pytest.fixture
-def secured(tmp_path: Path) -> Iterator[tuple[TestClient, Tokens]]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'lrtower.db'}", auth="required")
+def secured(database_url: str) -> Iterator[tuple[TestClient, Tokens]]:
+    settings = Settings(database_url=database_url, auth="required")
     engine = make_engine(settings)
-    migrate.upgrade(engine)
     with TestClient(create_app(settings)) as client:
         yield client, Tokens(engine)
+    engine.dispose()
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -61,13 +60,13 @@ def test_revoked_tokens_stop_working(
 def test_tokens_are_stored_hashed(secured: tuple[TestClient, Tokens]) -> None:
     _, tokens = secured
     secret = tokens.create("ci", "admin")
-    with make_engine(Settings(database_url=str(tokens.engine.url))).connect() as connection:
+    with tokens.engine.connect() as connection:
         stored = connection.exec_driver_sql("SELECT secret_hash FROM tokens").scalar()
     assert stored is not None and secret not in stored and len(stored) == 64
 
 
-def test_token_cli(tmp_path: Path) -> None:
-    env = {**os.environ, "LRTOWER_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+def test_token_cli(tmp_path: Path, database_url: str) -> None:
+    env = {**os.environ, "LRTOWER_DATABASE_URL": database_url}
     lrtower = str(Path(sys.executable).parent / "lrtower")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

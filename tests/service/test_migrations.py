@@ -1,26 +1,37 @@
-"""Migrations on a real SQLite file: up to head, down to base, up again; and the engine's pragmas."""
+"""Migrations on a real SQLite file and a real PostgreSQL schema: up to head, down to base, up
+again; and SQLite's pragmas."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect, text
 
+from databases import BACKENDS, database
 from lrtower_server import migrate
 from lrtower_server.config import Settings
 from lrtower_server.db import make_engine
 from lrtower_server.models import Base
 
-TABLES = {"runs", "changes", "plateau_states", "metrics", "events", "tokens"}
+TABLES = {"runs", "changes", "plateau_states", "metrics", "events", "tokens", "idempotent_writes"}
 
 
-def test_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
-    engine = make_engine(Settings(database_url=f"sqlite:///{tmp_path / 'lrtower.db'}"))
+@pytest.fixture(params=BACKENDS)
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, tmp_path, migrated=False) as url:
+        yield url
+
+
+def test_upgrade_downgrade_upgrade(empty_database: str) -> None:
+    engine = make_engine(Settings(database_url=empty_database))
     assert migrate.current(engine) is None
     assert not migrate.is_at_head(engine)
 
     migrate.upgrade(engine)
     assert migrate.is_at_head(engine)
+    engine.dispose()
     assert set(inspect(engine).get_table_names()) >= TABLES
 
     migrate.downgrade(engine, "base")
@@ -29,16 +40,18 @@ def test_upgrade_downgrade_upgrade(tmp_path: Path) -> None:
 
     migrate.upgrade(engine)
     assert migrate.is_at_head(engine)
+    engine.dispose()
 
 
-def test_migrations_match_the_models(tmp_path: Path) -> None:
+def test_migrations_match_the_models(empty_database: str) -> None:
     """The migrated schema has every column of every model: nothing was left out of a migration."""
-    engine = make_engine(Settings(database_url=f"sqlite:///{tmp_path / 'lrtower.db'}"))
+    engine = make_engine(Settings(database_url=empty_database))
     migrate.upgrade(engine)
     inspector = inspect(engine)
     for table in Base.metadata.sorted_tables:
         migrated = {c["name"] for c in inspector.get_columns(table.name)}
         assert migrated == {c.name for c in table.columns}, table.name
+    engine.dispose()
 
 
 def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
@@ -50,12 +63,11 @@ def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
         assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
 
 
-def test_the_app_refuses_a_database_not_at_head(tmp_path: Path) -> None:
-    import pytest
+def test_the_app_refuses_a_database_not_at_head(empty_database: str) -> None:
     from fastapi.testclient import TestClient
 
     from lrtower_server.app import SchemaNotAtHead, create_app
 
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'old.db'}", auth="off")
+    settings = Settings(database_url=empty_database, auth="off")
     with pytest.raises(SchemaNotAtHead, match="lrtower db upgrade"), TestClient(create_app(settings)):
         pass
