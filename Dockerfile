@@ -17,7 +17,7 @@ COPY client ./client
 COPY migrations ./migrations
 # This installs lrtower itself; its dependencies' ranges are in pyproject.toml.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir '.[server]'
+RUN pip install --no-cache-dir '.[server,postgres]'
 
 USER 10001
 VOLUME ["/data"]
