@@ -4,23 +4,36 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from . import errors, migrate
 from .auth import Tokens
 from .config import Settings
 from .db import make_engine
+from .fastpath import LrFastPath
 from .limits import BodyLimit
 from .routes import changes, health, runs, schedules
 from .runs import Runs
+
+
+class App(FastAPI):
+    """The FastAPI app, with `GET /runs/{run}/lr` met by the hot path before FastAPI's own stack
+    (see fastpath.py); everything the hot path does not answer goes through that stack."""
+
+    hot_path: LrFastPath
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.hot_path(scope, receive, send)
 
 
 class SchemaNotAtHead(RuntimeError):
     """The database needs `lrtower db upgrade` before this version can serve it."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> App:
     settings = settings or Settings()
     engine = make_engine(settings)
 
@@ -36,16 +49,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             engine.dispose()
 
-    app = FastAPI(
+    app = App(
         title="lrtower",
         summary="A control tower for learning rates",
         version="0.1.0",
         lifespan=lifespan,
     )
     app.state.engine = engine
-    app.state.runs = Runs(engine)
+    app.state.runs = Runs(engine, settings.cache_runs)
     # Unset means required: only `lrtower serve` on loopback decides otherwise on its own.
     app.state.tokens = None if settings.auth == "off" else Tokens(engine)
+    app.hot_path = LrFastPath(partial(FastAPI.__call__, app), app.state.runs, app.state.tokens)
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(runs.router)

@@ -111,6 +111,16 @@ class Tokens:
             raise Unauthorized("the token is unknown or revoked")
         return cached[1]
 
+    def cached(self, header: str | None) -> Caller | None:
+        """The caller behind `header` if the cache knows it and it is still fresh; None if not
+        (unknown, expired or malformed: `authenticate` finds out, and explains)."""
+        if not header or not header.startswith("Bearer "):
+            return None
+        cached = self._cache.get(hash_secret(header.removeprefix("Bearer ").strip()))
+        if cached is None or cached[0] < time.monotonic():
+            return None
+        return cached[1]
+
     def _lookup(self, presented: str) -> Caller | None:
         with Session(self.engine) as session:
             token = session.scalar(select(Token).where(Token.secret_hash == presented))

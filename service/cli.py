@@ -34,7 +34,15 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
     default=None,
     help="Require bearer tokens, or not. Default: $LRTOWER_AUTH, else required unless on loopback only.",
 )
-def serve(host: str, port: int, workers: int, database_url: str | None, auth: bool | None) -> None:
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    show_default=True,
+    help="Log every request (it costs a good share of the hot path's time).",
+)
+def serve(
+    host: str, port: int, workers: int, database_url: str | None, auth: bool | None, access_log: bool
+) -> None:
     """Serve the API. On the embedded SQLite default, migrations are applied first.
 
     Bearer tokens are required, unless the server listens on loopback only or --no-auth is given.
@@ -58,7 +66,14 @@ def serve(host: str, port: int, workers: int, database_url: str | None, auth: bo
     engine.dispose()
     mode = "tokens required" if required else "no auth"
     click.echo(f"lrtower serving http://{host}:{port} ({mode}; database {settings.database_url})")
-    uvicorn.run("lrtower_server.app:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run(
+        "lrtower_server.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+    )
 
 
 @click.group()

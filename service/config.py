@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="The largest request body accepted; larger ones get 413"
     )
+    cache_runs: int = Field(
+        10_000, ge=1, description="Runs each server process keeps compiled in memory for the hot path"
+    )
     pool_size: int = Field(
         10, ge=1, le=1000, description="PostgreSQL: connections each server process keeps open"
     )

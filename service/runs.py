@@ -80,10 +80,13 @@ def _change(record: ChangeRecord) -> Change:
 
 
 class Runs:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, cache_runs: int = 10_000) -> None:
         self.engine = engine
         self._writer = writer(engine)
+        # At most `cache_runs` runs are kept; beyond, the longest-held goes (it costs one
+        # database round trip to come back). Memory per run: see docs/performance.md.
         self._served: dict[str, _Served] = {}
+        self._cache_runs = cache_runs
         self._lock = threading.Lock()
 
     # -- runs -------------------------------------------------------------------------------
@@ -329,10 +332,11 @@ class Runs:
 
     def serve(self, name: str, steps: range) -> list[Answer]:
         """The answers for `steps`, which count as served: they never change afterwards."""
+        answers = self.from_memory(name, steps)
+        if answers is not None:
+            return answers
         served = self._served.get(name)
         top = steps[-1]
-        if served is not None and top <= served.mark:
-            return [served.timeline.at(s) for s in steps]
         with Session(self._writer) as session, session.begin():
             store = Store(session)
             raised = store.raise_mark(name, top)
@@ -351,7 +355,17 @@ class Runs:
             current = self._served.get(name)
             if current is None or (current.version, current.mark) <= (served.version, served.mark):
                 self._served[name] = served
+            if len(self._served) > self._cache_runs:
+                del self._served[next(iter(self._served))]
         return answers
+
+    def from_memory(self, name: str, steps: range) -> list[Answer] | None:
+        """The answers for `steps` if all are at or below the mark this process knows (nothing
+        can change them any more), without touching the database; None otherwise."""
+        served = self._served.get(name)
+        if served is None or steps[-1] > served.mark:
+            return None
+        return [served.timeline.at(s) for s in steps]
 
     def curve(self, name: str, steps: range) -> list[Answer]:
         """The planned answers for `steps`, without serving them: later changes may alter them."""

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from lrtower_server.config import Settings
 from lrtower_server.schedules import build_schedule
 
 WARMUP_COSINE = {
@@ -301,3 +302,56 @@ def test_steps_at_or_below_the_mark_are_answered_without_the_database(client: Te
     assert statements == []
     client.get("/runs/job-1/lr", params={"step": 101})  # above the mark: one transaction raises it
     assert any(s.lstrip().upper().startswith("UPDATE RUNS") for s in statements)
+
+
+def test_the_hot_path_answers_exactly_as_the_route(settings: Settings) -> None:
+    """GET /runs/{run}/lr is met by the ASGI hot path; the FastAPI route behind it must give the
+    same answers, so both are asked the same queries (the route through FastAPI's own stack)."""
+    from functools import partial
+
+    from fastapi import FastAPI
+
+    from lrtower_server.app import create_app
+
+    app = create_app(settings)
+    cycling = {"type": "OneCycleLR", "max_lr": [0.1, 0.01], "total_steps": 1000}
+    with TestClient(app) as hot:
+        route = TestClient(partial(FastAPI.__call__, app))
+        step_lr = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
+        assert hot.post("/runs", json={"name": "one", "lr": 0.1, "schedule": step_lr}).status_code == 201
+        assert (
+            hot.post("/runs", json={"name": "two", "lrs": [0.1, 0.01], "schedule": cycling}).status_code
+            == 201
+        )
+        queries = [
+            ("one", {"step": 7}),
+            ("one", {"step": 12}),
+            ("one", {"start": 0, "stop": 40, "stride": 3}),
+            ("two", {"step": 500}),
+            ("two", {"start": 10, "stop": 20}),
+            ("one", {"start": 5, "stop": 6}),
+        ]
+        for run, params in queries:
+            fast, slow = (
+                hot.get(f"/runs/{run}/lr", params=params),
+                route.get(f"/runs/{run}/lr", params=params),
+            )
+            assert fast.status_code == slow.status_code == 200
+            assert fast.json() == slow.json() and fast.headers["content-type"] == slow.headers["content-type"]
+        text = {"accept": "text/plain"}
+        assert (
+            hot.get("/runs/two/lr", params={"step": 3}, headers=text).text
+            == route.get("/runs/two/lr", params={"step": 3}, headers=text).text
+        )
+        # What the hot path does not handle, the route answers as ever.
+        for params, status in (
+            ({"step": "x"}, 422),
+            ({"start": 5}, 422),
+            ({"step": 2**53 + 1}, 422),
+            ({}, 422),
+            ({"step": 3, "start": 1}, 200),  # the route answers `step`, and so does the hot path
+        ):
+            fast, slow = hot.get("/runs/one/lr", params=params), route.get("/runs/one/lr", params=params)
+            assert fast.status_code == slow.status_code == status and fast.json() == slow.json()
+        assert hot.get("/runs/nope/lr", params={"step": 1}).status_code == 404
+        assert hot.get("/runs/two/lr", params={"step": 5000}).json()["type"].endswith("no-value")

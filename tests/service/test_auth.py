@@ -106,3 +106,15 @@ def test_serving_off_loopback_without_auth_warns(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.communicate(timeout=10)
+
+
+def test_the_hot_path_checks_tokens_too(secured: tuple[TestClient, Tokens]) -> None:
+    client, tokens = secured
+    writer = tokens.create("trainer", "write")
+    assert client.post("/runs", json=RUN, headers=bearer(writer)).status_code == 201
+    for _ in range(2):  # the first asks the database for the token; the second, the cache
+        assert client.get("/runs/secure/lr", params={"step": 3}, headers=bearer(writer)).status_code == 200
+        assert client.get("/runs/secure/lr", params={"step": 3}).status_code == 401
+        assert (
+            client.get("/runs/secure/lr", params={"step": 3}, headers=bearer("lrt_nope")).status_code == 401
+        )

@@ -1,0 +1,137 @@
+"""The hot path: `GET /runs/{run}/lr`, answered at the ASGI level.
+
+Every rank of every job asks for its LR at every step, so this one call skips FastAPI's
+per-request machinery (routing, dependency graph, validation models, the thread pool):
+
+- it parses the query itself (`step=N`, or `start`, `stop` and `stride`), and checks a token
+  only against the tokens cache;
+- it answers from the memory of `Runs` when every step asked is at or below the mark this
+  process knows, and otherwise calls `Runs.serve` in a worker thread (the database);
+- it writes the JSON (or text) itself.
+
+Anything it does not handle exactly as the route would is passed on untouched to the FastAPI
+app behind it, which answers: other paths and methods, other or malformed parameters, a token
+not in the cache, a missing or wrong token, an unknown run, a step without a value, a database
+error. Passing on is always safe, because serving is idempotent: the route then redoes the work
+and answers the problem+json. The route stays declared in FastAPI, so OpenAPI describes it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio.to_thread
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .auth import Tokens
+from .routes.runs import MAX_POINTS
+from .runs import Runs
+from .schedules import STEP_MAX
+from .timeline import Answer
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
+RANGE_KEYS = {b"start", b"stop", b"stride"}
+
+
+class LrFastPath:
+    """ASGI middleware answering `GET /runs/{run}/lr` in the common cases; see the module doc."""
+
+    def __init__(self, app: ASGIApp, runs: Runs, tokens: Tokens | None) -> None:
+        self.app = app
+        self.runs = runs
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] != "GET" or not path.endswith("/lr"):
+            await self.app(scope, receive, send)
+            return
+        answered = False
+        try:
+            answered = await self._answer(scope, path, send)
+        except Exception:  # the route answers it, as a problem if it is one
+            answered = False
+        if not answered:
+            await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, path: str, send: Send) -> bool:
+        name = path[len("/runs/") : -len("/lr")]
+        if not path.startswith("/runs/") or not name or "/" in name:
+            return False
+        asked = _steps(scope["query_string"])
+        if asked is None:
+            return False
+        steps, single = asked
+        headers = dict(scope["headers"])
+        if self.tokens is not None:
+            caller = self.tokens.cached(headers.get(b"authorization", b"").decode("latin-1"))
+            if caller is None or not caller.allows("read"):
+                return False
+        answers = self.runs.from_memory(name, steps)
+        if answers is None:
+            answers = await anyio.to_thread.run_sync(self.runs.serve, name, steps)
+        if not single:
+            await _send(send, _range(name, answers), JSON_HEADERS)
+        elif b"text/plain" in headers.get(b"accept", b""):
+            await _send(send, repr(answers[0].lrs[0]).encode(), TEXT_HEADERS)
+        else:
+            await _send(send, _one(name, answers[0]), JSON_HEADERS)
+        return True
+
+
+def _steps(query: bytes) -> tuple[range, bool] | None:
+    """The steps asked, and whether as one `step=N` (else `start`, `stop` and optionally
+    `stride`); None for anything else (the route validates it and explains)."""
+    if query.startswith(b"step=") and b"&" not in query:
+        digits = query[5:]
+        if digits.isdigit() and len(digits) <= 17 and int(digits) <= STEP_MAX:
+            step = int(digits)
+            return range(step, step + 1), True
+        return None
+    values: dict[bytes, int] = {}
+    for part in query.split(b"&"):
+        key, _, digits = part.partition(b"=")
+        if key not in RANGE_KEYS or key in values or not digits.isdigit() or len(digits) > 17:
+            return None
+        values[key] = int(digits)
+    start, stop, stride = values.get(b"start"), values.get(b"stop"), values.get(b"stride", 1)
+    if start is None or stop is None or not 0 <= start < stop <= STEP_MAX or not 1 <= stride <= STEP_MAX:
+        return None
+    steps = range(start, stop, stride)
+    return (steps, False) if len(steps) <= MAX_POINTS else None
+
+
+def _floats(values: list[float]) -> str:
+    # repr is the shortest text that reads back as the same double: what json.dumps writes.
+    return "[" + ",".join([repr(v) for v in values]) + "]"
+
+
+def _one(run: str, answer: Answer) -> bytes:
+    momentum = "null" if answer.momentum is None else _floats(answer.momentum)
+    return (
+        f'{{"run":{json.dumps(run)},"step":{answer.step},"lr":{answer.lrs[0]!r},'
+        f'"lrs":{_floats(answer.lrs)},"momentum":{momentum}}}'
+    ).encode()
+
+
+def _range(run: str, answers: list[Answer]) -> bytes:
+    several = len(answers[0].lrs) > 1
+    cycled = all(a.momentum is not None for a in answers)
+    lrs = "[" + ",".join([_floats(a.lrs) for a in answers]) + "]" if several else "null"
+    momentum = "[" + ",".join([_floats(a.momentum or []) for a in answers]) + "]" if cycled else "null"
+    return (
+        f'{{"run":{json.dumps(run)},"steps":[{",".join([str(a.step) for a in answers])}],'
+        f'"lr":{_floats([a.lrs[0] for a in answers])},"lrs":{lrs},"momentum":{momentum}}}'
+    ).encode()
+
+
+async def _send(send: Send, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    start: dict[str, Any] = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [*headers, (b"content-length", str(len(body)).encode())],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
