@@ -59,7 +59,9 @@ def create_app(settings: Settings | None = None) -> App:
     app.state.runs = Runs(engine, settings.cache_runs)
     # Unset means required: only `lrtower serve` on loopback decides otherwise on its own.
     app.state.tokens = None if settings.auth == "off" else Tokens(engine)
-    app.hot_path = LrFastPath(partial(FastAPI.__call__, app), app.state.runs, app.state.tokens)
+    app.hot_path = LrFastPath(
+        partial(FastAPI.__call__, app), app.state.runs, app.state.tokens, settings.response_cache_mib << 20
+    )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(runs.router)

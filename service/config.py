@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     cache_runs: int = Field(
         10_000, ge=1, description="Runs each server process keeps compiled in memory for the hot path"
     )
+    response_cache_mib: int = Field(
+        64, ge=0, le=65536, description="Bytes of hot-path answers each server process keeps, in MiB"
+    )
     pool_size: int = Field(
         10, ge=1, le=1000, description="PostgreSQL: connections each server process keeps open"
     )

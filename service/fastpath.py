@@ -7,7 +7,9 @@ per-request machinery (routing, dependency graph, validation models, the thread 
   only against the tokens cache;
 - it answers from the memory of `Runs` when every step asked is at or below the mark this
   process knows, and otherwise calls `Runs.serve` in a worker thread (the database);
-- it writes the JSON (or text) itself.
+- it writes the JSON (or text) itself, and keeps the bytes of what it sent in a cache bounded
+  in size: a served step never changes, so the same question (the other ranks of a job asking
+  for the same step or window) gets the same bytes without computing them again.
 
 Anything it does not handle exactly as the route would is passed on untouched to the FastAPI
 app behind it, which answers: other paths and methods, other or malformed parameters, a token
@@ -18,7 +20,6 @@ and answers the problem+json. The route stays declared in FastAPI, so OpenAPI de
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anyio.to_thread
@@ -38,10 +39,15 @@ RANGE_KEYS = {b"start", b"stop", b"stride"}
 class LrFastPath:
     """ASGI middleware answering `GET /runs/{run}/lr` in the common cases; see the module doc."""
 
-    def __init__(self, app: ASGIApp, runs: Runs, tokens: Tokens | None) -> None:
+    def __init__(self, app: ASGIApp, runs: Runs, tokens: Tokens | None, cache_bytes: int = 64 << 20) -> None:
         self.app = app
         self.runs = runs
         self.tokens = tokens
+        # path?query (and the kind asked) -> the body sent; oldest out beyond cache_bytes. Keys
+        # are bytes, not tuples: the garbage collector does not walk them, however many there are.
+        self._sent: dict[bytes, bytes] = {}
+        self._sent_bytes = 0
+        self._cache_bytes = cache_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -69,16 +75,30 @@ class LrFastPath:
             caller = self.tokens.cached(headers.get(b"authorization", b"").decode("latin-1"))
             if caller is None or not caller.allows("read"):
                 return False
-        answers = self.runs.from_memory(name, steps)
-        if answers is None:
-            answers = await anyio.to_thread.run_sync(self.runs.serve, name, steps)
-        if not single:
-            await _send(send, _range(name, answers), JSON_HEADERS)
-        elif b"text/plain" in headers.get(b"accept", b""):
-            await _send(send, repr(answers[0].lrs[0]).encode(), TEXT_HEADERS)
-        else:
-            await _send(send, _one(name, answers[0]), JSON_HEADERS)
+        text = single and b"text/plain" in headers.get(b"accept", b"")
+        key = b"%s?%s%s" % (path.encode(), scope["query_string"], b"|text" if text else b"")
+        body = self._sent.get(key)
+        if body is None:
+            answers = self.runs.from_memory(name, steps)
+            if answers is None:
+                answers = await anyio.to_thread.run_sync(self.runs.serve, name, steps)
+            if not single:
+                body = _range(name, answers)
+            elif text:
+                body = repr(answers[0].lrs[0]).encode()
+            else:
+                body = _one(name, answers[0])
+            self._keep(key, body)
+        await _send(send, body, TEXT_HEADERS if text else JSON_HEADERS)
         return True
+
+    def _keep(self, key: bytes, body: bytes) -> None:
+        if key in self._sent or len(body) > self._cache_bytes // 16:
+            return  # kept already (two asked at once); or a large range, which would crowd out the rest
+        self._sent[key] = body
+        self._sent_bytes += len(body)
+        while self._sent_bytes > self._cache_bytes:
+            self._sent_bytes -= len(self._sent.pop(next(iter(self._sent))))
 
 
 def _steps(query: bytes) -> tuple[range, bool] | None:
@@ -109,10 +129,13 @@ def _floats(values: list[float]) -> str:
 
 
 def _one(run: str, answer: Answer) -> bytes:
+    # `run` needs no JSON escaping: it names a run that exists, and run names are [A-Za-z0-9._-].
+    lrs = answer.lrs
+    lr = repr(lrs[0])
     momentum = "null" if answer.momentum is None else _floats(answer.momentum)
     return (
-        f'{{"run":{json.dumps(run)},"step":{answer.step},"lr":{answer.lrs[0]!r},'
-        f'"lrs":{_floats(answer.lrs)},"momentum":{momentum}}}'
+        f'{{"run":"{run}","step":{answer.step},"lr":{lr},'
+        f'"lrs":{"[" + lr + "]" if len(lrs) == 1 else _floats(lrs)},"momentum":{momentum}}}'
     ).encode()
 
 
@@ -122,7 +145,7 @@ def _range(run: str, answers: list[Answer]) -> bytes:
     lrs = "[" + ",".join([_floats(a.lrs) for a in answers]) + "]" if several else "null"
     momentum = "[" + ",".join([_floats(a.momentum or []) for a in answers]) + "]" if cycled else "null"
     return (
-        f'{{"run":{json.dumps(run)},"steps":[{",".join([str(a.step) for a in answers])}],'
+        f'{{"run":"{run}","steps":[{",".join([str(a.step) for a in answers])}],'
         f'"lr":{_floats([a.lrs[0] for a in answers])},"lrs":{lrs},"momentum":{momentum}}}'
     ).encode()
 

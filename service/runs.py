@@ -2,9 +2,10 @@
 
 Serving keeps, per run, the compiled timeline, its version, and the highest step this process
 knows was served (the mark). A step at or below the mark is answered from memory: no change
-can touch it, since every change lands above the mark it reads under the run's lock. A step
-above it raises the run's mark in the database, in the same statement that returns the run's
-version, and reloads the timeline if the version moved.
+can touch it, since every change lands above the mark it reads under the run's lock. A step at
+or below the run's durable mark is answered after reading it (nothing to write). A step above
+it raises the run's mark in the database, in the same statement that returns the run's
+version. Either way the timeline is reloaded if the version moved (docs/consistency.md).
 """
 
 from __future__ import annotations
@@ -335,22 +336,8 @@ class Runs:
         answers = self.from_memory(name, steps)
         if answers is not None:
             return answers
-        served = self._served.get(name)
-        top = steps[-1]
-        with Session(self._writer) as session, session.begin():
-            store = Store(session)
-            raised = store.raise_mark(name, top)
-            if raised is None:
-                raise NotFound(f"no run named {name!r}")
-            version, mark = raised
-            if served is None or served.version != version:
-                run = store.run(name)
-                assert run is not None  # the row was just updated in this transaction
-                served = _Served(version, timeline_of(run, store.changes(run.id)), mark)
-            else:
-                served = _Served(version, served.timeline, mark)
-            # Computed before the commit: a step with no value raises, and the mark stays put.
-            answers = [served.timeline.at(s) for s in steps]
+        found = self._read(name, steps) or self._raise(name, steps)
+        served, answers = found
         with self._lock:
             current = self._served.get(name)
             if current is None or (current.version, current.mark) <= (served.version, served.mark):
@@ -358,6 +345,39 @@ class Runs:
             if len(self._served) > self._cache_runs:
                 del self._served[next(iter(self._served))]
         return answers
+
+    def _read(self, name: str, steps: range) -> tuple[_Served, list[Answer]] | None:
+        """Steps already at or below the durable mark need no write: another process (or this one,
+        before a restart or an eviction) served them, and nothing can change them any more."""
+        with Session(self.engine) as session, session.begin():
+            store = Store(session)
+            found = store.mark(name)
+            if found is None:
+                raise NotFound(f"no run named {name!r}")
+            version, mark = found
+            if steps[-1] > mark:
+                return None
+            served = self._current(store, name, version, mark)
+            return served, [served.timeline.at(s) for s in steps]
+
+    def _raise(self, name: str, steps: range) -> tuple[_Served, list[Answer]]:
+        with Session(self._writer) as session, session.begin():
+            store = Store(session)
+            raised = store.raise_mark(name, steps[-1])
+            if raised is None:
+                raise NotFound(f"no run named {name!r}")
+            served = self._current(store, name, *raised)
+            # Computed before the commit: a step with no value raises, and the mark stays put.
+            return served, [served.timeline.at(s) for s in steps]
+
+    def _current(self, store: Store, name: str, version: int, mark: int) -> _Served:
+        """The run at `version`, from this process's copy if it is that version."""
+        cached = self._served.get(name)
+        if cached is not None and cached.version == version:
+            return _Served(version, cached.timeline, mark)
+        run = store.run(name)
+        assert run is not None  # read or updated in this same transaction
+        return _Served(version, timeline_of(run, store.changes(run.id)), mark)
 
     def from_memory(self, name: str, steps: range) -> list[Answer] | None:
         """The answers for `steps` if all are at or below the mark this process knows (nothing

@@ -160,6 +160,11 @@ class Store:
             for r in rows
         ]
 
+    def mark(self, name: str) -> tuple[int, int] | None:
+        """(version, high_water) of the run; None if there is no such run."""
+        row = self.session.execute(select(Run.version, Run.high_water).where(Run.name == name)).one_or_none()
+        return None if row is None else (row[0], row[1])
+
     def raise_mark(self, name: str, step: int) -> tuple[int, int] | None:
         """Raise the run's high-water mark to `step` (never lower it), atomically, and return
         (version, high_water) as they are after the raise; None if there is no such run."""

@@ -1,0 +1,320 @@
+"""The hot path, `GET /runs/{run}/lr`, against a bare ASGI app on the same server, and its neighbours.
+
+Both apps run under the same uvicorn settings (one worker, pinned to CPU 0; wrk on CPU 1, 64
+connections), and are measured alternately in every round; the figures are medians over rounds.
+
+- **hot path**: requests per second and p99 of the lr endpoint (JSON; text/plain; with a bearer
+  token; a range of 1,000 points), as ratios to the bare app;
+- **in-process**: the same two apps called directly (no network), in µs per request;
+- **O(1)**: step 10 against step 10^12, and a run with 100,000 audit events and metrics against
+  a fresh one (each ratio should be about 1.0);
+- **many runs**: 100,000 runs in the database, random runs and steps, and the server's resident
+  memory, with its run cache bounded (LRTOWER_CACHE_RUNS);
+- **writes**: metric posts per second with durable commits (SQLite, synchronous=FULL).
+
+    python bench/hotpath.py [--rounds 3] [--seconds 5] [--out bench/results]
+
+Installs wrk from Debian's packages if it is missing. Writes hotpath.json and hotpath.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from engine import machine
+from sqlalchemy import insert
+
+from lrtower_server import migrate
+from lrtower_server.app import create_app
+from lrtower_server.auth import Tokens
+from lrtower_server.config import Settings
+from lrtower_server.db import make_engine
+from lrtower_server.models import Event, Metric, Run
+
+HERE = Path(__file__).resolve().parent
+SPEC = {"type": "CosineAnnealingLR", "T_max": 100_000, "eta_min": 1e-5}
+RANDOM_RUNS = """
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", "/runs/r" .. math.random(0, {n} - 1) .. "/lr?step=" .. math.random(0, 1000))
+end
+"""
+# Every request a step (or window) not asked before: no answer is sent twice, so none is cached.
+DISTINCT = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/runs/bench/lr?{query}")
+end
+"""
+METRIC_POSTS = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "/runs/writes/metrics", {{["content-type"] = "application/json"}},
+                    '{{"step": ' .. counter .. ', "value": 0.5, "name": "bench"}}')
+end
+"""
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True)
+        found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    return found
+
+
+def pinned(cpu: int, command: list[str]) -> list[str]:
+    return (
+        ["taskset", "-c", str(cpu), *command] if shutil.which("taskset") and os.cpu_count() != 1 else command
+    )
+
+
+def start(command: list[str], env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            httpx.get(url, timeout=1)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"{command} did not start")
+
+
+def wrk(
+    binary: str, url: str, seconds: float, headers: dict[str, str] | None = None, script: str | None = None
+) -> dict[str, float]:
+    args = [binary, "-t1", "-c64", f"-d{max(1, round(seconds))}s", "--latency"]
+    for key, value in (headers or {}).items():
+        args += ["-H", f"{key}: {value}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        if script:
+            lua.write(script)
+    if script:
+        args += ["-s", lua.name]
+    out = subprocess.run(pinned(1, [*args, url]), capture_output=True, text=True, check=True).stdout
+    os.unlink(lua.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    return {
+        "rps": rps,
+        "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan"),
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def rss_mib(pid: int) -> float:
+    total = 0
+    for child in [
+        pid,
+        *map(int, subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()),
+    ]:
+        for line in Path(f"/proc/{child}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def seed(url: str, n_runs: int) -> None:
+    """The database: runs for the hot path, a busy run (100,000 events and metrics), many runs."""
+    engine = make_engine(Settings(database_url=url))
+    migrate.upgrade(engine)
+    now = datetime.now(UTC)
+    digest = hashlib.sha256(b"bench").hexdigest()
+
+    def run(name: str, high_water: int = -1) -> dict[str, Any]:
+        return {"name": name, "lrs": [0.1], "spec": SPEC, "plateau": None, "labels": {}, "definition_hash": digest,
+                "state": "live", "version": 0, "high_water": high_water, "created_at": now, "updated_at": now}  # fmt: skip
+
+    with engine.begin() as db:
+        db.execute(insert(Run), [run(name) for name in ("bench", "busy", "writes")])
+        # Runs that jobs have served up to step 1000: reading them needs no write.
+        db.execute(insert(Run), [run(f"r{i}", 1000) for i in range(n_runs)])
+        busy = db.execute(Run.__table__.select().where(Run.name == "busy")).one().id
+        db.execute(insert(Metric), [{"run_id": busy, "name": "loss", "step": s, "value": 1.0, "answer": {},
+                                     "created_at": now} for s in range(100_000)])  # fmt: skip
+        db.execute(insert(Event), [{"run_id": busy, "seq": s, "at": now, "actor": "bench", "kind": "scaled",
+                                    "effective_step": s, "lr_before": [0.1], "lr_after": [0.1], "reason": None,
+                                    "details": {}, "prev_hash": "0" * 64, "hash": "0" * 64}
+                                   for s in range(1, 100_001)])  # fmt: skip
+    engine.dispose()
+
+
+def in_process(app: Any, path: bytes, query: bytes, repeat: int = 20_000) -> float:
+    """µs per request, calling the ASGI app directly."""
+    scope = {"type": "http", "method": "GET", "path": path.decode(), "raw_path": path, "query_string": query,
+             "headers": [(b"host", b"bench")], "http_version": "1.1", "scheme": "http", "root_path": "",
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def loop() -> float:
+        for _ in range(200):
+            await app(scope, receive, send)
+        started = time.perf_counter()
+        for _ in range(repeat):
+            await app(scope, receive, send)
+        return (time.perf_counter() - started) / repeat * 1e6
+
+    return asyncio.run(loop())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    binary = ensure_wrk()
+    bin_dir = Path(sys.executable).parent
+    home = Path(tempfile.mkdtemp())
+    db_url = f"sqlite:///{home / 'bench.db'}"
+    seed(db_url, args.runs)
+    engine = make_engine(Settings(database_url=db_url))
+    token = Tokens(engine).create("bench", "read")
+    engine.dispose()
+
+    env = {**os.environ, "LRTOWER_DATABASE_URL": db_url}
+    bare = start(pinned(0, [str(bin_dir / "uvicorn"), "bare_app:app", "--port", "8961", "--no-access-log",
+                            "--app-dir", str(HERE)]), env, "http://127.0.0.1:8961/")  # fmt: skip
+    tower = start(
+        pinned(0, [str(bin_dir / "lrtower"), "serve", "--port", "8962"]), env, "http://127.0.0.1:8962/healthz"
+    )
+    secured = start(pinned(0, [str(bin_dir / "lrtower"), "serve", "--port", "8963", "--auth"]), env,
+                    "http://127.0.0.1:8963/healthz")  # fmt: skip
+    lr = "http://127.0.0.1:8962/runs/{run}/lr?{query}"
+    try:
+        # Serve far ahead once: the reads below are at or below the mark, as for ranks in step.
+        for run in ("bench", "busy"):
+            httpx.get(lr.format(run=run, query=f"step={10**12}"))
+        httpx.get("http://127.0.0.1:8963/runs/bench/lr?step=10", headers={"authorization": f"Bearer {token}"})
+        cases = {
+            "bare ASGI app": ("http://127.0.0.1:8961/", None),
+            "lr, JSON": (lr.format(run="bench", query="step=10"), None),
+            "lr, text/plain": (lr.format(run="bench", query="step=10"), {"accept": "text/plain"}),
+            "lr, with a token": (
+                "http://127.0.0.1:8963/runs/bench/lr?step=10",
+                {"authorization": f"Bearer {token}"},
+            ),
+            "lr, step 10^12": (lr.format(run="bench", query=f"step={10**12}"), None),
+            "lr, busy run": (lr.format(run="busy", query="step=10"), None),
+            "lr, range of 1,000": (lr.format(run="bench", query="start=0&stop=1000"), None),
+        }
+        distinct = {
+            "lr, every step new": DISTINCT.format(query='step=" .. counter .. "'),
+            "lr, every range of 1,000 new": DISTINCT.format(
+                query='start=" .. counter .. "&stop=" .. counter + 1000 .. "'
+            ),
+        }
+        measured: dict[str, list[dict[str, float]]] = {name: [] for name in [*cases, *distinct]}
+        for _ in range(args.rounds):
+            for name, (url, headers) in cases.items():
+                measured[name].append(wrk(binary, url, args.seconds, headers))
+            for name, script in distinct.items():
+                measured[name].append(wrk(binary, "http://127.0.0.1:8962", args.seconds, script=script))
+        rss_before = rss_mib(tower.pid)
+        many = wrk(binary, "http://127.0.0.1:8962", args.seconds * 2, script=RANDOM_RUNS.format(n=args.runs))
+        rss_after = rss_mib(tower.pid)
+        writes = wrk(binary, "http://127.0.0.1:8962", args.seconds, script=METRIC_POSTS)
+    finally:
+        for process in (bare, tower, secured):
+            process.terminate()
+            process.wait()
+
+    sys.path.insert(0, str(HERE))
+    import bare_app
+
+    app = create_app(Settings(database_url=db_url, auth="off"))
+    app.state.runs.serve("bench", range(10, 11))
+    process_bare = in_process(bare_app.app, b"/", b"")
+    process_lr = in_process(app, b"/runs/bench/lr", b"step=10")
+
+    median = {
+        name: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for name, rows in measured.items()
+    }
+    base = median["bare ASGI app"]["rps"]
+    rows = [{"case": name, **m, "ratio_to_bare": m["rps"] / base} for name, m in median.items()]
+    single = median["lr, JSON"]["rps"]
+    summary = {
+        "hot_path_ratio": single / base,
+        "p99_ms": median["lr, JSON"]["p99_ms"],
+        "range_1000_cost_over_single": single / median["lr, range of 1,000"]["rps"],
+        "uncached_ratio": median["lr, every step new"]["rps"] / base,
+        "uncached_range_1000_cost_over_single": median["lr, every step new"]["rps"]
+        / median["lr, every range of 1,000 new"]["rps"],
+        "text_cost_over_json": single / median["lr, text/plain"]["rps"],
+        "far_over_near": single / median["lr, step 10^12"]["rps"],
+        "busy_over_fresh": single / median["lr, busy run"]["rps"],
+        "in_process_us": {"bare": process_bare, "lr": process_lr},
+        "many_runs": {
+            "runs": args.runs,
+            "cache_runs": Settings().cache_runs,
+            **many,
+            "rss_mib_before": rss_before,
+            "rss_mib_after": rss_after,
+        },
+        "metric_posts_per_s": writes["rps"],
+    }
+    lines = [f"{'case':<22}{'req/s':>10}{'p99 ms':>9}{'vs bare':>9}"]
+    lines += [f"{r['case']:<22}{r['rps']:>10.0f}{r['p99_ms']:>9.2f}{r['ratio_to_bare']:>9.2f}" for r in rows]
+    lines.append(json.dumps(summary, indent=2))
+    print("\n".join(lines))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "machine": machine(),
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "rows": rows,
+        "summary": summary,
+    }
+    (args.out / "hotpath.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = ["| case | req/s | p99 (ms) | vs bare app |", "|---|---|---|---|"]
+    md += [f"| {r['case']} | {r['rps']:.0f} | {r['p99_ms']:.2f} | {r['ratio_to_bare']:.2f} |" for r in rows]
+    s = summary
+    md += [
+        "",
+        f"- hot path / bare app: **{s['hot_path_ratio']:.2f}** (goal >= 0.60), p99 {s['p99_ms']:.2f} ms (goal < 10)",
+        f"- a range of 1,000 points costs {s['range_1000_cost_over_single']:.2f}x a single read (goal < 5)",
+        f"- never asked before (nothing cached): every step new / bare app {s['uncached_ratio']:.2f}; every range of "
+        f"1,000 new costs {s['uncached_range_1000_cost_over_single']:.1f}x every step new",
+        f"- text/plain costs {s['text_cost_over_json']:.2f}x JSON (goal <= 1)",
+        f"- step 10^12 / step 10: {s['far_over_near']:.2f}; a run with 100,000 events and metrics / a fresh one: "
+        f"{s['busy_over_fresh']:.2f} (goal: about 1.0)",
+        f"- in-process: bare app {process_bare:.1f} µs, lr {process_lr:.1f} µs per request",
+        f"- {args.runs:,} runs served to step 1000, random runs and steps 0-1000: {many['rps']:.0f} req/s, p99 {many['p99_ms']:.1f} ms; "
+        f"server memory {rss_before:.0f} -> {rss_after:.0f} MiB (cache bound {Settings().cache_runs:,} runs)",
+        f"- metric posts with durable commits: {writes['rps']:.0f}/s",
+        f"- machine: {result['machine']['cpu']}, Python {result['machine']['python']}",
+    ]
+    (args.out / "hotpath.md").write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
