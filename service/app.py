@@ -15,6 +15,7 @@ from .config import Settings
 from .db import make_engine
 from .fastpath import LrFastPath
 from .limits import BodyLimit
+from .observability import Observe
 from .routes import changes, health, runs, schedules
 from .runs import Runs
 
@@ -60,7 +61,10 @@ def create_app(settings: Settings | None = None) -> App:
     # Unset means required: only `lrtower serve` on loopback decides otherwise on its own.
     app.state.tokens = None if settings.auth == "off" else Tokens(engine)
     app.hot_path = LrFastPath(
-        partial(FastAPI.__call__, app), app.state.runs, app.state.tokens, settings.response_cache_mib << 20
+        Observe(partial(FastAPI.__call__, app)),
+        app.state.runs,
+        app.state.tokens,
+        settings.response_cache_mib << 20,
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

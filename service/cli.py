@@ -7,6 +7,7 @@ only when one of them is run, so its client commands work without the server ins
 from __future__ import annotations
 
 import os
+import tempfile
 
 import click
 import uvicorn
@@ -18,6 +19,7 @@ from .auth import SCOPES, Tokens
 from .config import Settings
 from .db import make_engine
 from .errors import Problem
+from .observability import log_config
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -66,6 +68,9 @@ def serve(
     engine.dispose()
     mode = "tokens required" if required else "no auth"
     click.echo(f"lrtower serving http://{host}:{port} ({mode}; database {settings.database_url})")
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Each worker writes its metrics here; /metrics adds them up, whichever worker answers.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lrtower-metrics-")
     uvicorn.run(
         "lrtower_server.app:create_app",
         factory=True,
@@ -73,6 +78,7 @@ def serve(
         port=port,
         workers=workers,
         access_log=access_log,
+        log_config=log_config(access_log),
     )
 
 

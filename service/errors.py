@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .observability import DATABASE_ERRORS
 from .schedules import DomainError, FieldError, SpecError
 
 log = logging.getLogger("lrtower")
@@ -127,6 +128,7 @@ def install(app: FastAPI) -> None:
         # broken connections; retrying is safe.
         cause = getattr(exc, "orig", None) or exc
         log.warning("database unavailable: %s", type(cause).__name__)
+        DATABASE_ERRORS.inc()
         response = problem_response(Unavailable("the database is unavailable; retry shortly"))
         response.headers["retry-after"] = "1"
         return response

@@ -20,12 +20,15 @@ and answers the problem+json. The route stays declared in FastAPI, so OpenAPI de
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import Tokens
+from .observability import FROM_DATABASE, FROM_MEMORY, FROM_SENT, HOT_LATENCY, HOT_OK, SERVED_STEPS
 from .routes.runs import MAX_POINTS
 from .runs import Runs
 from .schedules import STEP_MAX
@@ -34,6 +37,7 @@ from .timeline import Answer
 JSON_HEADERS = [(b"content-type", b"application/json")]
 TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 RANGE_KEYS = {b"start", b"stop", b"stride"}
+FLUSH_SECONDS = 0.25
 
 
 class LrFastPath:
@@ -48,12 +52,16 @@ class LrFastPath:
         self._sent: dict[bytes, bytes] = {}
         self._sent_bytes = 0
         self._cache_bytes = cache_bytes
+        # Answered, from the bytes sent, from memory, from the database, steps: see flush().
+        self._counts = [0, 0, 0, 0, 0]
+        self._flush_due = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         if scope["type"] != "http" or scope["method"] != "GET" or not path.endswith("/lr"):
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         answered = False
         try:
             answered = await self._answer(scope, path, send)
@@ -61,6 +69,30 @@ class LrFastPath:
             answered = False
         if not answered:
             await self.app(scope, receive, send)
+            return
+        HOT_LATENCY.observe(time.perf_counter() - started)
+        self._counts[0] += 1
+        if not self._flush_due:
+            # Counters add up here and reach Prometheus at most a quarter second later: a lock
+            # per increment would cost the hot path more than all the rest of its bookkeeping.
+            self._flush_due = True
+            asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Hand the hot path's counts to the Prometheus counters."""
+        ok, sent, memory, database, steps = self._counts
+        self._counts[:] = [0, 0, 0, 0, 0]
+        self._flush_due = False
+        for counter, count in (
+            (HOT_OK, ok),
+            (FROM_SENT, sent),
+            (FROM_MEMORY, memory),
+            (FROM_DATABASE, database),
+        ):
+            if count:
+                counter.inc(count)
+        if steps:
+            SERVED_STEPS.inc(steps)
 
     async def _answer(self, scope: Scope, path: str, send: Send) -> bool:
         name = path[len("/runs/") : -len("/lr")]
@@ -77,11 +109,17 @@ class LrFastPath:
                 return False
         text = single and b"text/plain" in headers.get(b"accept", b"")
         key = b"%s?%s%s" % (path.encode(), scope["query_string"], b"|text" if text else b"")
+        counts = self._counts
         body = self._sent.get(key)
-        if body is None:
+        if body is not None:
+            counts[1] += 1
+        else:
             answers = self.runs.from_memory(name, steps)
-            if answers is None:
+            if answers is not None:
+                counts[2] += 1
+            else:
                 answers = await anyio.to_thread.run_sync(self.runs.serve, name, steps)
+                counts[3] += 1
             if not single:
                 body = _range(name, answers)
             elif text:
@@ -89,7 +127,9 @@ class LrFastPath:
             else:
                 body = _one(name, answers[0])
             self._keep(key, body)
-        await _send(send, body, TEXT_HEADERS if text else JSON_HEADERS)
+        counts[4] += len(steps)
+        extra = [(b"x-request-id", headers[b"x-request-id"])] if b"x-request-id" in headers else []
+        await _send(send, body, [*(TEXT_HEADERS if text else JSON_HEADERS), *extra])
         return True
 
     def _keep(self, key: bytes, body: bytes) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from . import audit
 from .db import writer
 from .errors import Conflict, Invalid, NotFound
+from .observability import CHANGES
 from .schedules import FieldError, SpecError, build_schedule
 from .schedules import plateau as plateau_rule
 from .schedules.plateau import PlateauConfig
@@ -225,7 +226,8 @@ class Runs:
                 locked.store.add_idempotent_write(
                     locked.run.id, key, digest, result.model_dump(mode="json"), locked.now
                 )
-            return result
+        CHANGES.labels(endpoint).inc()
+        return result
 
     def _apply(
         self, locked: _Locked, change: Change, kind: str, actor: str, reason: str | None
@@ -311,7 +313,9 @@ class Runs:
                 )
             answer = MetricOut(accepted=True, reduced=reduced, effective_step=step, lr=lrs[0], lrs=lrs)
             store.add_metric(run.id, metric, body.step, body.value, answer.model_dump(), locked.now)
-            return answer
+        if reduced:
+            CHANGES.labels("plateau").inc()
+        return answer
 
     def events(self, name: str, after: int, limit: int) -> list[EventRecord]:
         with Session(self.engine) as session, session.begin():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import migrate
+from ..deps import Reader
 from ..errors import PROBLEM_JSON
+from ..observability import metrics_body
 
 router = APIRouter(tags=["health"])
 
@@ -16,6 +18,15 @@ router = APIRouter(tags=["health"])
 def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics(request: Request, caller: Reader) -> Response:
+    """Prometheus metrics (text format): requests and latency per route, the hot path's answers by
+    source, served steps, changes by kind, database errors, the connection pool."""
+    request.app.hot_path.flush()  # this process's latest counts, not a quarter second old
+    body, content_type = metrics_body(request.app.state.engine)
+    return Response(body, media_type=content_type)
 
 
 @router.get("/readyz", response_model=None)

@@ -1,0 +1,166 @@
+"""What operators watch: Prometheus metrics, request ids, and JSON logs.
+
+- `GET /metrics` (Prometheus text format): requests and latency per route, where the hot path's
+  answers came from (the bytes already sent, memory, the database), served steps, changes and
+  plateau reductions, database errors, and the connection pool. With several worker processes
+  (`lrtower serve --workers N`), every worker's figures are added up (prometheus-client's
+  multiprocess mode).
+- Every answer outside the hot path carries an `X-Request-ID`: the caller's, if it sent a
+  usable one, else a new one. The hot path echoes one only if it is sent. Log lines written
+  while a request is handled carry its id.
+- `JsonFormatter` writes one JSON object per log line. `lrtower serve` uses it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+_USABLE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+LR_ROUTE = "/runs/{run}/lr"
+
+REQUESTS = Counter("lrtower_requests", "HTTP requests answered", ["route", "method", "status"])
+LATENCY = Histogram(
+    "lrtower_request_seconds",
+    "Time to answer, per route",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+LR_ANSWERS = Counter(
+    "lrtower_lr_answers",
+    "Hot-path answers by where they came from: sent (bytes already sent), memory, database",
+    ["source"],
+)
+SERVED_STEPS = Counter("lrtower_served_steps", "Steps answered by GET /runs/{run}/lr")
+CHANGES = Counter("lrtower_changes", "Changes to runs' LRs, by kind (schedule, scale, plateau)", ["kind"])
+DATABASE_ERRORS = Counter("lrtower_database_errors", "Requests answered 503 because of the database")
+
+# Bound once: the hot path only increments.
+HOT_OK = REQUESTS.labels(LR_ROUTE, "GET", "200")
+HOT_LATENCY = LATENCY.labels(LR_ROUTE)
+FROM_SENT, FROM_MEMORY, FROM_DATABASE = (LR_ANSWERS.labels(s) for s in ("sent", "memory", "database"))
+
+
+class PoolCollector(Collector):
+    """The database connection pool, read at each scrape."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        pool: Any = self.engine.pool
+        for name, text, read in (
+            ("lrtower_pool_checked_out", "Database connections in use", "checkedout"),
+            ("lrtower_pool_size", "Database connections the pool keeps", "size"),
+        ):
+            if hasattr(pool, read):
+                yield GaugeMetricFamily(name, text, value=float(getattr(pool, read)()))
+
+
+def metrics_body(engine: Engine) -> tuple[bytes, str]:
+    """The exposition of this process, or of every worker in multiprocess mode."""
+    registry = CollectorRegistry()
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    body = generate_latest(registry)
+    pool = CollectorRegistry()
+    pool.register(PoolCollector(engine))
+    return body + generate_latest(pool), CONTENT_TYPE_LATEST
+
+
+class Observe:
+    """ASGI middleware for everything but the hot path: a request id, and requests and latency
+    per route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        asked = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = asked if _USABLE_ID.match(asked) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            REQUESTS.labels(template, scope["method"], str(status)).inc()
+            LATENCY.labels(template).observe(time.perf_counter() - started)
+            REQUEST_ID.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the request id, and any error."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            line["request_id"] = request_id
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def log_config(access_log: bool) -> dict[str, Any]:
+    """uvicorn's `log_config`: JSON lines on stderr for lrtower's and uvicorn's loggers."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"stderr": handler},
+        "loggers": {
+            "lrtower": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "uvicorn.access": {
+                "handlers": ["stderr"],
+                "level": "INFO" if access_log else "WARNING",
+                "propagate": False,
+            },
+        },
+    }
