@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
 from starlette.types import Receive, Scope, Send
 
 from . import errors, migrate
@@ -16,7 +17,7 @@ from .db import make_engine
 from .fastpath import LrFastPath
 from .limits import BodyLimit
 from .observability import Observe
-from .routes import changes, health, runs, schedules
+from .routes import changes, console, health, runs, schedules
 from .runs import Runs
 
 
@@ -72,4 +73,10 @@ def create_app(settings: Settings | None = None) -> App:
     app.include_router(changes.router)
     app.include_router(schedules.router)
     app.include_router(health.router)
+    app.include_router(console.router)
+
+    @app.exception_handler(console.SignIn)
+    async def _sign_in(_: Request, __: console.SignIn) -> RedirectResponse:
+        return RedirectResponse("/ui/login", status_code=303)
+
     return app

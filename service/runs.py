@@ -325,6 +325,14 @@ class Runs:
                 raise NotFound(f"no run named {name!r}")
             return store.events(run.id, after, limit)
 
+    def recent_metrics(self, name: str, limit: int = 50) -> list[tuple[str, int, float]]:
+        with Session(self.engine) as session, session.begin():
+            store = Store(session)
+            run = store.run(name)
+            if run is None:
+                raise NotFound(f"no run named {name!r}")
+            return store.recent_metrics(run.id, limit)
+
     def verify(self, name: str) -> VerifyOut:
         with Session(self.engine) as session, session.begin():
             store = Store(session)

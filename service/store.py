@@ -254,6 +254,16 @@ class Store:
     def set_state(self, run: RunRecord, state: str, now: datetime) -> None:
         self.session.execute(update(Run).where(Run.id == run.id).values(state=state, updated_at=now))
 
+    def recent_metrics(self, run_id: int, limit: int) -> list[tuple[str, int, float]]:
+        """The last `limit` metrics posted, newest first: (name, step, value)."""
+        rows = self.session.execute(
+            select(Metric.name, Metric.step, Metric.value)
+            .where(Metric.run_id == run_id)
+            .order_by(Metric.id.desc())
+            .limit(limit)
+        ).all()
+        return [(row[0], row[1], row[2]) for row in rows]
+
     def metric(self, run_id: int, name: str, step: int) -> tuple[float, dict[str, Any]] | None:
         row = self.session.execute(
             select(Metric.value, Metric.answer).where(

@@ -1,0 +1,146 @@
+"""The web console's pages, through the ASGI app: the runs list, a run's curve (SVG) with its
+served steps and change markers, metrics and audit trail; live fragments; signing in."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from lrtower_server.app import create_app
+from lrtower_server.auth import Tokens
+from lrtower_server.config import Settings
+from lrtower_server.db import make_engine
+
+STEP = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
+
+
+class Rows(HTMLParser):
+    """The `data-*` rows of one table, by its id."""
+
+    def __init__(self, table: str, attribute: str) -> None:
+        super().__init__()
+        self.table, self.attribute, self.inside, self.found = table, attribute, False, list[str]()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "table":
+            self.inside = values.get("id") == self.table
+        elif tag == "tr" and self.inside and values.get(self.attribute):
+            self.found.append(str(values[self.attribute]))
+
+
+def rows(html: str, table: str, attribute: str) -> list[str]:
+    parser = Rows(table, attribute)
+    parser.feed(html)
+    return parser.found
+
+
+def svg_of(html: str) -> ET.Element:
+    start, end = html.index('<svg class="curve"'), html.index("</svg>", html.index('<svg class="curve"')) + 6
+    return ET.fromstring(html[start:end])
+
+
+def busy_run(client: TestClient) -> None:
+    body = {
+        "name": "vision-1",
+        "lr": 1.0,
+        "schedule": STEP,
+        "plateau": {"patience": 0},
+        "labels": {"team": "vision"},
+    }
+    assert client.post("/runs", json=body).status_code == 201
+    assert client.post("/runs", json={"name": "nlp-1", "lr": 0.1, "schedule": STEP}).status_code == 201
+    client.get("/runs/vision-1/lr", params={"step": 30})
+    client.post("/runs/vision-1/scale", json={"factor": 0.5, "reason": "loss <spikes>"})
+    client.post("/runs/vision-1/metrics", json={"step": 40, "value": 1.0})
+    assert client.post("/runs/vision-1/metrics", json={"step": 41, "value": 2.0}).json()["reduced"]
+
+
+def test_the_runs_list_filters_by_name_label_and_state(client: TestClient) -> None:
+    busy_run(client)
+    client.post("/runs/nlp-1/state", json={"state": "finished"})
+    page = client.get("/ui/runs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert rows(page.text, "runs", "data-run") == ["nlp-1", "vision-1"]
+    assert 'class="sparkline"' in page.text and ">30<" in page.text  # the served step
+    assert rows(client.get("/ui/runs", params={"q": "vis"}).text, "runs", "data-run") == ["vision-1"]
+    assert rows(client.get("/ui/runs", params={"label": "team=vision"}).text, "runs", "data-run") == [
+        "vision-1"
+    ]
+    assert rows(client.get("/ui/runs", params={"state": "finished"}).text, "runs", "data-run") == ["nlp-1"]
+    assert client.get("/ui", follow_redirects=False).headers["location"] == "/ui/runs"
+
+
+def test_a_run_page_draws_its_curve_changes_metrics_and_audit_trail(
+    client: TestClient, settings: Settings
+) -> None:
+    busy_run(client)
+    page = client.get("/ui/runs/vision-1").text
+    svg = svg_of(page)
+    ids = {element.get("id"): element for element in svg.iter()}
+    assert "curve-0" in ids and "served" in ids
+    events = client.get("/runs/vision-1/events").json()["events"]
+    changed = [e for e in events if e["kind"] != "run_created"]
+    titles = {e["seq"]: ids[f"change-{e['seq']}"].findtext("title") for e in changed}
+    assert titles[changed[0]["seq"]] == "scale from step 31 by anonymous: loss <spikes>"  # escaped, read back
+    assert titles[changed[1]["seq"]] == "plateau from step 41 by anonymous"
+    assert [int(ids[f"change-{e['seq']}"].get("data-step", -1)) for e in changed] == [31, 41]
+    assert rows(page, "events", "data-seq") == [str(e["seq"]) for e in events]
+    assert "hash chain intact (3 events)" in page and "<td>loss</td>" in page
+
+    zoomed = svg_of(client.get("/ui/runs/vision-1", params={"start": 35, "stop": 60, "log": 1}).text)
+    assert zoomed.get("data-log") == "true"
+    assert {el.get("id") for el in zoomed.iter()} >= {"curve-0", "change-3"} and "change-2" not in {
+        el.get("id") for el in zoomed.iter()
+    }  # the scale at step 31 is outside steps 35-60
+
+    tamper = create_engine(settings.database_url)
+    with tamper.begin() as db:
+        db.execute(text("UPDATE events SET reason = 'nothing' WHERE seq = 2"))
+    tamper.dispose()
+    assert "hash chain broken at event 2" in client.get("/ui/runs/vision-1").text
+
+
+def test_pages_refresh_their_main_part(client: TestClient) -> None:
+    busy_run(client)
+    whole = client.get("/ui/runs/vision-1").text
+    fragment = client.get("/ui/runs/vision-1", headers={"x-lrtower-fragment": "1"}).text
+    assert "setInterval" in whole and "<html" in whole
+    assert "<html" not in fragment and 'id="high-water">30<' in fragment
+    client.get("/runs/vision-1/lr", params={"step": 77})
+    assert 'id="high-water">77<' in client.get("/ui/runs/vision-1", headers={"x-lrtower-fragment": "1"}).text
+
+
+def test_unknown_runs_and_bad_ranges_are_refused(client: TestClient) -> None:
+    assert client.get("/ui/runs/nope").status_code == 404
+    busy_run(client)
+    assert client.get("/ui/runs/vision-1", params={"start": -1}).status_code == 422
+
+
+def test_with_tokens_the_console_signs_in_once_and_the_api_ignores_its_cookie(database_url: str) -> None:
+    settings = Settings(database_url=database_url, auth="required")
+    engine = make_engine(settings)
+    reader = Tokens(engine).create("viewer", "read")
+    engine.dispose()
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/ui/runs", follow_redirects=False).headers["location"] == "/ui/login"
+        refused = client.post(
+            "/ui/login",
+            content="token=lrt_wrong",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+            follow_redirects=False,
+        )
+        assert refused.headers["location"] == "/ui/login" and "lrtower_token" not in client.cookies
+        signed = client.post(
+            "/ui/login",
+            content=f"token={reader}",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+            follow_redirects=False,
+        )
+        assert signed.headers["location"] == "/ui/runs" and "httponly" in signed.headers["set-cookie"].lower()
+        assert "samesite=strict" in signed.headers["set-cookie"].lower()
+        assert client.get("/ui/runs").status_code == 200
+        assert client.get("/runs").status_code == 401  # the API takes bearer headers only
