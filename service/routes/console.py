@@ -1,5 +1,6 @@
-"""/ui: the web console, server-rendered (Jinja2), read-only for now: the runs, and each run's
-curve, metrics and audit trail. Pages refresh themselves while a job runs.
+"""/ui: the web console, server-rendered (Jinja2): the runs, and each run's curve, metrics and
+audit trail, with forms to scale, change or finish a live run for tokens that may write. Pages
+refresh themselves while a job runs. Form posts must come from the console's own origin.
 
 When tokens are required, a browser signs in once at /ui/login with a token; it is kept in an
 HttpOnly, SameSite=Strict cookie that only the console's pages read (the API still takes bearer
@@ -8,19 +9,24 @@ headers only, so no other site can make a browser write through it).
 
 from __future__ import annotations
 
+import json
 import math
 from importlib.resources import files
 from typing import Annotated, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
-from ..auth import ANONYMOUS, Caller, Tokens, Unauthorized
+from ..auth import ANONYMOUS, Caller, Forbidden, Tokens, Unauthorized
 from ..deps import RunsDep
+from ..errors import Problem
 from ..runs import Runs, timeline_of
-from ..schedules import STEP_MAX, DomainError
+from ..schedules import STEP_MAX, DomainError, SpecError
+from ..schemas import ScaleIn, ScheduleChangeIn, StateIn
 from ..svg import Marker, curve_svg, sparkline
 from ..timeline import Answer, Timeline
 
@@ -28,6 +34,17 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=str(files("lrtower_server") / "templates"))
 COOKIE = "lrtower_token"
 REFRESH_MS = 3000
+EXAMPLE_SPEC = json.dumps(
+    {
+        "type": "SequentialLR",
+        "schedulers": [
+            {"type": "LinearLR", "start_factor": 0.01, "total_iters": 100},
+            {"type": "CosineAnnealingLR", "T_max": 900},
+        ],
+        "milestones": [100],
+    },
+    indent=2,
+)
 MARKED = {"schedule_changed": "schedule", "scaled": "scale", "plateau_reduced": "plateau"}
 
 
@@ -142,6 +159,8 @@ def run_page(
     answers = _planned(timeline_of(record, changes), range(start, stop, max(1, (stop - start) // 600)))
     svg = curve_svg([a.step for a in answers], [a.lrs for a in answers], record.high_water, markers, log)
     context = {
+        "can_write": viewer.allows("write"),
+        "error": request.query_params.get("error"),
         "run": record,
         "svg": svg,
         "start": start,
@@ -177,3 +196,115 @@ def _all_events(runs: Runs, run: str) -> list[Any]:
         if not batch:
             return events
         events += batch
+
+
+@router.get("/playground", response_class=HTMLResponse)
+def playground(
+    request: Request,
+    viewer: Viewer,
+    spec: Annotated[str, Query(max_length=100_000)] = EXAMPLE_SPEC,
+    lr: str = "0.1",
+    start: Annotated[int, Query(ge=0, le=STEP_MAX)] = 0,
+    stop: Annotated[int, Query(ge=1, le=STEP_MAX)] = 1000,
+    log: bool = False,
+) -> Response:
+    """A spec's curve as it is edited, with each invalid field named next to the editor."""
+    errors: list[tuple[str, str]] = []
+    svg = ""
+    try:
+        parsed = json.loads(spec)
+        base = [float(lr)] if lr.strip() else None
+        steps = range(start, max(stop, start + 1), max(1, (max(stop, start + 1) - start) // 600))
+        answers = _planned(Timeline(base, parsed, None), steps)
+        svg = curve_svg([a.step for a in answers], [a.lrs for a in answers], -1, [], log)
+    except json.JSONDecodeError as exc:
+        errors.append(("spec", f"not JSON: {exc}"))
+    except SpecError as exc:
+        errors += [(".".join(map(str, e.loc)) or "spec", e.msg) for e in exc.errors]
+    except (ValueError, TypeError) as exc:
+        errors.append(("lr", str(exc)))
+    context = {"spec": spec, "lr": lr, "start": start, "stop": stop, "log": log, "errors": errors, "svg": svg}
+    context["live"] = False  # it redraws as the spec is edited, not on a timer
+    response = page(request, "playground.html", context)
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+# -- writes from the console's forms -----------------------------------------------------------
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a form post comes from the console's own pages (OWASP: verify the origin with
+    standard headers). Browsers send both headers on cross-site posts; other clients are not a
+    cross-site request forgery."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    return origin is None or origin.split("://", 1)[-1] == request.headers.get("host")
+
+
+async def _form(request: Request, viewer: Caller) -> dict[str, str]:
+    if not _same_origin(request):
+        raise Forbidden("a console form was posted from another site")
+    if not viewer.allows("write"):
+        raise Forbidden(f"token {viewer.name!r} has scope {viewer.scope!r}; changing a run needs 'write'")
+    fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+    return {key: values[0].strip() for key, values in fields.items() if values}
+
+
+def _back(run: str, error: str | None = None) -> RedirectResponse:
+    target = f"/ui/runs/{run}" + (f"?{urlencode({'error': error})}" if error else "")
+    return RedirectResponse(target, status_code=303)
+
+
+def _problem_text(exc: Problem | SpecError) -> str:
+    errors = exc.errors if isinstance(exc, SpecError | Problem) else []
+    detail = exc.detail if isinstance(exc, Problem) else "invalid schedule"
+    return "; ".join([detail, *(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors)])
+
+
+@router.post("/runs/{run}/scale")
+async def scale_form(request: Request, run: str, runs: RunsDep, viewer: Viewer) -> Response:
+    form = await _form(request, viewer)
+    try:
+        body = ScaleIn(
+            factor=float(form.get("factor", "")),
+            from_step=int(form["from_step"]) if form.get("from_step") else None,
+            reason=form.get("reason") or None,
+        )
+        await anyio.to_thread.run_sync(runs.scale, run, body, viewer.name)
+    except (ValueError, ValidationError) as exc:
+        return _back(run, f"invalid scale: {exc}")
+    except Problem as exc:
+        return _back(run, _problem_text(exc))
+    return _back(run)
+
+
+@router.post("/runs/{run}/schedule")
+async def schedule_form(request: Request, run: str, runs: RunsDep, viewer: Viewer) -> Response:
+    form = await _form(request, viewer)
+    try:
+        body = ScheduleChangeIn(
+            schedule=json.loads(form.get("schedule", "")),
+            from_step=int(form["from_step"]) if form.get("from_step") else None,
+            restart=form.get("restart") == "1",
+            reason=form.get("reason") or None,
+        )
+        await anyio.to_thread.run_sync(runs.change_schedule, run, body, viewer.name)
+    except (ValueError, ValidationError) as exc:
+        return _back(run, f"invalid schedule change: {exc}")
+    except (Problem, SpecError) as exc:
+        return _back(run, _problem_text(exc))
+    return _back(run)
+
+
+@router.post("/runs/{run}/finish")
+async def finish_form(request: Request, run: str, runs: RunsDep, viewer: Viewer) -> Response:
+    form = await _form(request, viewer)
+    try:
+        body = StateIn(state="finished", reason=form.get("reason") or None)
+        await anyio.to_thread.run_sync(runs.set_state, run, body, viewer.name)
+    except Problem as exc:
+        return _back(run, _problem_text(exc))
+    return _back(run)

@@ -144,3 +144,81 @@ def test_with_tokens_the_console_signs_in_once_and_the_api_ignores_its_cookie(da
         assert "samesite=strict" in signed.headers["set-cookie"].lower()
         assert client.get("/ui/runs").status_code == 200
         assert client.get("/runs").status_code == 401  # the API takes bearer headers only
+
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def test_forms_change_a_live_run_with_a_reason_from_the_console_only(client: TestClient) -> None:
+    busy_run(client)
+    page = client.get("/ui/runs/vision-1").text
+    assert 'id="scale-form"' in page and 'id="schedule-form"' in page and 'id="finish-form"' in page
+    done = client.post(
+        "/ui/runs/vision-1/scale", content="factor=0.25&reason=too+hot", headers=FORM, follow_redirects=False
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/ui/runs/vision-1"
+    events = client.get("/runs/vision-1/events").json()["events"]
+    assert (
+        events[-1]["kind"] == "scaled"
+        and events[-1]["reason"] == "too hot"
+        and events[-1]["details"]["factor"] == 0.25
+    )
+    spec = '{"type": "ExponentialLR", "gamma": 0.9}'
+    client.post("/ui/runs/vision-1/schedule", content=f"schedule={spec}&restart=1&reason=decay", headers=FORM)
+    assert client.get("/runs/vision-1/events").json()["events"][-1]["kind"] == "schedule_changed"
+
+    bad = client.post(
+        "/ui/runs/vision-1/schedule", content='schedule={"type": "StepLR"}&reason=x', headers=FORM
+    )
+    assert bad.status_code == 200 and "schedule.step_size" in bad.text  # shown back on the page
+    late = client.post("/ui/runs/vision-1/scale", content="factor=0.5&from_step=3&reason=x", headers=FORM)
+    assert "high-water mark" in late.text
+    forged = {**FORM, "origin": "https://evil.example", "sec-fetch-site": "cross-site"}
+    refused = client.post("/ui/runs/vision-1/scale", content="factor=0.5&reason=x", headers=forged)
+    assert refused.status_code == 403 and refused.headers["content-type"] == "application/problem+json"
+    assert len(client.get("/runs/vision-1/events").json()["events"]) == len(events) + 1  # nothing more
+
+    client.post("/ui/runs/vision-1/finish", content="reason=converged", headers=FORM)
+    finished = client.get("/ui/runs/vision-1").text
+    assert "state-finished" in finished and 'id="scale-form"' not in finished
+
+
+def test_a_read_token_sees_the_pages_but_no_forms(database_url: str) -> None:
+    settings = Settings(database_url=database_url, auth="required")
+    engine = make_engine(settings)
+    tokens = Tokens(engine)
+    reader, writer = tokens.create("viewer", "read"), tokens.create("operator", "write")
+    engine.dispose()
+    with TestClient(create_app(settings)) as client:
+        client.post(
+            "/runs",
+            json={"name": "r", "lr": 0.1, "schedule": STEP},
+            headers={"authorization": f"Bearer {writer}"},
+        )
+        client.post("/ui/login", content=f"token={reader}", headers=FORM)
+        page = client.get("/ui/runs/r").text
+        assert "<svg" in page and 'id="scale-form"' not in page
+        assert client.post("/ui/runs/r/scale", content="factor=0.5&reason=x", headers=FORM).status_code == 403
+        client.post("/ui/login", content=f"token={writer}", headers=FORM)
+        assert 'id="scale-form"' in client.get("/ui/runs/r").text
+        client.post("/ui/runs/r/scale", content="factor=0.5&reason=ok", headers=FORM)
+        assert (
+            client.get("/runs/r/events", headers={"authorization": f"Bearer {reader}"}).json()["events"][-1][
+                "actor"
+            ]
+            == "operator"
+        )
+
+
+def test_the_playground_draws_a_spec_and_names_its_bad_fields(client: TestClient) -> None:
+    drawn = client.get("/ui/playground").text  # an example to start from
+    assert "curve-0" in drawn and 'class="broken field-error"' not in drawn
+    spec = '{"type": "OneCycleLR", "max_lr": 0.1, "total_steps": 100}'
+    svg = svg_of(client.get("/ui/playground", params={"spec": spec, "lr": "", "stop": 500}).text)
+    points = svg.find("polyline")
+    assert points is not None and len(points.get("points", "").split()) == 101  # it ends with the schedule
+    bad = client.get("/ui/playground", params={"spec": '{"type": "StepLR", "step_size": 0}'}).text
+    assert 'data-field="step_size"' in bad and "greater than or equal to 1" in bad and "curve-0" not in bad
+    assert 'data-field="spec"' in client.get("/ui/playground", params={"spec": "{not json"}).text
+    fragment = client.get("/ui/playground", params={"spec": spec}, headers={"x-lrtower-fragment": "1"}).text
+    assert 'id="preview"' in fragment and "<html" not in fragment
