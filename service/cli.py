@@ -68,6 +68,7 @@ def serve(
     engine.dispose()
     mode = "tokens required" if required else "no auth"
     click.echo(f"lrtower serving http://{host}:{port} ({mode}; database {settings.database_url})")
+    click.echo(f"console: http://{host}:{port}/ui")
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Each worker writes its metrics here; /metrics adds them up, whichever worker answers.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lrtower-metrics-")
