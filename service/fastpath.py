@@ -62,14 +62,14 @@ class LrFastPath:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        answered = False
         try:
-            answered = await self._answer(scope, path, send)
+            answer = await self._answer(scope, path)
         except Exception:  # the route answers it, as a problem if it is one
-            answered = False
-        if not answered:
+            answer = None
+        if answer is None:
             await self.app(scope, receive, send)
             return
+        await _send(send, *answer)  # once sending has begun, errors are the server's to see
         HOT_LATENCY.observe(time.perf_counter() - started)
         self._counts[0] += 1
         if not self._flush_due:
@@ -94,19 +94,20 @@ class LrFastPath:
         if steps:
             SERVED_STEPS.inc(steps)
 
-    async def _answer(self, scope: Scope, path: str, send: Send) -> bool:
+    async def _answer(self, scope: Scope, path: str) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+        """The body and headers to answer with, or None to let the route answer."""
         name = path[len("/runs/") : -len("/lr")]
         if not path.startswith("/runs/") or not name or "/" in name:
-            return False
+            return None
         asked = _steps(scope["query_string"])
         if asked is None:
-            return False
+            return None
         steps, single = asked
         headers = dict(scope["headers"])
         if self.tokens is not None:
             caller = self.tokens.cached(headers.get(b"authorization", b"").decode("latin-1"))
             if caller is None or not caller.allows("read"):
-                return False
+                return None
         text = single and b"text/plain" in headers.get(b"accept", b"")
         key = b"%s?%s%s" % (path.encode(), scope["query_string"], b"|text" if text else b"")
         counts = self._counts
@@ -129,8 +130,7 @@ class LrFastPath:
             self._keep(key, body)
         counts[4] += len(steps)
         extra = [(b"x-request-id", headers[b"x-request-id"])] if b"x-request-id" in headers else []
-        await _send(send, body, [*(TEXT_HEADERS if text else JSON_HEADERS), *extra])
-        return True
+        return body, [*(TEXT_HEADERS if text else JSON_HEADERS), *extra]
 
     def _keep(self, key: bytes, body: bytes) -> None:
         if key in self._sent or len(body) > self._cache_bytes // 16:
