@@ -34,6 +34,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=str(files("lrtower_server") / "templates"))
 COOKIE = "lrtower_token"
 REFRESH_MS = 3000
+PAGE = 200  # runs per page of the list
 EXAMPLE_SPEC = json.dumps(
     {
         "type": "SequentialLR",
@@ -112,10 +113,12 @@ def runs_page(
     q: str = "",
     label: Annotated[str, Query(max_length=320)] = "",
     state: str = "",
+    after: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
     wanted = dict([label.split("=", 1)]) if "=" in label else {}
     rows = []
-    for run, changes in runs.page(None, 200, wanted):
+    listed = runs.page(after, PAGE, wanted)
+    for run, changes in listed:
         if (q and q not in run.name) or (state and run.state != state):
             continue
         horizon = max(1000, math.ceil(max(run.high_water, *(c.effective_step for c in changes), 0) * 1.25))
@@ -134,7 +137,9 @@ def runs_page(
                 "sparkline": sparkline([a.lrs[0] for a in answers]),
             }
         )
-    return page(request, "runs.html", {"rows": rows, "q": q, "label": label, "state": state})
+    more = listed[-1][0].name if len(listed) == PAGE else None
+    context = {"rows": rows, "q": q, "label": label, "state": state, "more": more}
+    return page(request, "runs.html", context)
 
 
 @router.get("/runs/{run}", response_class=HTMLResponse)

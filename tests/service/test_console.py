@@ -6,6 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
@@ -222,3 +223,12 @@ def test_the_playground_draws_a_spec_and_names_its_bad_fields(client: TestClient
     assert 'data-field="spec"' in client.get("/ui/playground", params={"spec": "{not json"}).text
     fragment = client.get("/ui/playground", params={"spec": spec}, headers={"x-lrtower-fragment": "1"}).text
     assert 'id="preview"' in fragment and "<html" not in fragment
+
+
+def test_the_runs_list_pages(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lrtower_server.routes.console.PAGE", 1)
+    busy_run(client)
+    first = client.get("/ui/runs").text
+    assert rows(first, "runs", "data-run") == ["nlp-1"] and "after=nlp-1" in first
+    second = client.get("/ui/runs", params={"after": "nlp-1"}).text
+    assert rows(second, "runs", "data-run") == ["vision-1"]
