@@ -189,6 +189,7 @@ def test_a_read_token_sees_the_pages_but_no_forms(database_url: str) -> None:
     engine = make_engine(settings)
     tokens = Tokens(engine)
     reader, writer = tokens.create("viewer", "read"), tokens.create("operator", "write")
+    admin = tokens.create("root", "admin")
     engine.dispose()
     with TestClient(create_app(settings)) as client:
         client.post(
