@@ -210,6 +210,9 @@ def test_a_read_token_sees_the_pages_but_no_forms(database_url: str) -> None:
             ]
             == "operator"
         )
+        client.post("/ui/login", content=f"token={admin}", headers=FORM)
+        everything = client.get("/ui/runs/r").text
+        assert all(f'id="{form}"' in everything for form in ("scale-form", "schedule-form", "finish-form"))
 
 
 def test_the_playground_draws_a_spec_and_names_its_bad_fields(client: TestClient) -> None:
