@@ -57,6 +57,13 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _presented(header: str | None) -> str | None:
+    """The hash of the token in an `Authorization: Bearer <token>` header; None if there is none."""
+    if not header or not header.startswith("Bearer "):
+        return None
+    return hash_secret(header.removeprefix("Bearer ").strip())
+
+
 class Tokens:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -98,9 +105,9 @@ class Tokens:
 
     def authenticate(self, header: str | None) -> Caller:
         """The caller behind an `Authorization: Bearer <token>` header, or 401."""
-        if not header or not header.startswith("Bearer "):
+        presented = _presented(header)
+        if presented is None:
             raise Unauthorized("send `Authorization: Bearer <token>`", extra={"hint": "lrtower token create"})
-        presented = hash_secret(header.removeprefix("Bearer ").strip())
         now = time.monotonic()
         cached = self._cache.get(presented)
         if cached is None or cached[0] < now:
@@ -114,9 +121,8 @@ class Tokens:
     def cached(self, header: str | None) -> Caller | None:
         """The caller behind `header` if the cache knows it and it is still fresh; None if not
         (unknown, expired or malformed: `authenticate` finds out, and explains)."""
-        if not header or not header.startswith("Bearer "):
-            return None
-        cached = self._cache.get(hash_secret(header.removeprefix("Bearer ").strip()))
+        presented = _presented(header)
+        cached = None if presented is None else self._cache.get(presented)
         if cached is None or cached[0] < time.monotonic():
             return None
         return cached[1]

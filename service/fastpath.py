@@ -6,7 +6,7 @@ per-request machinery (routing, dependency graph, validation models, the thread 
 - it parses the query itself (`step=N`, or `start`, `stop` and `stride`), and checks a token
   only against the tokens cache;
 - it answers from the memory of `Runs` when every step asked is at or below the mark this
-  process knows, and otherwise calls `Runs.serve` in a worker thread (the database);
+  process knows, and otherwise goes to the database in a worker thread;
 - it writes the JSON (or text) itself, and keeps the bytes of what it sent in a cache bounded
   in size: a served step never changes, so the same question (the other ranks of a job asking
   for the same step or window) gets the same bytes without computing them again.
@@ -119,7 +119,7 @@ class LrFastPath:
             if answers is not None:
                 counts[2] += 1
             else:
-                answers = await anyio.to_thread.run_sync(self.runs.serve, name, steps)
+                answers = await anyio.to_thread.run_sync(self.runs.serve_from_database, name, steps)
                 counts[3] += 1
             if not single:
                 body = _range(name, answers)

@@ -346,8 +346,10 @@ class Runs:
     def serve(self, name: str, steps: range) -> list[Answer]:
         """The answers for `steps`, which count as served: they never change afterwards."""
         answers = self.from_memory(name, steps)
-        if answers is not None:
-            return answers
+        return answers if answers is not None else self.serve_from_database(name, steps)
+
+    def serve_from_database(self, name: str, steps: range) -> list[Answer]:
+        """`serve` past this process's memory: read the durable mark, raising it if needed."""
         found = self._read(name, steps) or self._raise(name, steps)
         served, answers = found
         with self._lock:

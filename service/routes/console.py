@@ -264,9 +264,8 @@ def _back(run: str, error: str | None = None) -> RedirectResponse:
 
 
 def _problem_text(exc: Problem | SpecError) -> str:
-    errors = exc.errors if isinstance(exc, SpecError | Problem) else []
     detail = exc.detail if isinstance(exc, Problem) else "invalid schedule"
-    return "; ".join([detail, *(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors)])
+    return "; ".join([detail, *(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in exc.errors)])
 
 
 @router.post("/runs/{run}/scale")

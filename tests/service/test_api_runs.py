@@ -355,3 +355,50 @@ def test_the_hot_path_answers_exactly_as_the_route(settings: Settings) -> None:
             assert fast.status_code == slow.status_code == status and fast.json() == slow.json()
         assert hot.get("/runs/nope/lr", params={"step": 1}).status_code == 404
         assert hot.get("/runs/two/lr", params={"step": 5000}).json()["type"].endswith("no-value")
+
+
+def test_readyz_says_when_the_database_is_not_migrated(client: TestClient, settings: Settings) -> None:
+    from sqlalchemy import create_engine, text
+
+    assert client.get("/readyz").status_code == 200
+    engine = create_engine(settings.database_url)
+    with engine.begin() as db:
+        version = db.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        db.execute(text("DELETE FROM alembic_version"))
+    not_ready = client.get("/readyz")
+    assert not_ready.status_code == 503 and not_ready.headers["content-type"] == "application/problem+json"
+    assert "latest migration" in not_ready.json()["detail"]
+    with engine.begin() as db:
+        db.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": version})
+    engine.dispose()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_the_run_cache_is_bounded_and_an_evicted_run_answers_the_same(settings: Settings) -> None:
+    from lrtower_server.db import make_engine
+    from lrtower_server.runs import Runs
+    from lrtower_server.schemas import RunCreate
+
+    engine = make_engine(settings)
+    runs = Runs(engine, cache_runs=2)
+    spec = {"type": "StepLR", "step_size": 3, "gamma": 0.5}
+    for name in ("a", "b", "c"):
+        runs.create(RunCreate(name=name, lr=1.0, schedule=spec), "test")
+    first = runs.serve("a", range(0, 8))
+    runs.serve("b", range(0, 8))
+    runs.serve("c", range(0, 8))
+    assert len(runs._served) == 2 and runs.from_memory("a", range(0, 8)) is None  # "a" went first
+    assert runs.serve("a", range(0, 8)) == first  # read back from the database, unchanged
+    engine.dispose()
+
+
+def test_the_hot_path_keeps_at_most_its_bound_of_answers(settings: Settings) -> None:
+    from lrtower_server.app import create_app
+
+    app = create_app(settings)
+    app.hot_path._cache_bytes = 1600  # about 18 answers' worth (each may take up to a 16th)
+    with TestClient(app) as client:
+        client.post("/runs", json={"name": "b", "lr": 0.1, "schedule": {"type": "StepLR", "step_size": 10}})
+        answers = {step: client.get("/runs/b/lr", params={"step": step}).json() for step in range(40)}
+        assert 0 < app.hot_path._sent_bytes <= 1600 and 0 < len(app.hot_path._sent) < 40
+        assert all(client.get("/runs/b/lr", params={"step": s}).json() == answers[s] for s in range(40))
