@@ -128,13 +128,14 @@ def _index(steps: list[int], step: int) -> int:
 @dataclass(frozen=True, slots=True)
 class MetricResult:
     """What a metric post did: whether the plateau `reduced` the LR, from which step, and the LR
-    from there on."""
+    from there on (None where the plan has no value there, for a metric the plateau does not
+    watch)."""
 
     accepted: bool
     reduced: bool
     effective_step: int
-    lr: float
-    lrs: list[float]
+    lr: float | None
+    lrs: list[float] | None
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
@@ -143,11 +144,12 @@ class MetricResult:
 
 @dataclass(frozen=True, slots=True)
 class ChangeResult:
-    """Where a schedule change or scale took effect, and the LR there without and with it."""
+    """Where a schedule change or scale took effect, and the LR there without and with it
+    (`lr_before` is None where the old plan had no value, past the end of a OneCycleLR)."""
 
     run: str
     effective_step: int
-    lr_before: list[float]
+    lr_before: list[float] | None
     lr_after: list[float]
     version: int
 

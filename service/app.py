@@ -17,8 +17,10 @@ from .db import make_engine
 from .fastpath import LrFastPath
 from .limits import BodyLimit
 from .observability import Observe
+from .ratelimit import RateLimit
 from .routes import changes, console, health, runs, schedules
 from .runs import Runs
+from .serving import Limits, Serving
 
 
 class App(FastAPI):
@@ -58,12 +60,27 @@ def create_app(settings: Settings | None = None) -> App:
         lifespan=lifespan,
     )
     app.state.engine = engine
-    app.state.runs = Runs(engine, settings.cache_runs)
+    app.state.runs = Runs(engine)
+    app.state.serving = Serving(
+        engine,
+        Limits(
+            max_ahead=settings.max_ahead,
+            max_work=settings.max_work,
+            cache_runs=settings.cache_runs,
+            cache_bytes=settings.run_cache_mib << 20,
+        ),
+    )
+    app.state.write_limit = RateLimit(
+        "writes", settings.write_rate, settings.write_burst, "LRTOWER_WRITE_RATE"
+    )
+    app.state.create_limit = RateLimit(
+        "run creations", settings.create_rate / 60, settings.create_burst, "LRTOWER_CREATE_RATE"
+    )
     # Unset means required: only `lrtower serve` on loopback decides otherwise on its own.
     app.state.tokens = None if settings.auth == "off" else Tokens(engine)
     app.hot_path = LrFastPath(
         Observe(partial(FastAPI.__call__, app)),
-        app.state.runs,
+        app.state.serving,
         app.state.tokens,
         settings.response_cache_mib << 20,
     )

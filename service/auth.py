@@ -1,7 +1,9 @@
 """Bearer tokens with scopes read < write < admin. Only a token's SHA-256 is stored.
 
 A token is looked up by the hash of what the caller presents, then compared in constant time.
-Lookups are cached for `CACHE_SECONDS`, so a revoked token stops working within that time.
+Lookups are cached for `CACHE_SECONDS`, so a revoked token stops working within that time. The
+cache holds at most `CACHE_ENTRIES` lookups, unknown tokens included, so a flood of made-up
+tokens costs database reads but never memory.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import writer
-from .errors import Conflict, NotFound, Problem
+from .errors import Conflict, Invalid, NotFound, Problem
 from .models import Token
+from .schedules import FieldError
+from .schemas import no_control_characters
 
 SCOPES = ("read", "write", "admin")
 PREFIX = "lrt_"
 CACHE_SECONDS = 5.0
+CACHE_ENTRIES = 4096
 ANONYMOUS = "anonymous"
 
 
@@ -53,6 +58,23 @@ class TokenInfo:
     revoked_at: datetime | None
 
 
+NAME_MAX = 128
+"""A token's name is the actor of its writes, kept in 128-character columns."""
+
+
+def _check_name(name: str) -> None:
+    """A token's name is shown as the actor of every write made with it, in every audit trail:
+    1 to NAME_MAX characters, none of them a control character."""
+    try:
+        if not 1 <= len(name) <= NAME_MAX:
+            raise ValueError(f"must have 1 to {NAME_MAX} characters, not {len(name)}")
+        no_control_characters(name)
+    except ValueError as exc:
+        raise Invalid(
+            f"invalid token name {name!r}: {exc}", [FieldError(("name",), str(exc), name)]
+        ) from None
+
+
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -74,6 +96,7 @@ class Tokens:
         """Create a token; returns its secret, which is shown this once and stored only hashed."""
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        _check_name(name)
         secret = PREFIX + secrets.token_urlsafe(32)
         try:
             with Session(writer(self.engine)) as session, session.begin():
@@ -113,7 +136,10 @@ class Tokens:
         if cached is None or cached[0] < now:
             cached = (now + CACHE_SECONDS, self._lookup(presented))
             with self._lock:
+                self._cache.pop(presented, None)
                 self._cache[presented] = cached
+                while len(self._cache) > CACHE_ENTRIES:  # the oldest lookup goes first
+                    del self._cache[next(iter(self._cache))]
         if cached[1] is None:
             raise Unauthorized("the token is unknown or revoked")
         return cached[1]

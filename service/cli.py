@@ -93,7 +93,10 @@ def token() -> None:
 @click.option("--scope", type=click.Choice(SCOPES), default="write", show_default=True)
 def token_create(name: str, scope: str) -> None:
     """Create a token and print its secret, once."""
-    secret = Tokens(_migrated_engine()).create(name, scope)
+    try:
+        secret = Tokens(_migrated_engine()).create(name, scope)
+    except Problem as exc:
+        raise click.ClickException(exc.detail) from None
     click.echo(secret)
 
 

@@ -27,9 +27,36 @@ class Settings(BaseSettings):
     cache_runs: int = Field(
         10_000, ge=1, description="Runs each server process keeps compiled in memory for the hot path"
     )
-    response_cache_mib: int = Field(
-        64, ge=0, le=65536, description="Bytes of hot-path answers each server process keeps, in MiB"
+    run_cache_mib: int = Field(
+        256, ge=1, le=65536, description="Memory those compiled runs may hold, in MiB, as estimated per run"
     )
+    response_cache_mib: int = Field(
+        64,
+        ge=0,
+        le=65536,
+        description="Memory of the hot-path answers each server process keeps, in MiB (keys, bodies "
+        "and each entry's overhead)",
+    )
+    max_ahead: int = Field(
+        10_000,
+        ge=1,
+        le=2**53,
+        description="How many steps past a run's high-water mark one request may serve (and so freeze)",
+    )
+    max_work: float = Field(
+        400_000,
+        ge=1,
+        description="The most work one request may ask: steps x param groups x the schedule's "
+        "evaluation cost (a plain cosine costs 1; see docs/performance.md)",
+    )
+    write_rate: float = Field(
+        100, ge=0, description="Writes per second each token may make, per server process (0: no limit)"
+    )
+    write_burst: int = Field(1000, ge=1, description="Writes a token may make at once above write_rate")
+    create_rate: float = Field(
+        60, ge=0, description="Runs per minute each token may create, per server process (0: no limit)"
+    )
+    create_burst: int = Field(500, ge=1, description="Runs a token may create at once above create_rate")
     pool_size: int = Field(
         10, ge=1, le=1000, description="PostgreSQL: connections each server process keeps open"
     )

@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from .auth import ANONYMOUS, Caller, Forbidden, Tokens
+from .ratelimit import RateLimit
 from .runs import Runs
+from .serving import Serving
 
 
 def get_runs(request: Request) -> Runs:
@@ -15,19 +17,37 @@ def get_runs(request: Request) -> Runs:
     return runs
 
 
+def get_serving(request: Request) -> Serving:
+    serving: Serving = request.app.state.serving
+    return serving
+
+
 def _caller(needed: str) -> object:
     def dependency(request: Request) -> Caller:
         tokens: Tokens | None = request.app.state.tokens
         if tokens is None:  # auth is off
-            return Caller(ANONYMOUS, "admin")
-        caller = tokens.authenticate(request.headers.get("authorization"))
+            caller = Caller(ANONYMOUS, "admin")
+        else:
+            caller = tokens.authenticate(request.headers.get("authorization"))
         if not caller.allows(needed):
             raise Forbidden(f"token {caller.name!r} has scope {caller.scope!r}; this needs {needed!r}")
+        if needed == "write":
+            writes: RateLimit = request.app.state.write_limit
+            writes.take(caller.name)
         return caller
 
     return Depends(dependency)
 
 
+def _creator(request: Request, caller: Writer) -> Caller:
+    creations: RateLimit = request.app.state.create_limit
+    creations.take(caller.name)
+    return caller
+
+
 RunsDep = Annotated[Runs, Depends(get_runs)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
 Reader = Annotated[Caller, _caller("read")]
 Writer = Annotated[Caller, _caller("write")]
+Creator = Annotated[Caller, Depends(_creator)]
+"""A writer who may create one more run now."""

@@ -35,12 +35,17 @@ class Problem(Exception):
     kind = "bad-request"
 
     def __init__(
-        self, detail: str, errors: Sequence[FieldError] = (), extra: dict[str, Any] | None = None
+        self,
+        detail: str,
+        errors: Sequence[FieldError] = (),
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = list(errors)
         self.extra = extra or {}
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -88,7 +93,9 @@ def _field(error: FieldError) -> dict[str, Any]:
 
 
 def problem_response(problem: Problem) -> JSONResponse:
-    return JSONResponse(problem.body(), status_code=problem.status, media_type=PROBLEM_JSON)
+    return JSONResponse(
+        problem.body(), status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
+    )
 
 
 def _request_errors(exc: RequestValidationError) -> list[FieldError]:

@@ -3,19 +3,21 @@
 Every rank of every job asks for its LR at every step, so this one call skips FastAPI's
 per-request machinery (routing, dependency graph, validation models, the thread pool):
 
-- it parses the query itself (`step=N`, or `start`, `stop` and `stride`), and checks a token
-  only against the tokens cache;
-- it answers from the memory of `Runs` when every step asked is at or below the mark this
-  process knows, and otherwise goes to the database in a worker thread;
+- it parses the query with the route's own parser (wire.py), and checks a token only against
+  the tokens cache;
+- it answers on the event loop only what is cheap: the bytes already sent, or a few steps at or
+  below the mark this process knows. Anything else (a step above the mark, a long range, a costly
+  schedule) is served by `Serving` in a worker thread, so that no request stalls the others;
 - it writes the JSON (or text) itself, and keeps the bytes of what it sent in a cache bounded
-  in size: a served step never changes, so the same question (the other ranks of a job asking
-  for the same step or window) gets the same bytes without computing them again.
+  by what its entries really hold: a served step never changes, so the same question (the other
+  ranks of a job asking for the same step or window) gets the same bytes without computing them.
 
 Anything it does not handle exactly as the route would is passed on untouched to the FastAPI
-app behind it, which answers: other paths and methods, other or malformed parameters, a token
-not in the cache, a missing or wrong token, an unknown run, a step without a value, a database
-error. Passing on is always safe, because serving is idempotent: the route then redoes the work
-and answers the problem+json. The route stays declared in FastAPI, so OpenAPI describes it.
+app behind it, which answers: other paths and methods, a malformed query, a token not in the
+cache, a missing or wrong token or scope, an unknown run, a step without a value or out of
+reach, a database error. Passing on is always safe, because serving is idempotent: the route
+then redoes the work and answers the problem+json. The route stays declared in FastAPI, so
+OpenAPI describes it.
 """
 
 from __future__ import annotations
@@ -25,30 +27,38 @@ import time
 from typing import Any
 
 import anyio.to_thread
+from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import Tokens
+from .errors import Problem
 from .observability import FROM_DATABASE, FROM_MEMORY, FROM_SENT, HOT_LATENCY, HOT_OK, SERVED_STEPS
-from .routes.runs import MAX_POINTS
-from .runs import Runs
 from .schedules import STEP_MAX
+from .serving import Serving
 from .timeline import Answer
+from .wire import parse_step_query
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
-RANGE_KEYS = {b"start", b"stop", b"stride"}
 FLUSH_SECONDS = 0.25
+LOOP_WORK = 200.0
+"""Work (points x groups x cost) answered on the event loop, about 1 ms: beyond it, a thread."""
+ENTRY_BYTES = 160
+"""What one kept answer costs beyond its key and body (two bytes objects and a dict slot),
+measured with tracemalloc at 118 bytes, rounded up for the allocator."""
 
 
 class LrFastPath:
     """ASGI middleware answering `GET /runs/{run}/lr` in the common cases; see the module doc."""
 
-    def __init__(self, app: ASGIApp, runs: Runs, tokens: Tokens | None, cache_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self, app: ASGIApp, serving: Serving, tokens: Tokens | None, cache_bytes: int = 64 << 20
+    ) -> None:
         self.app = app
-        self.runs = runs
+        self.serving = serving
         self.tokens = tokens
-        # path?query (and the kind asked) -> the body sent; oldest out beyond cache_bytes. Keys
-        # are bytes, not tuples: the garbage collector does not walk them, however many there are.
+        # run and steps asked (and the kind asked) -> the body sent; oldest out beyond cache_bytes.
+        # Keys are bytes, not tuples: the garbage collector does not walk them, however many.
         self._sent: dict[bytes, bytes] = {}
         self._sent_bytes = 0
         self._cache_bytes = cache_bytes
@@ -104,22 +114,25 @@ class LrFastPath:
             return None
         steps, single = asked
         headers = dict(scope["headers"])
+        consume = True
         if self.tokens is not None:
             caller = self.tokens.cached(headers.get(b"authorization", b"").decode("latin-1"))
             if caller is None or not caller.allows("read"):
                 return None
+            consume = caller.allows("write")
         text = single and b"text/plain" in headers.get(b"accept", b"")
-        key = b"%s?%s%s" % (path.encode(), scope["query_string"], b"|text" if text else b"")
+        key = b"%s|%d|%d|%d%s" % (name.encode(), steps.start, steps.stop, steps.step, b"|t" if text else b"")
         counts = self._counts
         body = self._sent.get(key)
         if body is not None:
             counts[1] += 1
         else:
-            answers = self.runs.from_memory(name, steps)
-            if answers is not None:
+            timeline = self.serving.known(name, steps)
+            if timeline is not None and timeline.work(len(steps)) <= LOOP_WORK:
+                answers = [timeline.at(s) for s in steps]
                 counts[2] += 1
             else:
-                answers = await anyio.to_thread.run_sync(self.runs.serve_from_database, name, steps)
+                answers = await anyio.to_thread.run_sync(self.serving.serve, name, steps, consume)
                 counts[3] += 1
             if not single:
                 body = _range(name, answers)
@@ -133,34 +146,29 @@ class LrFastPath:
         return body, [*(TEXT_HEADERS if text else JSON_HEADERS), *extra]
 
     def _keep(self, key: bytes, body: bytes) -> None:
-        if key in self._sent or len(body) > self._cache_bytes // 16:
+        size = len(key) + len(body) + ENTRY_BYTES
+        if key in self._sent or size > self._cache_bytes // 16:
             return  # kept already (two asked at once); or a large range, which would crowd out the rest
         self._sent[key] = body
-        self._sent_bytes += len(body)
+        self._sent_bytes += size
         while self._sent_bytes > self._cache_bytes:
-            self._sent_bytes -= len(self._sent.pop(next(iter(self._sent))))
+            oldest = next(iter(self._sent))
+            self._sent_bytes -= len(oldest) + len(self._sent.pop(oldest)) + ENTRY_BYTES
 
 
 def _steps(query: bytes) -> tuple[range, bool] | None:
-    """The steps asked, and whether as one `step=N` (else `start`, `stop` and optionally
-    `stride`); None for anything else (the route validates it and explains)."""
+    """The steps asked, and whether as one `step=N`; None for a query the route must refuse
+    (it parses with the same function, and explains)."""
     if query.startswith(b"step=") and b"&" not in query:
         digits = query[5:]
-        if digits.isdigit() and len(digits) <= 17 and int(digits) <= STEP_MAX:
+        if digits.isdigit() and len(digits) <= 16 and int(digits) <= STEP_MAX:  # ASCII digits only
             step = int(digits)
             return range(step, step + 1), True
+    try:
+        asked = parse_step_query(QueryParams(query.decode("latin-1")).multi_items())
+    except Problem:
         return None
-    values: dict[bytes, int] = {}
-    for part in query.split(b"&"):
-        key, _, digits = part.partition(b"=")
-        if key not in RANGE_KEYS or key in values or not digits.isdigit() or len(digits) > 17:
-            return None
-        values[key] = int(digits)
-    start, stop, stride = values.get(b"start"), values.get(b"stop"), values.get(b"stride", 1)
-    if start is None or stop is None or not 0 <= start < stop <= STEP_MAX or not 1 <= stride <= STEP_MAX:
-        return None
-    steps = range(start, stop, stride)
-    return (steps, False) if len(steps) <= MAX_POINTS else None
+    return asked.steps, asked.single
 
 
 def _floats(values: list[float]) -> str:

@@ -1,19 +1,13 @@
-"""Use cases over the store: create and read runs, and serve their LRs with step consistency.
+"""Use cases over the store: create, read and change runs, post metrics; each in its own transaction.
 
-Serving keeps, per run, the compiled timeline, its version, and the highest step this process
-knows was served (the mark). A step at or below the mark is answered from memory: no change
-can touch it, since every change lands above the mark it reads under the run's lock. A step at
-or below the run's durable mark is answered after reading it (nothing to write). A step above
-it raises the run's mark in the database, in the same statement that returns the run's
-version. Either way the timeline is reloaded if the version moved (docs/consistency.md).
+Serving LRs (the compiled-run cache, the high-water mark) is `serving.py`'s job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +21,7 @@ from . import audit
 from .db import writer
 from .errors import Conflict, Invalid, NotFound
 from .observability import CHANGES
-from .schedules import FieldError, SpecError, build_schedule
+from .schedules import DomainError, FieldError, SpecError, build_schedule
 from .schedules import plateau as plateau_rule
 from .schedules.plateau import PlateauConfig
 from .schemas import (
@@ -40,15 +34,9 @@ from .schemas import (
     StateIn,
     VerifyOut,
 )
-from .store import ChangeRecord, EventRecord, PlateauRecord, RunRecord, Store, event_payload
-from .timeline import Answer, Change, PlateauChange, ScaleChange, ScheduleChange, Timeline
-
-
-@dataclass(frozen=True)
-class _Served:
-    version: int
-    timeline: Timeline
-    mark: int
+from .serving import timeline_of
+from .store import ChangeRecord, PlateauRecord, RunRecord, Store, StoredEvent, event_payload
+from .timeline import Change, PlateauChange, ScaleChange, ScheduleChange, Timeline
 
 
 def definition_hash(body: RunCreate) -> str:
@@ -66,30 +54,10 @@ def _prefixed(exc: SpecError, field: str) -> SpecError:
     return SpecError([e if e.loc[:1] == ("lrs",) else e.prefixed(field) for e in exc.errors])
 
 
-def timeline_of(run: RunRecord, changes: list[ChangeRecord]) -> Timeline:
-    plateau = PlateauConfig.model_validate(run.plateau) if run.plateau else None
-    return Timeline(run.lrs, run.spec, plateau, [_change(c) for c in changes])
-
-
-def _change(record: ChangeRecord) -> Change:
-    if record.kind == "schedule" and record.spec is not None:
-        return ScheduleChange(record.effective_step, record.spec, record.restart)
-    if record.kind == "scale" and record.factor is not None:
-        return ScaleChange(record.effective_step, record.factor)
-    if record.kind == "plateau" and record.factors is not None:
-        return PlateauChange(record.effective_step, tuple(record.factors))
-    raise ValueError(f"malformed change {record.seq}: {record.kind}")  # pragma: no cover - schema prevents it
-
-
 class Runs:
-    def __init__(self, engine: Engine, cache_runs: int = 10_000) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._writer = writer(engine)
-        # At most `cache_runs` runs are kept; beyond, the longest-held goes (it costs one
-        # database round trip to come back). Memory per run: see docs/performance.md.
-        self._served: dict[str, _Served] = {}
-        self._cache_runs = cache_runs
-        self._lock = threading.Lock()
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -233,8 +201,17 @@ class Runs:
         self, locked: _Locked, change: Change, kind: str, actor: str, reason: str | None
     ) -> ChangeResult:
         run, store, step = locked.run, locked.store, change.effective_step
-        before = locked.timeline.at(step).lrs
-        after = locked.timeline.plus(change).at(step).lrs
+        before = _lrs_at(locked.timeline, step)  # None where the old plan has no value (it ended)
+        try:
+            after = locked.timeline.plus(change).at(step).lrs
+        except DomainError as exc:
+            # A change must leave a finite LR where it lands; later steps answer 422 no-value.
+            field = "factor" if isinstance(change, ScaleChange) else "schedule"
+            raise Invalid(
+                f"with this change the run has no LR at step {step}, where it takes effect: {exc.reason}",
+                [FieldError(("body", field), f"gives no finite LR >= 0 at step {step}")],
+                extra={"step": step},
+            ) from None
         if isinstance(change, ScheduleChange):
             store.add_change(run, "schedule", step, locked.now, spec=change.spec, restart=change.restart)
             details: dict[str, Any] = {"schedule": change.spec, "restart": change.restart}
@@ -287,8 +264,11 @@ class Runs:
                 )
             step = body.step if body.step > run.high_water else run.high_water + 1
             reduced = False
-            lrs = locked.timeline.at(step).lrs
+            # A metric the plateau does not watch changes nothing, so it needs no LR at `step`:
+            # it reports one where the plan has it.
+            lrs = _lrs_at(locked.timeline, step)
             if config is not None and metric == config.metric:
+                lrs = locked.timeline.at(step).lrs  # the plateau rule needs it: no value, no post
                 _require_live(run)
                 record = store.plateau_state(run.id)
                 if record is not None and body.step <= record.last_step:
@@ -311,13 +291,16 @@ class Runs:
                     state.reductions,
                     body.step,
                 )
-            answer = MetricOut(accepted=True, reduced=reduced, effective_step=step, lr=lrs[0], lrs=lrs)
+            answer = MetricOut(
+                accepted=True, reduced=reduced, effective_step=step, lr=lrs[0] if lrs else None, lrs=lrs
+            )
             store.add_metric(run.id, metric, body.step, body.value, answer.model_dump(), locked.now)
         if reduced:
             CHANGES.labels("plateau").inc()
         return answer
 
-    def events(self, name: str, after: int, limit: int) -> list[EventRecord]:
+    def events(self, name: str, after: int = 0, limit: int | None = None) -> list[StoredEvent]:
+        """The run's events after seq `after`, by seq: at most `limit` of them (None: all)."""
         with Session(self.engine) as session, session.begin():
             store = Store(session)
             run = store.run(name)
@@ -339,73 +322,7 @@ class Runs:
             run = store.run(name)
             if run is None:
                 raise NotFound(f"no run named {name!r}")
-            return verify_chain(run.name, store.events(run.id))
-
-    # -- serving ----------------------------------------------------------------------------
-
-    def serve(self, name: str, steps: range) -> list[Answer]:
-        """The answers for `steps`, which count as served: they never change afterwards."""
-        answers = self.from_memory(name, steps)
-        return answers if answers is not None else self.serve_from_database(name, steps)
-
-    def serve_from_database(self, name: str, steps: range) -> list[Answer]:
-        """`serve` past this process's memory: read the durable mark, raising it if needed."""
-        found = self._read(name, steps) or self._raise(name, steps)
-        served, answers = found
-        with self._lock:
-            current = self._served.get(name)
-            if current is None or (current.version, current.mark) <= (served.version, served.mark):
-                self._served[name] = served
-            if len(self._served) > self._cache_runs:
-                del self._served[next(iter(self._served))]
-        return answers
-
-    def _read(self, name: str, steps: range) -> tuple[_Served, list[Answer]] | None:
-        """Steps already at or below the durable mark need no write: another process (or this one,
-        before a restart or an eviction) served them, and nothing can change them any more."""
-        with Session(self.engine) as session, session.begin():
-            store = Store(session)
-            found = store.mark(name)
-            if found is None:
-                raise NotFound(f"no run named {name!r}")
-            version, mark = found
-            if steps[-1] > mark:
-                return None
-            served = self._current(store, name, version, mark)
-            return served, [served.timeline.at(s) for s in steps]
-
-    def _raise(self, name: str, steps: range) -> tuple[_Served, list[Answer]]:
-        with Session(self._writer) as session, session.begin():
-            store = Store(session)
-            raised = store.raise_mark(name, steps[-1])
-            if raised is None:
-                raise NotFound(f"no run named {name!r}")
-            served = self._current(store, name, *raised)
-            # Computed before the commit: a step with no value raises, and the mark stays put.
-            return served, [served.timeline.at(s) for s in steps]
-
-    def _current(self, store: Store, name: str, version: int, mark: int) -> _Served:
-        """The run at `version`, from this process's copy if it is that version."""
-        cached = self._served.get(name)
-        if cached is not None and cached.version == version:
-            return _Served(version, cached.timeline, mark)
-        run = store.run(name)
-        assert run is not None  # read or updated in this same transaction
-        return _Served(version, timeline_of(run, store.changes(run.id)), mark)
-
-    def from_memory(self, name: str, steps: range) -> list[Answer] | None:
-        """The answers for `steps` if all are at or below the mark this process knows (nothing
-        can change them any more), without touching the database; None otherwise."""
-        served = self._served.get(name)
-        if served is None or steps[-1] > served.mark:
-            return None
-        return [served.timeline.at(s) for s in steps]
-
-    def curve(self, name: str, steps: range) -> list[Answer]:
-        """The planned answers for `steps`, without serving them: later changes may alter them."""
-        run, changes = self.get(name)
-        timeline = timeline_of(run, changes)
-        return [timeline.at(s) for s in steps]
+            return verify_chain(run.name, store.events(run.id, written_order=True))
 
 
 @dataclass(frozen=True)
@@ -452,20 +369,36 @@ def _state_of(
     )
 
 
-def verify_chain(run_name: str, events: list[EventRecord]) -> VerifyOut:
-    """Recompute the hash chain: an edited, inserted or deleted event breaks it."""
+def verify_chain(run_name: str, events: Sequence[StoredEvent]) -> VerifyOut:
+    """Recompute the hash chain over `events` in the order they were written: an edited,
+    inserted or deleted event breaks it, and so does a stored value that cannot be read back as
+    its type. The first bad event is named by its seq, or by the seq it should have where that
+    is what cannot be read."""
     prev = audit.GENESIS
     for expected_seq, event in enumerate(events, start=1):
-        digest = audit.chain_hash(prev, event_payload(run_name, event))
-        if event.seq != expected_seq or event.prev_hash != prev or event.hash != digest:
-            return VerifyOut(ok=False, count=len(events), first_bad_seq=event.seq)
-        prev = event.hash
+        record = event.record()
+        if (
+            record is None
+            or record.seq != expected_seq
+            or record.prev_hash != prev
+            or record.hash != audit.chain_hash(prev, event_payload(run_name, record))
+        ):
+            bad = expected_seq if event.seq is None else event.seq
+            return VerifyOut(ok=False, count=len(events), first_bad_seq=bad)
+        prev = record.hash
     return VerifyOut(ok=True, count=len(events))
 
 
-def preview(base_lrs: list[float] | None, spec: dict[str, Any], steps: range) -> list[Answer]:
+def planned(base_lrs: list[float] | None, spec: dict[str, Any]) -> Timeline:
+    """A spec's timeline for a preview, with errors named as in the request body."""
     try:
-        timeline = Timeline(base_lrs, spec, None)
+        return Timeline(base_lrs, spec, None)
     except SpecError as exc:
         raise _prefixed(exc, "schedule") from None
-    return [timeline.at(s) for s in steps]
+
+
+def _lrs_at(timeline: Timeline, step: int) -> list[float] | None:
+    try:
+        return timeline.at(step).lrs
+    except DomainError:
+        return None

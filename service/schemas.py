@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .schedules import STEP_MAX
 from .schedules.plateau import PlateauConfig
@@ -17,10 +19,55 @@ MAX_LABELS = 32
 RunName = Annotated[str, Field(pattern=RUN_NAME, examples=["resnet50-lr-sweep-3"])]
 Step = Annotated[int, Field(ge=0, le=STEP_MAX)]
 LR = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+SEQ_MAX = 2**31 - 1
+"""The highest seq an event can have: `events.seq` is a 32-bit integer on every database."""
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""Unicode's control characters (category Cc): C0, DEL and C1."""
+NO_CONTROL: dict[str, Any] = {"pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"}
+
+
+def no_control_characters(value: str) -> str:
+    """Refuse control characters in free text. PostgreSQL cannot store NUL in text at all; the
+    others have no use in names, labels or reasons, and in an audit trail they would let a value
+    rewrite what a terminal or a line-oriented view shows (a newline in a reason would forge a
+    row of `lrtower events`; an escape sequence, recolour or erase the screen)."""
+    found = CONTROL_CHARACTERS.search(value)
+    if found is not None:
+        raise ValueError(
+            f"must not contain control characters: found U+{ord(found.group()):04X} at index {found.start()}"
+        )
+    return value
+
+
+Printable = AfterValidator(no_control_characters)
+"""Free text: place it last in `Annotated`, after the length bounds, so theirs are the messages
+for too long a text."""
 Labels = Annotated[
-    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]],
+    dict[
+        Annotated[str, Field(max_length=64, json_schema_extra=NO_CONTROL), Printable],
+        Annotated[str, Field(max_length=256, json_schema_extra=NO_CONTROL), Printable],
+    ],
     Field(max_length=MAX_LABELS),
 ]
+
+
+MAX_SPEC_BYTES = 65_536
+"""The largest schedule spec, as compact JSON. A spec is compiled for every process that serves
+its run and kept in memory; the largest legitimate ones (long milestone lists, a lambda per
+group) are a few kilobytes."""
+
+
+def bounded_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    try:
+        size = len(json.dumps(spec, separators=(",", ":")))
+    except (RecursionError, ValueError):  # nesting the engine refuses anyway; NaN cannot be sent
+        size = MAX_SPEC_BYTES + 1
+    if size > MAX_SPEC_BYTES:
+        raise ValueError(f"a schedule spec may take at most {MAX_SPEC_BYTES} bytes as JSON, this one {size}")
+    return spec
+
+
+ScheduleSpec = Annotated[dict[str, Any], AfterValidator(bounded_spec)]
 
 
 class Strict(BaseModel):
@@ -55,7 +102,7 @@ class RunCreate(Strict):
     name: RunName
     lr: LR | None = None
     lrs: Annotated[list[LR], Field(min_length=1, max_length=MAX_GROUPS)] | None = None
-    schedule: dict[str, Any] = Field(
+    schedule: ScheduleSpec = Field(
         examples=[{"type": "CosineAnnealingLR", "T_max": 100000, "eta_min": 1e-6}],
         description="A schedule spec: see docs/schedules.md",
     )
@@ -164,7 +211,7 @@ class PreviewIn(Strict):
 
     lr: LR | None = None
     lrs: Annotated[list[LR], Field(min_length=1, max_length=MAX_GROUPS)] | None = None
-    schedule: dict[str, Any]
+    schedule: ScheduleSpec
     start: Step = 0
     stop: Step = 1000
     stride: Annotated[int, Field(ge=1, le=STEP_MAX)] = 1
@@ -174,7 +221,8 @@ class PreviewIn(Strict):
         return [self.lr] if self.lr is not None else self.lrs
 
 
-Reason = Annotated[str, Field(max_length=1000)]
+Reason = Annotated[str, Field(max_length=1000, json_schema_extra=NO_CONTROL), Printable]
+"""Why a change was made: one line, as every form and command that asks for it takes it."""
 
 
 class ScheduleChangeIn(Strict):
@@ -192,7 +240,7 @@ class ScheduleChangeIn(Strict):
         },
     )
 
-    schedule: dict[str, Any]
+    schedule: ScheduleSpec
     from_step: Step | None = None
     restart: bool = Field(False, description="The new schedule counts its own steps from 0 at from_step")
     reason: Reason | None = None
@@ -238,7 +286,9 @@ class ChangeResult(BaseModel):
 
     run: str
     effective_step: int
-    lr_before: list[float]
+    lr_before: list[float] | None = Field(
+        description="The LR at effective_step without the change; null where the old plan had none"
+    )
     lr_after: list[float]
     version: int
 
@@ -252,9 +302,9 @@ class MetricIn(Strict):
         description="torch's step(metric) count: the first is 1"
     )
     value: Annotated[float, Field(allow_inf_nan=False)]
-    name: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
-        None, description="The metric's name; default: the one the run's plateau watches"
-    )
+    name: (
+        Annotated[str, Field(min_length=1, max_length=128, json_schema_extra=NO_CONTROL), Printable] | None
+    ) = Field(None, description="The metric's name; default: the one the run's plateau watches")
 
 
 class MetricOut(BaseModel):
@@ -269,22 +319,31 @@ class MetricOut(BaseModel):
     accepted: bool
     reduced: bool
     effective_step: int
-    lr: float
-    lrs: list[float]
+    lr: float | None = Field(description="The LR from effective_step on; null where the plan has none")
+    lrs: list[float] | None
 
 
 class EventOut(BaseModel):
-    seq: int
-    at: datetime
-    actor: str
-    kind: str
+    """One event of the audit trail. A field whose stored value cannot be read back as its type
+    (the database was edited behind the service's back) is null and named in `damaged`; verify
+    reports such an event as broken."""
+
+    seq: int | None
+    at: datetime | None
+    actor: str | None
+    kind: str | None
     effective_step: int | None
     lr_before: list[float] | None
     lr_after: list[float] | None
     reason: str | None
-    details: dict[str, Any]
-    prev_hash: str
-    hash: str
+    details: dict[str, Any] | None
+    prev_hash: str | None
+    hash: str | None
+    damaged: list[str] = Field(
+        default_factory=list,
+        description="The fields whose stored value could not be read (they are null); empty for an intact event",
+        examples=[["lr_after"]],
+    )
 
 
 class EventPage(BaseModel):

@@ -5,12 +5,14 @@ ORM objects stay in here; callers get frozen records.
 
 from __future__ import annotations
 
-from contextlib import closing
-from dataclasses import asdict, dataclass, replace
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, LargeBinary, Text, cast, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from . import audit
@@ -76,6 +78,35 @@ class EventRecord:
     hash: str
 
 
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as read back from the database, which anyone with access to it can edit.
+
+    Each field holds the event's value, or None where the stored value is not a value of the
+    field's type (text in an integer column, JSON that is not a list of numbers, a timestamp that
+    is not one): such a field is named in `damaged`, and the event breaks the hash chain.
+    """
+
+    seq: int | None
+    at: datetime | None
+    actor: str | None
+    kind: str | None
+    effective_step: int | None
+    lr_before: list[float] | None
+    lr_after: list[float] | None
+    reason: str | None
+    details: dict[str, Any] | None
+    prev_hash: str | None
+    hash: str | None
+    damaged: tuple[str, ...] = ()
+
+    def record(self) -> EventRecord | None:
+        """The event as it was written, if every field could be read."""
+        if self.damaged:
+            return None
+        return EventRecord(**{field.name: getattr(self, field.name) for field in fields(EventRecord)})
+
+
 def _run(row: Run) -> RunRecord:
     return RunRecord(
         id=row.id,
@@ -102,20 +133,21 @@ class Store:
         return None if row is None else _run(row)
 
     def runs(self, after: str | None, limit: int, labels: dict[str, str]) -> list[RunRecord]:
-        """Runs by name, after `after`, whose labels include all of `labels`."""
-        query = select(Run).order_by(Run.name)
+        """Runs by name, after `after`, whose labels include all of `labels`: one query, filtered
+        by the database, so a page costs the same however many runs do not match."""
+        query = select(Run).order_by(Run.name).limit(limit)
         if after is not None:
             query = query.where(Run.name > after)
-        found: list[RunRecord] = []
-        # Labels are JSON: filter in Python, reading in pages, so any database does it alike.
-        # Closed when done, even early: on PostgreSQL the pages come from a server-side cursor.
-        with closing(self.session.scalars(query.execution_options(yield_per=500))) as rows:
-            for row in rows:
-                if all(row.labels.get(k) == v for k, v in labels.items()):
-                    found.append(_run(row))
-                    if len(found) == limit:
-                        break
-        return found
+        for key, value in labels.items():
+            query = query.where(self._has_label(key, value))
+        return [_run(row) for row in self.session.scalars(query)]
+
+    def _has_label(self, key: str, value: str) -> ColumnElement[bool]:
+        if _is_sqlite(self.session):
+            # json_each, not a JSON path: a path cannot quote every key (one holding `"`, say).
+            pairs = func.json_each(Run.labels).table_valued("key", "value")
+            return exists().where(pairs.c.key == key, pairs.c.value == value)
+        return Run.labels[key].as_string() == value  # ->>, with the key as a bound parameter
 
     def insert_run(
         self,
@@ -165,20 +197,18 @@ class Store:
         row = self.session.execute(select(Run.version, Run.high_water).where(Run.name == name)).one_or_none()
         return None if row is None else (row[0], row[1])
 
-    def raise_mark(self, name: str, step: int) -> tuple[int, int] | None:
-        """Raise the run's high-water mark to `step` (never lower it), atomically, and return
-        (version, high_water) as they are after the raise; None if there is no such run."""
+    def raise_mark(self, name: str, step: int, version: int, max_ahead: int) -> int | None:
+        """Raise the run's high-water mark to `step` (never lower it), atomically, on two
+        conditions: the run is still at `version`, and `step` is at most `max_ahead` past the
+        mark. The mark after the raise; None if a condition failed (or there is no such run)."""
+        highest = func.max if _is_sqlite(self.session) else func.greatest
         result = self.session.execute(
             update(Run)
-            .where(Run.name == name)
-            .values(
-                high_water=func.max(Run.high_water, step)
-                if _is_sqlite(self.session)
-                else func.greatest(Run.high_water, step)
-            )
-            .returning(Run.version, Run.high_water)
+            .where(Run.name == name, Run.version == version, Run.high_water >= step - max_ahead)
+            .values(high_water=highest(Run.high_water, step))
+            .returning(Run.high_water)
         ).one_or_none()
-        return None if result is None else (result[0], result[1])
+        return None if result is None else int(result[0])
 
     def append_event(
         self,
@@ -330,26 +360,40 @@ class Store:
             )
         )
 
-    def events(self, run_id: int, after: int = 0, limit: int | None = None) -> list[EventRecord]:
-        query = select(Event).where(Event.run_id == run_id, Event.seq > after).order_by(Event.seq)
+    def events(
+        self, run_id: int, after: int = 0, limit: int | None = None, *, written_order: bool = False
+    ) -> list[StoredEvent]:
+        """The run's events after seq `after`, by seq; or, `written_order`, in the order they were
+        appended (ids grow with every append, which holds the run's lock), which a tampered seq
+        does not change.
+
+        Every value is read as the database holds it and checked in Python, so that a row edited
+        behind the service's back, whatever was written into it, is shown as damaged rather than
+        failing the read. SQLite keeps any value in any column: each is read as its storage class
+        and its bytes. PostgreSQL keeps every column's type, but a json column takes any JSON: it
+        is read as text.
+        """
+        columns = [getattr(Event, name) for name in _EVENT_READERS]
+        sqlite = _is_sqlite(self.session)
+        selected: list[ColumnElement[Any]]
+        if sqlite:
+            selected = [
+                part for column in columns for part in (func.typeof(column), cast(column, LargeBinary))
+            ]
+        else:
+            selected = [cast(column, Text) if column.key in _JSON_COLUMNS else column for column in columns]
+        query = (
+            select(*selected)
+            .where(Event.run_id == run_id, Event.seq > after)
+            .order_by(Event.id if written_order else Event.seq)
+        )
         if limit is not None:
             query = query.limit(limit)
-        return [
-            EventRecord(
-                seq=e.seq,
-                at=utc(e.at),
-                actor=e.actor,
-                kind=e.kind,
-                effective_step=e.effective_step,
-                lr_before=e.lr_before,
-                lr_after=e.lr_after,
-                reason=e.reason,
-                details=e.details,
-                prev_hash=e.prev_hash,
-                hash=e.hash,
-            )
-            for e in self.session.scalars(query)
-        ]
+        found = []
+        for row in self.session.execute(query):
+            stored = [_as_stored(row[2 * i], row[2 * i + 1]) for i in range(len(columns))] if sqlite else row
+            found.append(_read_event(stored))
+        return found
 
 
 def event_payload(run_name: str, event: EventRecord) -> dict[str, Any]:
@@ -366,6 +410,118 @@ def event_payload(run_name: str, event: EventRecord) -> dict[str, Any]:
         "reason": event.reason,
         "details": event.details,
     }
+
+
+# -- reading events back, whatever the database holds -------------------------------------------
+
+
+class _Unreadable(ValueError):
+    """A stored value that is not a value of its field's type."""
+
+
+def _as_stored(storage_class: str, data: bytes | None) -> object:
+    """A value as SQLite holds it, whatever its column's declared type: an int, a str or None;
+    anything else (a real, a blob, text that is not UTF-8) as its bytes, which no field takes."""
+    if data is None:
+        return None
+    if storage_class == "integer":
+        return int(data)
+    if storage_class == "text":
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            return data
+    return data
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _Unreadable
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise _Unreadable
+
+
+def _moment(value: object) -> datetime:
+    """A timestamp: PostgreSQL's, in the session's time zone, or the text SQLAlchemy wrote into
+    SQLite, in UTC. Always in UTC, as it was hashed."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if not isinstance(moment, datetime):
+        raise _Unreadable
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _refuse_constant(name: str) -> float:
+    raise _Unreadable(name)  # NaN and Infinity: JSON has none, and the hash cannot take them
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _Unreadable(text)
+    return number
+
+
+def _json(value: object) -> Any:
+    if not isinstance(value, str):
+        raise _Unreadable
+    return json.loads(value, parse_constant=_refuse_constant, parse_float=_finite)
+
+
+def _lrs(value: object) -> list[float] | None:
+    decoded = _json(value) if value is not None else None
+    if decoded is None or (isinstance(decoded, list) and all(map(_is_lr, decoded))):
+        return decoded
+    raise _Unreadable
+
+
+def _is_lr(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _object(value: object) -> dict[str, Any]:
+    decoded = _json(value)
+    if isinstance(decoded, dict):
+        return decoded
+    raise _Unreadable
+
+
+def _nullable(read: Callable[[object], Any]) -> Callable[[object], Any]:
+    return lambda value: None if value is None else read(value)
+
+
+_EVENT_READERS: dict[str, Callable[[object], Any]] = {
+    "seq": _integer,
+    "at": _moment,
+    "actor": _text,
+    "kind": _text,
+    "effective_step": _nullable(_integer),
+    "lr_before": _lrs,
+    "lr_after": _lrs,
+    "reason": _nullable(_text),
+    "details": _object,
+    "prev_hash": _text,
+    "hash": _text,
+}
+"""How each field of an event is read back, in the order they are selected."""
+_JSON_COLUMNS = ("lr_before", "lr_after", "details")
+
+
+def _read_event(stored: Sequence[object]) -> StoredEvent:
+    values: dict[str, Any] = {}
+    damaged = []
+    for (name, read), value in zip(_EVENT_READERS.items(), stored, strict=True):
+        try:
+            values[name] = read(value)
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            # Whatever the value is, it is not what the service wrote: show the event, say so.
+            values[name] = None
+            damaged.append(name)
+    return StoredEvent(**values, damaged=tuple(damaged))
 
 
 def _is_sqlite(session: Session) -> bool:

@@ -14,6 +14,7 @@ the same whatever the step and (but for a logarithm) however long the history.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from itertools import accumulate
 from operator import mul
 from typing import Any
 
-from .schedules import Schedule, build_schedule
+from .schedules import DomainError, Schedule, build_schedule
 from .schedules.plateau import PlateauConfig, reduce_by_plateau
 
 
@@ -87,6 +88,8 @@ class Timeline:
         self._plateau_steps = [c.effective_step for c in reductions]
         self._plateau_factors = [(1.0,) * self.n_groups, *(c.factors for c in reductions)]
         self._floors = plateau.min_lrs(self.n_groups) if plateau else None
+        # Each answer evaluates one segment; the dearest bounds them all.
+        self.cost: float = max(getattr(schedule, "cost", 1.0) for schedule, _ in self._segments)  # TODO
 
     def at(self, step: int) -> Answer:
         """The LRs (and momentum) served at `step`. Raises DomainError where there is none."""
@@ -95,10 +98,17 @@ class Timeline:
         scale = self._scale_products[bisect_right(self._scale_steps, step)]
         if scale != 1.0:
             lrs = [lr * scale for lr in lrs]
+            # The schedule's own values are finite (Schedule.at); a scale can still overflow them.
+            if not all(lr < math.inf for lr in lrs):
+                raise DomainError(step, f"the LR scaled by {scale!r} overflows: it is not a finite LR")
         if self._floors is not None:
             factors = self._plateau_factors[bisect_right(self._plateau_steps, step)]
             lrs = reduce_by_plateau(lrs, factors, self._floors)
         return Answer(step, lrs, momentum)
+
+    def work(self, points: int) -> float:
+        """The estimated cost of answering `points` steps, in the engine's cost units."""
+        return points * self.n_groups * self.cost
 
     def plus(self, change: Change) -> Timeline:
         """This history with one more change."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Path, Query
 
 from ..deps import Reader, RunsDep, Writer
 from ..schemas import (
+    RUN_NAME,
+    SEQ_MAX,
     ChangeResult,
     EventOut,
     EventPage,
@@ -23,6 +25,9 @@ from ..schemas import (
 from .runs import run_out
 
 router = APIRouter(tags=["changes"], responses=problems(401, 403, 404, 409, 413, 422))
+# A name no run can have is refused before it reaches the database, which may not even take it
+# as text (PostgreSQL refuses NUL).
+RunPath = Annotated[str, Path(pattern=RUN_NAME, description="The run's name")]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -38,20 +43,22 @@ IdempotencyKey = Annotated[
 
 @router.post("/runs/{run}/schedule", response_model=ChangeResult)
 def change_schedule(
-    run: str, body: ScheduleChangeIn, runs: RunsDep, caller: Writer, key: IdempotencyKey = None
+    run: RunPath, body: ScheduleChangeIn, runs: RunsDep, caller: Writer, key: IdempotencyKey = None
 ) -> ChangeResult:
     """Replace the schedule from a step above the high-water mark (409 at or below it)."""
     return runs.change_schedule(run, body, caller.name, key)
 
 
 @router.post("/runs/{run}/scale", response_model=ChangeResult)
-def scale(run: str, body: ScaleIn, runs: RunsDep, caller: Writer, key: IdempotencyKey = None) -> ChangeResult:
+def scale(
+    run: RunPath, body: ScaleIn, runs: RunsDep, caller: Writer, key: IdempotencyKey = None
+) -> ChangeResult:
     """Multiply the LR from a step above the high-water mark (409 at or below it)."""
     return runs.scale(run, body, caller.name, key)
 
 
 @router.post("/runs/{run}/metrics", response_model=MetricOut)
-def post_metric(run: str, body: MetricIn, runs: RunsDep, caller: Writer) -> MetricOut:
+def post_metric(run: RunPath, body: MetricIn, runs: RunsDep, caller: Writer) -> MetricOut:
     """Post a metric. The plateau's watched metric may reduce the LR: from `step` if it is above
     the high-water mark, else from the step after it (`effective_step` says which). Posting the
     same (name, step, value) again returns the same answer; another value for it is a 409."""
@@ -59,7 +66,7 @@ def post_metric(run: str, body: MetricIn, runs: RunsDep, caller: Writer) -> Metr
 
 
 @router.post("/runs/{run}/state", response_model=RunOut)
-def set_state(run: str, body: StateIn, runs: RunsDep, caller: Writer) -> RunOut:
+def set_state(run: RunPath, body: StateIn, runs: RunsDep, caller: Writer) -> RunOut:
     """Mark the run finished or archived: it serves its LRs still, but takes no more changes."""
     runs.set_state(run, body, caller.name)
     return run_out(*runs.get(run))
@@ -67,18 +74,19 @@ def set_state(run: str, body: StateIn, runs: RunsDep, caller: Writer) -> RunOut:
 
 @router.get("/runs/{run}/events", response_model=EventPage)
 def events(
-    run: str,
+    run: RunPath,
     runs: RunsDep,
     caller: Reader,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=SEQ_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
-    """The audit trail, oldest first, from after `after` (a seq)."""
+    """The audit trail, oldest first, from after `after` (a seq). An event edited in the database
+    so that a field can no longer be read shows that field as null, named in `damaged`."""
     found = runs.events(run, after, limit)
-    return EventPage(run=run, events=[EventOut(**e.__dict__) for e in found])
+    return EventPage(run=run, events=[EventOut.model_validate(e, from_attributes=True) for e in found])
 
 
 @router.get("/runs/{run}/events/verify", response_model=VerifyOut)
-def verify(run: str, runs: RunsDep, caller: Reader) -> VerifyOut:
+def verify(run: RunPath, runs: RunsDep, caller: Reader) -> VerifyOut:
     """Recompute the hash chain of the audit trail: any edited or deleted event breaks it."""
     return runs.verify(run)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from importlib.resources import files
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
@@ -19,14 +20,16 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from ..auth import ANONYMOUS, Caller, Forbidden, Tokens, Unauthorized
 from ..deps import RunsDep
-from ..errors import Problem
-from ..runs import Runs, timeline_of
+from ..errors import NotFound, Problem
+from ..runs import Runs
 from ..schedules import STEP_MAX, DomainError, SpecError
-from ..schemas import ScaleIn, ScheduleChangeIn, StateIn
+from ..schedules.registry import MAX_NESTING
+from ..schemas import LR, RUN_NAME, ScaleIn, ScheduleChangeIn, StateIn
+from ..serving import timeline_of
 from ..svg import Marker, curve_svg, sparkline
 from ..timeline import Answer, Timeline
 
@@ -35,6 +38,8 @@ templates = Jinja2Templates(directory=str(files("lrtower_server") / "templates")
 COOKIE = "lrtower_token"
 REFRESH_MS = 3000
 PAGE = 200  # runs per page of the list
+SPARK_POINTS = 60  # points of a run's sparkline
+SPARK_MAX_AGE = 86_400  # seconds a browser may keep a sparkline: its URL names everything it shows
 EXAMPLE_SPEC = json.dumps(
     {
         "type": "SequentialLR",
@@ -47,6 +52,8 @@ EXAMPLE_SPEC = json.dumps(
     indent=2,
 )
 MARKED = {"schedule_changed": "schedule", "scaled": "scale", "plateau_reduced": "plateau"}
+BASE_LR: TypeAdapter[float] = TypeAdapter(LR)  # the API's own rule for a base LR: finite, >= 0
+JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # strings whole, and brackets
 
 
 class SignIn(Exception):
@@ -66,6 +73,17 @@ def console_caller(request: Request) -> Caller:
 
 
 Viewer = Annotated[Caller, Depends(console_caller)]
+
+
+def run_name(run: str) -> str:
+    """The run named in the path. A name that no run can have is unknown, and no SQL sees it
+    (PostgreSQL refuses the NUL byte, for one)."""
+    if re.fullmatch(RUN_NAME, run) is None:
+        raise NotFound(f"no run named {run[:128]!r}")
+    return run
+
+
+RunName = Annotated[str, Depends(run_name)]
 
 
 def page(request: Request, name: str, context: dict[str, Any]) -> Response:
@@ -111,20 +129,18 @@ def runs_page(
     runs: RunsDep,
     viewer: Viewer,
     q: str = "",
-    label: Annotated[str, Query(max_length=320)] = "",
+    label: Annotated[str, Query(max_length=320, pattern=r"^[^\x00]*$")] = "",  # no database stores NUL
     state: str = "",
-    after: Annotated[str | None, Query(max_length=128)] = None,
+    after: Annotated[str | None, Query(pattern=RUN_NAME)] = None,  # a cursor: the last name listed
 ) -> Response:
+    """The runs, from the database alone: a page of 200 heavy runs must cost no more than a page of
+    light ones, so each curve is an image of its own (`sparkline`), loaded only when shown."""
     wanted = dict([label.split("=", 1)]) if "=" in label else {}
     rows = []
     listed = runs.page(after, PAGE, wanted)
     for run, changes in listed:
         if (q and q not in run.name) or (state and run.state != state):
             continue
-        horizon = max(1000, math.ceil(max(run.high_water, *(c.effective_step for c in changes), 0) * 1.25))
-        timeline = timeline_of(run, changes)
-        answers = _planned(timeline, range(0, horizon, max(1, horizon // 60)))
-        now = _planned(timeline, range(max(run.high_water, 0), max(run.high_water, 0) + 1))
         last = changes[-1] if changes else None
         rows.append(
             {
@@ -132,9 +148,9 @@ def runs_page(
                 "labels": run.labels,
                 "state": run.state,
                 "high_water": run.high_water,
-                "lr": now[0].lrs[0] if now else None,
                 "last_change": f"{last.kind} from step {last.effective_step}" if last else None,
-                "sparkline": sparkline([a.lrs[0] for a in answers]),
+                "sparkline": f"/ui/runs/{run.name}/sparkline.svg?"
+                + urlencode({"v": run.version, "mark": run.high_water}),
             }
         )
     more = listed[-1][0].name if len(listed) == PAGE else None
@@ -142,10 +158,40 @@ def runs_page(
     return page(request, "runs.html", context)
 
 
+@router.get("/runs/{run}/sparkline.svg")
+def sparkline_image(
+    run: RunName,
+    runs: RunsDep,
+    viewer: Viewer,
+    v: Annotated[int | None, Query(ge=0)] = None,
+    mark: Annotated[int | None, Query(ge=-1, le=STEP_MAX)] = None,
+) -> Response:
+    """A run's planned curve in about 60 points, with its LR at the mark (`mark`, the run's own by
+    default). A run's plan only changes with its version, so the answer for the version it names
+    (`v`) never changes, and the browser may keep it."""
+    record, changes = runs.get(run)
+    at = record.high_water if mark is None else mark
+    horizon = max(1000, math.ceil(max(at, *(c.effective_step for c in changes), 0) * 1.25))
+    timeline = timeline_of(record, changes)
+    answers = _planned(timeline, range(0, horizon, math.ceil(horizon / SPARK_POINTS)))
+    now = _planned(timeline, range(max(at, 0), max(at, 0) + 1))
+    caption = f"{now[0].lrs[0]:.4g}" if now else "—"
+    title = f"LR {caption} at step {max(at, 0)}; planned to step {horizon}"
+    image = sparkline([a.lrs[0] for a in answers], caption, title)
+    fixed = v == record.version
+    headers = {
+        "cache-control": f"private, max-age={SPARK_MAX_AGE}" if fixed else "no-store",
+        # Opened on its own, the image is a document of this origin: it may run nothing.
+        "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'",
+        "x-content-type-options": "nosniff",
+    }
+    return Response(image, media_type="image/svg+xml", headers=headers)
+
+
 @router.get("/runs/{run}", response_class=HTMLResponse)
 def run_page(
     request: Request,
-    run: str,
+    run: RunName,
     runs: RunsDep,
     viewer: Viewer,
     start: Annotated[int, Query(ge=0, le=STEP_MAX)] = 0,
@@ -195,12 +241,9 @@ def _planned(timeline: Timeline, steps: range) -> list[Answer]:
 
 
 def _all_events(runs: Runs, run: str) -> list[Any]:
-    events: list[Any] = []
-    while True:
-        batch = runs.events(run, events[-1].seq if events else 0, 1000)
-        if not batch:
-            return events
-        events += batch
+    # One read, not pages by seq: an event edited in the database may have no readable seq to
+    # page after, and it must be shown all the same.
+    return runs.events(run)
 
 
 @router.get("/playground", response_class=HTMLResponse)
@@ -208,7 +251,7 @@ def playground(
     request: Request,
     viewer: Viewer,
     spec: Annotated[str, Query(max_length=100_000)] = EXAMPLE_SPEC,
-    lr: str = "0.1",
+    lr: Annotated[str, Query(max_length=1000)] = "0.1",
     start: Annotated[int, Query(ge=0, le=STEP_MAX)] = 0,
     stop: Annotated[int, Query(ge=1, le=STEP_MAX)] = 1000,
     log: bool = False,
@@ -216,23 +259,52 @@ def playground(
     """A spec's curve as it is edited, with each invalid field named next to the editor."""
     errors: list[tuple[str, str]] = []
     svg = ""
+    parsed: Any = None
     try:
-        parsed = json.loads(spec)
-        base = [float(lr)] if lr.strip() else None
-        steps = range(start, max(stop, start + 1), max(1, (max(stop, start + 1) - start) // 600))
-        answers = _planned(Timeline(base, parsed, None), steps)
-        svg = curve_svg([a.step for a in answers], [a.lrs for a in answers], -1, [], log)
-    except json.JSONDecodeError as exc:
-        errors.append(("spec", f"not JSON: {exc}"))
-    except SpecError as exc:
-        errors += [(".".join(map(str, e.loc)) or "spec", e.msg) for e in exc.errors]
-    except (ValueError, TypeError) as exc:
-        errors.append(("lr", str(exc)))
+        parsed = _load_json(spec)
+    except ValueError as exc:
+        errors.append(("spec", str(exc)))
+    base: list[float] | None = None
+    if lr.strip():
+        try:
+            base = [BASE_LR.validate_strings(lr.strip())]
+        except ValidationError as exc:
+            errors.append(("lr", f"{lr.strip()[:40]!r}: {exc.errors()[0]['msg']}"))
+    if not errors:
+        try:
+            timeline = Timeline(base, parsed, None)
+            steps = range(start, max(stop, start + 1), max(1, (max(stop, start + 1) - start) // 600))
+            answers = _planned(timeline, steps)
+            svg = curve_svg([a.step for a in answers], [a.lrs for a in answers], -1, [], log)
+        except SpecError as exc:
+            errors += [(".".join(map(str, e.loc)) or "spec", e.msg) for e in exc.errors]
+        except (ValueError, TypeError, ArithmeticError) as exc:  # whatever the spec, the page answers
+            errors.append(("spec", str(exc)))
     context = {"spec": spec, "lr": lr, "start": start, "stop": stop, "log": log, "errors": errors, "svg": svg}
     context["live"] = False  # it redraws as the spec is edited, not on a timer
     response = page(request, "playground.html", context)
     response.headers["cache-control"] = "no-store"
     return response
+
+
+def _load_json(text: str) -> Any:
+    """`text` as JSON, refusing (ValueError) containers nested deeper than a spec may be before the
+    parser recurses into them: it would otherwise run out of stack on a few thousand `[`."""
+    depth = 0
+    for token in JSON_TOKENS.finditer(text):  # strings are skipped whole: brackets in them don't count
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > MAX_NESTING + 1:
+                raise ValueError(f"JSON nested more than {MAX_NESTING} levels deep")
+        elif bracket in ("]", "}"):
+            depth -= 1
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits; a stack still too deep
+        raise ValueError(f"not usable JSON: {exc}") from None
 
 
 # -- writes from the console's forms -----------------------------------------------------------
@@ -269,7 +341,7 @@ def _problem_text(exc: Problem | SpecError) -> str:
 
 
 @router.post("/runs/{run}/scale")
-async def scale_form(request: Request, run: str, runs: RunsDep, viewer: Viewer) -> Response:
+async def scale_form(request: Request, run: RunName, runs: RunsDep, viewer: Viewer) -> Response:
     form = await _form(request, viewer)
     try:
         body = ScaleIn(
@@ -286,11 +358,11 @@ async def scale_form(request: Request, run: str, runs: RunsDep, viewer: Viewer) 
 
 
 @router.post("/runs/{run}/schedule")
-async def schedule_form(request: Request, run: str, runs: RunsDep, viewer: Viewer) -> Response:
+async def schedule_form(request: Request, run: RunName, runs: RunsDep, viewer: Viewer) -> Response:
     form = await _form(request, viewer)
     try:
         body = ScheduleChangeIn(
-            schedule=json.loads(form.get("schedule", "")),
+            schedule=_load_json(form.get("schedule", "")),
             from_step=int(form["from_step"]) if form.get("from_step") else None,
             restart=form.get("restart") == "1",
             reason=form.get("reason") or None,
@@ -304,11 +376,13 @@ async def schedule_form(request: Request, run: str, runs: RunsDep, viewer: Viewe
 
 
 @router.post("/runs/{run}/finish")
-async def finish_form(request: Request, run: str, runs: RunsDep, viewer: Viewer) -> Response:
+async def finish_form(request: Request, run: RunName, runs: RunsDep, viewer: Viewer) -> Response:
     form = await _form(request, viewer)
     try:
         body = StateIn(state="finished", reason=form.get("reason") or None)
         await anyio.to_thread.run_sync(runs.set_state, run, body, viewer.name)
+    except ValidationError as exc:
+        return _back(run, f"invalid reason: {exc}")
     except Problem as exc:
         return _back(run, _problem_text(exc))
     return _back(run)

@@ -8,17 +8,13 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import Field
 
-from ..deps import Reader, RunsDep, Writer
-from ..errors import Invalid
-from ..schedules import STEP_MAX, FieldError
+from ..deps import Creator, Reader, RunsDep, ServingDep
 from ..schemas import RUN_NAME, ChangeOut, LrOut, RangeOut, RunCreate, RunOut, RunPage, problems
 from ..store import ChangeRecord, RunRecord
 from ..timeline import Answer
+from ..wire import STEP_PARAMETERS, parse_step_query
 
 router = APIRouter(tags=["runs"], responses=problems(401, 403, 404, 409, 413, 422))
-MAX_POINTS = 100_000
-StepQuery = Annotated[int | None, Query(ge=0, le=STEP_MAX)]
-Stride = Annotated[int, Query(ge=1, le=STEP_MAX)]
 LabelFilter = Annotated[str, Field(pattern=r"^[^=]{1,64}=.{0,256}$")]
 
 
@@ -50,24 +46,6 @@ def run_out(run: RunRecord, changes: list[ChangeRecord]) -> RunOut:
     )
 
 
-def steps_of(start: int | None, stop: int | None, stride: int) -> range:
-    """[start, stop) by stride, at most MAX_POINTS points."""
-    if start is None or stop is None:
-        missing = "start" if start is None else "stop"
-        raise Invalid("give `step`, or `start` and `stop`", [FieldError(("query", missing), "required")])
-    if stop <= start:
-        raise Invalid(
-            "`stop` must be above `start`", [FieldError(("query", "stop"), f"must be > start ({start})")]
-        )
-    steps = range(start, stop, stride)
-    if len(steps) > MAX_POINTS:
-        raise Invalid(
-            f"a range holds at most {MAX_POINTS} points, this one {len(steps)}",
-            [FieldError(("query", "stop"), f"at most {MAX_POINTS} points per request")],
-        )
-    return steps
-
-
 def range_out(run: str, answers: list[Answer]) -> RangeOut:
     several = len(answers[0].lrs) > 1
     momentum = [a.momentum for a in answers if a.momentum is not None]
@@ -81,7 +59,7 @@ def range_out(run: str, answers: list[Answer]) -> RangeOut:
 
 
 @router.post("/runs", response_model=RunOut, status_code=201, responses={200: {"model": RunOut}})
-def create_run(body: RunCreate, runs: RunsDep, caller: Writer, response: Response) -> RunOut:
+def create_run(body: RunCreate, runs: RunsDep, caller: Creator, response: Response) -> RunOut:
     """Create a run. The same definition again answers 200 with the run; a different one, 409."""
     run, created = runs.create(body, caller.name)
     if not created:
@@ -115,30 +93,33 @@ def get_run(run: str, runs: RunsDep, caller: Reader) -> RunOut:
     "/runs/{run}/lr",
     response_model=LrOut | RangeOut,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string", "example": "0.001"}}}}},
+    openapi_extra={"parameters": STEP_PARAMETERS},
 )
 def get_lr(
-    run: str,
-    request: Request,
-    runs: RunsDep,
-    caller: Reader,
-    step: StepQuery = None,
-    start: StepQuery = None,
-    stop: StepQuery = None,
-    stride: Stride = 1,
+    run: str, request: Request, serving: ServingDep, caller: Reader
 ) -> LrOut | RangeOut | PlainTextResponse:
     """The LR of `step`, or of every step in [start, stop) by `stride` (lookahead). Served steps
-    never change afterwards. With `Accept: text/plain`, a single step's LR alone, as text."""
-    if step is not None:
-        (answer,) = runs.serve(run, range(step, step + 1))
+    never change afterwards. With `Accept: text/plain`, a single step's LR alone, as text.
+
+    Only a consumer (a `write` token, or anyone on a server without tokens) may ask steps above
+    the high-water mark, and at most LRTOWER_MAX_AHEAD steps past it; `/curve` shows the plan."""
+    asked = parse_step_query(request.query_params.multi_items())
+    answers = serving.serve(run, asked.steps, consume=caller.allows("write"))
+    if asked.single:
+        (answer,) = answers
         if "text/plain" in request.headers.get("accept", ""):
             return PlainTextResponse(repr(answer.lrs[0]))
-        return LrOut(run=run, step=step, lr=answer.lrs[0], lrs=answer.lrs, momentum=answer.momentum)
-    return range_out(run, runs.serve(run, steps_of(start, stop, stride)))
+        return LrOut(run=run, step=answer.step, lr=answer.lrs[0], lrs=answer.lrs, momentum=answer.momentum)
+    return range_out(run, answers)
 
 
-@router.get("/runs/{run}/curve", response_model=RangeOut)
-def get_curve(
-    run: str, runs: RunsDep, caller: Reader, start: StepQuery = 0, stop: StepQuery = 1000, stride: Stride = 1
-) -> RangeOut:
-    """The planned curve over [start, stop), for plotting. Unlike /lr, it serves nothing."""
-    return range_out(run, runs.curve(run, steps_of(start, stop, stride)))
+@router.get(
+    "/runs/{run}/curve",
+    response_model=RangeOut,
+    openapi_extra={"parameters": [p for p in STEP_PARAMETERS if p["name"] != "step"]},
+)
+def get_curve(run: str, request: Request, serving: ServingDep, caller: Reader) -> RangeOut:
+    """The planned curve over [start, stop) (default [0, 1000)), for plotting. Unlike /lr, it
+    serves nothing, so anyone who may read may ask any step."""
+    asked = parse_step_query(request.query_params.multi_items(), default_range=range(0, 1000))
+    return range_out(run, serving.plan(run, asked.steps))

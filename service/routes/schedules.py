@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ..deps import Reader
-from ..runs import preview
+from ..deps import Reader, ServingDep
+from ..runs import planned
 from ..schemas import PreviewIn, RangeOut, problems
-from .runs import range_out, steps_of
+from ..wire import steps_of
+from .runs import range_out
 
 router = APIRouter(tags=["schedules"], responses=problems(401, 403, 413, 422))
 
 
 @router.post("/schedules/preview", response_model=RangeOut)
-def preview_schedule(body: PreviewIn, caller: Reader) -> RangeOut:
+def preview_schedule(body: PreviewIn, serving: ServingDep, caller: Reader) -> RangeOut:
     """Validate a spec and evaluate it over [start, stop) by `stride`, for checks and plots."""
-    return range_out("", preview(body.base_lrs, body.schedule, steps_of(body.start, body.stop, body.stride)))
+    steps = steps_of(body.start, body.stop, body.stride, where="body")
+    return range_out("", serving.answers(planned(body.base_lrs, body.schedule), steps, where="body"))

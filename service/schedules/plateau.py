@@ -36,6 +36,10 @@ from pydantic import Field
 from .base import NonNegative, SpecError, SpecModel
 
 MetricName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")]
+COUNT_MAX = 2**31 - 1
+"""The largest patience or cooldown: the service persists the counters that count up to them
+(bad epochs, cooldown left) as 32-bit integers, which is what both its databases store there."""
+Count = Annotated[int, Field(ge=0, le=COUNT_MAX)]
 
 
 class PlateauConfig(SpecModel):
@@ -44,10 +48,10 @@ class PlateauConfig(SpecModel):
     metric: MetricName = "loss"
     mode: Literal["min", "max"] = "min"
     factor: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    patience: Annotated[int, Field(ge=0)] = 10
+    patience: Count = 10
     threshold: NonNegative = 1e-4
     threshold_mode: Literal["rel", "abs"] = "rel"
-    cooldown: Annotated[int, Field(ge=0)] = 0
+    cooldown: Count = 0
     min_lr: NonNegative | Annotated[list[NonNegative], Field(min_length=1)] = 0.0
     eps: NonNegative = 1e-8
 

@@ -54,7 +54,7 @@ def test_creating_again_is_idempotent_and_a_different_definition_conflicts(clien
 def test_lr_equals_the_engine_and_text_plain(client: TestClient) -> None:
     create(client)
     engine = build_schedule(WARMUP_COSINE, [0.1])
-    for step in (0, 5, 10, 50, 99, 10**12):
+    for step in (0, 5, 10, 50, 99, 5000):
         body = client.get("/runs/job-1/lr", params={"step": step}).json()
         assert body == {
             "run": "job-1",
@@ -63,6 +63,8 @@ def test_lr_equals_the_engine_and_text_plain(client: TestClient) -> None:
             "lrs": engine.at(step)[0],
             "momentum": None,
         }
+    far = client.get("/runs/job-1/curve", params={"start": 10**12, "stop": 10**12 + 1}).json()
+    assert far["lr"] == [engine.at(10**12)[0][0]]
     text = client.get("/runs/job-1/lr", params={"step": 5}, headers={"accept": "text/plain"})
     assert text.headers["content-type"].startswith("text/plain")
     assert float(text.text) == engine.at(5)[0][0]
@@ -349,12 +351,41 @@ def test_the_hot_path_answers_exactly_as_the_route(settings: Settings) -> None:
             ({"start": 5}, 422),
             ({"step": 2**53 + 1}, 422),
             ({}, 422),
-            ({"step": 3, "start": 1}, 200),  # the route answers `step`, and so does the hot path
+            ({"step": 3, "start": 1}, 422),
         ):
             fast, slow = hot.get("/runs/one/lr", params=params), route.get("/runs/one/lr", params=params)
             assert fast.status_code == slow.status_code == status and fast.json() == slow.json()
+        # Sloppy numbers and repeated parameters are refused alike by both (item by item, raw).
+        for query in SLOPPY_QUERIES:
+            fast, slow = hot.get(f"/runs/one/lr?{query}"), route.get(f"/runs/one/lr?{query}")
+            assert fast.status_code == slow.status_code == 422, query
+            assert fast.json() == slow.json()
+        # Past the reach of one request: the same 422 from both, and the mark has not moved.
+        mark = hot.get("/runs/one").json()["high_water"]
+        far = {"step": mark + 10_001}
+        fast, slow = hot.get("/runs/one/lr", params=far), route.get("/runs/one/lr", params=far)
+        assert fast.status_code == slow.status_code == 422 and fast.json() == slow.json()
+        assert hot.get("/runs/one").json()["high_water"] == mark
         assert hot.get("/runs/nope/lr", params={"step": 1}).status_code == 404
         assert hot.get("/runs/two/lr", params={"step": 5000}).json()["type"].endswith("no-value")
+
+
+SLOPPY_QUERIES = [
+    "step=5_0",
+    "step=%2B5",
+    "step=+5",
+    "step=%205",
+    "step=5%20",
+    "step=0x10",
+    "step=1e3",
+    "step=%D9%A3",  # an Arabic-Indic digit, which int() reads as 3
+    "step=5&step=6",
+    "start=1&stop=5&start=2",
+    "start=1&stop=9&stride=0",
+    "start=1&stop=9&stride=2_0",
+    "step=",
+    "step=99999999999999999999",
+]
 
 
 def test_readyz_says_when_the_database_is_not_migrated(client: TestClient, settings: Settings) -> None:
@@ -378,17 +409,18 @@ def test_the_run_cache_is_bounded_and_an_evicted_run_answers_the_same(settings: 
     from lrtower_server.db import make_engine
     from lrtower_server.runs import Runs
     from lrtower_server.schemas import RunCreate
+    from lrtower_server.serving import Limits, Serving
 
     engine = make_engine(settings)
-    runs = Runs(engine, cache_runs=2)
+    runs, serving = Runs(engine), Serving(engine, Limits(cache_runs=2))
     spec = {"type": "StepLR", "step_size": 3, "gamma": 0.5}
     for name in ("a", "b", "c"):
         runs.create(RunCreate(name=name, lr=1.0, schedule=spec), "test")
-    first = runs.serve("a", range(0, 8))
-    runs.serve("b", range(0, 8))
-    runs.serve("c", range(0, 8))
-    assert len(runs._served) == 2 and runs.from_memory("a", range(0, 8)) is None  # "a" went first
-    assert runs.serve("a", range(0, 8)) == first  # read back from the database, unchanged
+    first = serving.serve("a", range(0, 8), consume=True)
+    serving.serve("b", range(0, 8), consume=True)
+    serving.serve("c", range(0, 8), consume=True)
+    assert serving.cached_runs == 2 and serving.known("a", range(0, 8)) is None  # "a" went first
+    assert serving.serve("a", range(0, 8), consume=True) == first  # read back from the database, unchanged
     engine.dispose()
 
 

@@ -40,6 +40,10 @@ def test_scopes(secured: tuple[TestClient, Tokens]) -> None:
     forbidden = client.post("/runs", json=RUN, headers=bearer(reader))
     assert forbidden.status_code == 403 and forbidden.headers["content-type"] == "application/problem+json"
     assert client.post("/runs", json=RUN, headers=bearer(writer)).status_code == 201
+    # A reader reads what a consumer served, and never serves (moves the mark) itself.
+    refused = client.get("/runs/secure/lr", params={"step": 3}, headers=bearer(reader))
+    assert refused.status_code == 403 and "write" in refused.json()["detail"]
+    assert client.get("/runs/secure/lr", params={"step": 3}, headers=bearer(writer)).status_code == 200
     assert client.get("/runs/secure/lr", params={"step": 3}, headers=bearer(reader)).status_code == 200
     assert client.get("/runs/secure/lr", params={"step": 3}).status_code == 401
     events = client.get("/runs/secure/events", headers=bearer(reader)).json()["events"]

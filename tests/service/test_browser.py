@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -56,6 +57,11 @@ def test_the_list_then_a_run_with_its_curve_and_markers(
     page.goto(f"{url}/ui/runs")
     expect(page.locator("#runs tbody tr")).to_have_count(2)
     expect(page.locator('tr[data-run="vision-1"]')).to_contain_text("250")
+    images = page.locator("#runs img.sparkline")
+    expect(images).to_have_count(2)
+    for image in images.all():  # each curve is an image of its own, and it renders
+        expect(image).to_have_js_property("complete", True)
+        assert image.evaluate("img => img.naturalWidth") > 0
     page.screenshot(path=str(SHOTS / f"runs-{request.node.callspec.id}.png"), full_page=True)
 
     page.click("text=vision-1")
@@ -105,3 +111,43 @@ def test_a_run_page_updates_live_without_a_reload(console: tuple[str, Page]) -> 
     httpx.get(f"{url}/runs/vision-1/lr", params={"step": 777})  # a job serves on
     expect(page.locator("#high-water")).to_have_text("777", timeout=10_000)
     assert page.evaluate("window.notReloaded") is True
+
+
+# Every fetch of the page is held until the test lets it go, and counted: how many were asked
+# for, and the most ever in flight at once. `document.hidden` follows `window.tabHidden`.
+HOLD_FETCHES = """
+window.asked = 0; window.inFlight = 0; window.most = 0; window.held = []; window.tabHidden = false;
+const realFetch = window.fetch.bind(window);
+window.fetch = (...args) => {
+  window.asked += 1; window.inFlight += 1; window.most = Math.max(window.most, window.inFlight);
+  return new Promise(go => window.held.push(go)).then(() => realFetch(...args)).finally(() => { window.inFlight -= 1; });
+};
+window.release = () => window.held.splice(0).forEach(go => go());
+Object.defineProperty(document, "hidden", {configurable: true, get: () => window.tabHidden});
+"""
+
+
+def test_the_live_refresh_waits_for_a_slow_fetch_and_rests_while_hidden(console: tuple[str, Page]) -> None:
+    url, page = console
+    page.clock.install()
+    page.add_init_script(HOLD_FETCHES)
+    page.goto(f"{url}/ui/runs/vision-1")
+
+    def asked_after(seconds: int) -> int:
+        """Fetches asked for after `seconds` of page time, given real time to settle in between."""
+        for _ in range(seconds):
+            page.clock.run_for(1000)
+            time.sleep(0.05)
+        return int(page.evaluate("window.asked"))
+
+    assert asked_after(10) == 1  # one refresh, held: no other is started behind it
+    page.evaluate("window.release()")
+    deadline = time.monotonic() + 10
+    while asked_after(1) < 2 and time.monotonic() < deadline:
+        pass  # the next refresh comes a period after the first one settled
+    assert page.evaluate("[window.asked, window.most]") == [2, 1]
+
+    page.evaluate("window.tabHidden = true; window.release()")
+    assert asked_after(10) == 2  # a hidden tab fetches nothing
+    page.evaluate("window.tabHidden = false")
+    assert asked_after(4) == 3 and page.evaluate("window.most") == 1

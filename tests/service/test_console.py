@@ -3,8 +3,13 @@ served steps and change markers, metrics and audit trail; live fragments; signin
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,6 +19,8 @@ from lrtower_server.app import create_app
 from lrtower_server.auth import Tokens
 from lrtower_server.config import Settings
 from lrtower_server.db import make_engine
+from lrtower_server.svg import curve_svg, sparkline
+from lrtower_server.timeline import Timeline
 
 STEP = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
 
@@ -109,7 +116,7 @@ def test_pages_refresh_their_main_part(client: TestClient) -> None:
     busy_run(client)
     whole = client.get("/ui/runs/vision-1").text
     fragment = client.get("/ui/runs/vision-1", headers={"x-lrtower-fragment": "1"}).text
-    assert "setInterval" in whole and "<html" in whole
+    assert "<html" in whole and "setInterval" not in whole  # one fetch at a time: see below
     assert "<html" not in fragment and 'id="high-water">30<' in fragment
     client.get("/runs/vision-1/lr", params={"step": 77})
     assert 'id="high-water">77<' in client.get("/ui/runs/vision-1", headers={"x-lrtower-fragment": "1"}).text
@@ -128,6 +135,8 @@ def test_with_tokens_the_console_signs_in_once_and_the_api_ignores_its_cookie(da
     engine.dispose()
     with TestClient(create_app(settings)) as client:
         assert client.get("/ui/runs", follow_redirects=False).headers["location"] == "/ui/login"
+        image = client.get("/ui/runs/r/sparkline.svg", follow_redirects=False)
+        assert image.status_code == 303 and image.headers["location"] == "/ui/login"
         refused = client.post(
             "/ui/login",
             content="token=lrt_wrong",
@@ -236,3 +245,210 @@ def test_the_runs_list_pages(client: TestClient, monkeypatch: pytest.MonkeyPatch
     assert rows(first, "runs", "data-run") == ["nlp-1"] and "after=nlp-1" in first
     second = client.get("/ui/runs", params={"after": "nlp-1"}).text
     assert rows(second, "runs", "data-run") == ["vision-1"]
+
+
+SVG_NS = "{http://www.w3.org/2000/svg}"
+NUMERIC = ("x", "y", "x1", "x2", "y1", "y2", "width", "height")
+
+
+def coordinates(svg: ET.Element) -> list[float]:
+    """Every number an SVG places something at (attributes and polyline points)."""
+    found = []
+    for element in svg.iter():
+        found += [float(element.attrib[a]) for a in NUMERIC if a in element.attrib]
+        found += [float(n) for pair in element.get("points", "").split() for n in pair.split(",")]
+    return found
+
+
+def sparkline_urls(html: str) -> dict[str, str]:
+    return {
+        name: src.replace("&amp;", "&")
+        for name, src in re.findall(
+            r'<tr data-run="([^"]+)">.*?<img class="sparkline"[^>]* src="([^"]+)"', html, re.S
+        )
+    }
+
+
+def test_the_runs_list_computes_no_curve_and_each_sparkline_is_a_cacheable_image(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy_run(client)
+    spec = {"type": "OneCycleLR", "max_lr": 0.1, "total_steps": 30}  # no value past step 30
+    assert client.post("/runs", json={"name": "short", "schedule": spec}).status_code == 201
+    evaluated = built = 0
+    at, build = Timeline.at, Timeline.__init__
+
+    def counted(self: Timeline, step: int) -> Any:
+        nonlocal evaluated
+        evaluated += 1
+        return at(self, step)
+
+    def counted_build(self: Timeline, *args: Any, **kwargs: Any) -> None:
+        nonlocal built
+        built += 1
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(Timeline, "at", counted)
+    monkeypatch.setattr(Timeline, "__init__", counted_build)
+    listed = client.get("/ui/runs").text
+    assert evaluated == built == 0  # rows from the database only: no schedule is even compiled
+    urls = sparkline_urls(listed)
+    assert set(urls) == {"nlp-1", "short", "vision-1"} and 'loading="lazy"' in listed
+    assert ">30<" in listed  # the served step
+
+    version = client.get("/runs/vision-1").json()["version"]
+    assert urls["vision-1"] == f"/ui/runs/vision-1/sparkline.svg?v={version}&mark=30"
+    evaluated = 0
+    image = client.get(urls["vision-1"])
+    assert image.status_code == 200 and image.headers["content-type"] == "image/svg+xml"
+    assert image.headers["cache-control"].startswith("private, max-age=")
+    assert 0 < evaluated <= 61  # at most 60 points and the LR at the mark, wherever the run stands
+    svg = ET.fromstring(image.text)
+    lr_at_mark = client.get("/runs/vision-1/curve", params={"start": 30, "stop": 31}).json()["lr"][0]
+    assert svg.findtext(f"{SVG_NS}title", "").startswith(f"LR {lr_at_mark:.4g} at step 30")
+    assert svg.findtext(f"{SVG_NS}text") == f"{lr_at_mark:.4g}"
+
+    evaluated = 0
+    short = ET.fromstring(client.get(urls["short"]).text)
+    line = short.find(f"{SVG_NS}polyline")
+    assert line is not None and 0 < len(line.get("points", "").split()) <= 31  # it stops with the schedule
+    assert evaluated <= 33
+    stale = client.get("/ui/runs/vision-1/sparkline.svg", params={"v": version - 1, "mark": 30})
+    assert stale.headers["cache-control"] == "no-store"  # an old URL shows today's plan, not kept
+    assert client.get("/ui/runs/nope/sparkline.svg").status_code == 404
+
+
+def test_the_live_refresh_waits_for_each_fetch_to_settle(client: TestClient) -> None:
+    busy_run(client)
+    for url in ("/ui/runs", "/ui/runs/vision-1"):
+        script = client.get(url).text.split("<script>")[1]
+        assert "setInterval" not in script
+        # The next refresh is scheduled only once this one has finished or failed.
+        assert re.search(r"finally \{\s*setTimeout\(refresh, 3000\)", script)
+        assert "document.hidden" in script
+
+
+def test_a_log_chart_without_a_positive_lr_is_empty_with_a_note(client: TestClient) -> None:
+    assert client.post("/runs", json={"name": "zero", "lr": 0.0, "schedule": STEP}).status_code == 201
+    page = client.get("/ui/runs/zero", params={"log": "true"})
+    assert page.status_code == 200
+    svg = svg_of(page.text)
+    assert svg.findtext("text[@class='note']") == "no positive LR to draw on a log scale"
+    assert all(line.get("points") == "" for line in svg.iter("polyline"))
+
+
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1.8e308, 1.8e308],
+        [0.0, 1.8e308],
+        [5e-324, 1.8e308, 1e-300],
+        [5e-324, 5e-324],
+        [1.5e-323, 1e-323],
+        [0.0, 0.0],
+        [1e308, math.inf, math.nan, 0.1],
+    ],
+)
+def test_any_finite_lr_can_be_drawn(values: list[float], log: bool) -> None:
+    curve = curve_svg(list(range(len(values))), [[v] for v in values], 1, [], log)
+    small = sparkline(values, "x", "y")
+    for svg in (ET.fromstring(curve), ET.fromstring(small)):
+        assert all(math.isfinite(n) for n in coordinates(svg))
+    line = ET.fromstring(curve).find("polyline")
+    assert line is not None and len(line.get("points", "").split()) == len(
+        [v for v in values if math.isfinite(v) and (v > 0 or not log)]
+    )
+
+
+def test_the_playground_answers_its_page_for_any_spec(client: TestClient) -> None:
+    deep = client.get("/ui/playground", params={"spec": "[" * 5000})
+    assert deep.status_code == 200 and 'data-field="spec"' in deep.text and "nested more than" in deep.text
+    quoted = json.dumps({"type": "ExponentialLR", "gamma": 0.9, "note": "[" * 5000})
+    in_a_string = client.get("/ui/playground", params={"spec": quoted}).text  # brackets in a string are text
+    assert 'data-field="note"' in in_a_string and "nested more than" not in in_a_string
+    digits = client.get(
+        "/ui/playground", params={"spec": '{"type": "StepLR", "step_size": ' + "9" * 5000 + "}"}
+    )
+    assert digits.status_code == 200 and 'data-field="spec"' in digits.text
+    posted = client.post("/runs", json={"name": "r", "lr": 0.1, "schedule": STEP})
+    assert posted.status_code == 201
+    form = client.post(
+        "/ui/runs/r/schedule",
+        content="schedule=" + "[" * 5000 + "&reason=x",
+        headers=FORM,
+        follow_redirects=False,
+    )
+    assert form.status_code == 303 and "nested" in form.headers["location"]
+
+
+def test_the_playground_draws_huge_lrs_and_refuses_bad_ones(client: TestClient) -> None:
+    spec = json.dumps({"type": "ExponentialLR", "gamma": 10})
+    for log in ("0", "1"):
+        page = client.get("/ui/playground", params={"spec": spec, "lr": "1e308", "log": log})
+        assert page.status_code == 200
+        assert all(math.isfinite(n) for n in coordinates(svg_of(page.text)))
+    for lr, why in [
+        ("inf", "finite number"),
+        ("nan", "finite number"),
+        ("-1", "greater than or equal to 0"),
+        ("abc", "valid number"),
+    ]:
+        page = client.get("/ui/playground", params={"spec": spec, "lr": lr})
+        assert page.status_code == 200 and 'data-field="lr"' in page.text and why in page.text
+        assert "curve-0" not in page.text
+
+
+HOSTILE = [
+    "9" * 5000,
+    "1e999",
+    "-1",
+    "-99999999999999999999",
+    "abc",
+    "nan",
+    "x" * 60_000,  # about what a URL may hold (uvicorn refuses longer request lines)
+    "\x00\x01\x1b[2J\u202e",
+    "team=\x00",
+    "maybe",
+    "<script>alert(1)</script>",
+    "",
+]
+
+
+@pytest.mark.parametrize(
+    ("route", "fields"),
+    [
+        ("/ui/runs", ["q", "label", "state", "after"]),
+        ("/ui/runs/vision-1", ["start", "stop", "log", "error"]),
+        ("/ui/runs/vision-1/sparkline.svg", ["v", "mark"]),
+        ("/ui/playground", ["spec", "lr", "start", "stop", "log"]),
+    ],
+)
+def test_hostile_query_strings_get_a_page_or_a_4xx(client: TestClient, route: str, fields: list[str]) -> None:
+    busy_run(client)
+    for field in fields:
+        for value in HOSTILE:
+            answer = client.get(route, params={field: value})
+            assert answer.status_code < 500, (route, field, value[:20])
+            assert "<script>alert" not in answer.text  # shown escaped, if at all
+
+
+def test_hostile_paths_and_forms_get_a_page_or_a_4xx(client: TestClient) -> None:
+    busy_run(client)
+    for value in HOSTILE:
+        for path in ("/ui/runs/{}", "/ui/runs/{}/sparkline.svg"):
+            assert client.get(path.format(quote(value, safe="") or "x")).status_code < 500, (path, value[:20])
+    for value in [*HOSTILE, "x" * 100_000]:  # a body may be longer than a URL
+        for action, field in [
+            ("scale", "factor"),
+            ("scale", "from_step"),
+            ("schedule", "schedule"),
+            ("schedule", "from_step"),
+            ("finish", "reason"),
+        ]:
+            form = {"factor": "0.5", "schedule": json.dumps(STEP), "reason": "x", field: value}
+            run = "vision-1" if action == "finish" else "nlp-1"  # nlp-1 stays live for the changes
+            answer = client.post(
+                f"/ui/runs/{run}/{action}", content=urlencode(form), headers=FORM, follow_redirects=False
+            )
+            assert answer.status_code < 500, (action, field, value[:20])

@@ -1,0 +1,230 @@
+"""Serving LRs with step consistency: the compiled-run cache and raising the high-water mark.
+
+Each process keeps, per run, the compiled timeline, its version, and the highest step it knows
+was served (the mark). The rules (docs/consistency.md):
+
+- A step at or below the known mark is answered from memory: no change can touch it.
+- Otherwise the run's durable mark and version are read (a read, no lock). At or below that mark
+  the answer needs no write.
+- Above it, the answer is computed first, outside any transaction, from the timeline at the
+  version read; then one short write raises the mark, on condition that the version is still
+  the one computed from (else the run is reloaded and the answer recomputed) and that the step
+  lies within `max_ahead` of the mark. The answer is sent only after that commit.
+
+Who may raise the mark, and how far (SPEC §4.7): only a consumer (a write token, or anyone on a
+server without tokens), and one request at most `max_ahead` steps past the mark. Every request's
+work is bounded by points x groups x the schedule's evaluation cost (`max_work`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from .auth import Forbidden
+from .db import writer
+from .errors import Invalid, NotFound, Unavailable
+from .schedules import DomainError, FieldError
+from .schedules.plateau import PlateauConfig
+from .store import ChangeRecord, RunRecord, Store
+from .timeline import Answer, Change, PlateauChange, ScaleChange, ScheduleChange, Timeline
+
+RACES = 20
+"""How often a raise may lose to a concurrent change before the request gives up with a 503."""
+RUN_OVERHEAD_BYTES = 8_192
+SPEC_BYTES_FACTOR = 24
+CHANGE_BYTES = 1_536
+"""A compiled run's memory, measured with tracemalloc: a fixed part, about this many bytes per
+byte of spec JSON, and per change; plus what its schedules cache (MultiplicativeLR products)."""
+
+
+@dataclass(frozen=True)
+class Compiled:
+    version: int
+    timeline: Timeline
+    mark: int
+    weight: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_ahead: int = 10_000
+    """One request raises the mark at most this many steps past it."""
+    max_work: float = 400_000.0
+    """The most points x groups x cost one request may ask."""
+    cache_runs: int = 10_000
+    cache_bytes: int = 256 << 20
+
+
+class Serving:
+    def __init__(self, engine: Engine, limits: Limits = Limits()) -> None:
+        self.engine = engine
+        self.limits = limits
+        self._writer = writer(engine)
+        self._compiled: dict[str, Compiled] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def known(self, name: str, steps: range) -> Timeline | None:
+        """The run's timeline if every step asked is at or below the mark this process knows (no
+        change can alter them), so that answering needs no database; None otherwise."""
+        compiled = self._compiled.get(name)
+        if compiled is None or steps[-1] > compiled.mark:
+            return None
+        return compiled.timeline
+
+    def check_work(self, timeline: Timeline, steps: range, field: str = "stop", where: str = "query") -> None:
+        work = timeline.work(len(steps))
+        if work > self.limits.max_work:
+            raise Invalid(
+                f"this request asks {len(steps)} steps of {timeline.n_groups} param groups of a schedule "
+                f"costing {timeline.cost:.3g} per value: {work:.3g} units of work, over the limit of "
+                f"{self.limits.max_work:.3g}; ask fewer steps (a larger stride or a shorter range)",
+                [FieldError((where, field), f"at most {self.limits.max_work:.3g} units of work per request")],
+            )
+
+    def answers(
+        self, timeline: Timeline, steps: range, field: str = "stop", where: str = "query"
+    ) -> list[Answer]:
+        """The planned answers for `steps`, if their work is within the limit."""
+        self.check_work(timeline, steps, field, where)
+        return [timeline.at(s) for s in steps]
+
+    def serve(self, name: str, steps: range, consume: bool) -> list[Answer]:
+        """The answers for `steps`, which count as served: they never change afterwards.
+
+        Blocking (it may read and write the database, and compute for a while): call it from a
+        worker thread. `consume` says whether the caller may raise the mark (SPEC §4.7).
+        """
+        field = "step" if len(steps) == 1 else "stop"
+        top = steps[-1]
+        compiled, fresh = self._compiled.get(name), False
+        for _ in range(RACES):
+            if compiled is None:
+                compiled, fresh = self._read(name), True
+            if top <= compiled.mark:
+                return self.answers(compiled.timeline, steps, field)
+            if not (consume and top <= compiled.mark + self.limits.max_ahead) and not fresh:
+                compiled = None  # the mark known here may be stale: decide on the durable one
+                continue
+            if not consume:
+                raise Forbidden(
+                    f"step {top} is above the run's high-water mark {compiled.mark}: serving it moves the "
+                    f"mark, which needs a token with 'write' scope; GET /runs/{name}/curve shows the plan "
+                    "without serving it",
+                    extra={"high_water": compiled.mark},
+                )
+            self._check_ahead(name, compiled.mark, top, field)
+            # Computed before the mark moves: a step without a value raises, and the mark stays put.
+            try:
+                answers = self.answers(compiled.timeline, steps, field)
+            except (DomainError, Invalid):
+                if fresh:
+                    raise
+                compiled = None  # a change since this copy was read may give these steps a value
+                continue
+            # On this process's copy of the run, a new step costs one write and no read: the
+            # write's condition on the version catches a change made since the copy was read.
+            raised = self._raise(name, top, compiled.version)
+            if raised is not None:
+                self._keep(name, Compiled(compiled.version, compiled.timeline, raised, compiled.weight))
+                return answers
+            compiled = None  # a change committed since the copy was read: read again, recompute
+        raise Unavailable("the run changed under every attempt to serve it; retry shortly")
+
+    def plan(self, name: str, steps: range) -> list[Answer]:
+        """The planned answers for `steps`, without serving them: later changes may alter them."""
+        return self.answers(self._read(name).timeline, steps)
+
+    def _check_ahead(self, name: str, mark: int, top: int, field: str) -> None:
+        limit = mark + self.limits.max_ahead
+        if top > limit:
+            raise Invalid(
+                f"step {top} is {top - mark} steps past the run's high-water mark {mark}: one request may "
+                f"serve at most {self.limits.max_ahead} steps past it (LRTOWER_MAX_AHEAD), so that a typo "
+                f"cannot freeze a run's future. GET /runs/{name}/curve shows the plan without serving it",
+                [FieldError(("query", field), f"at most {limit} while the high-water mark is {mark}")],
+                extra={"high_water": mark},
+            )
+
+    def _read(self, name: str) -> Compiled:
+        """The run as the database has it now, compiled (reusing this process's copy of the same
+        version), with the durable mark."""
+        with Session(self.engine) as session, session.begin():
+            store = Store(session)
+            found = store.mark(name)
+            if found is None:
+                raise NotFound(f"no run named {name!r}")
+            version, mark = found
+            cached = self._compiled.get(name)
+            if cached is not None and cached.version == version:
+                compiled = Compiled(version, cached.timeline, max(mark, cached.mark), cached.weight)
+            else:
+                run = store.run(name)
+                if run is None:  # pragma: no cover - read in this same transaction
+                    raise NotFound(f"no run named {name!r}")
+                changes = store.changes(run.id)
+                if run.version != version:  # a change committed between the two reads
+                    version = run.version
+                compiled = _compile(run, changes, version, max(mark, run.high_water))
+        self._keep(name, compiled)
+        return compiled
+
+    def _raise(self, name: str, top: int, version: int) -> int | None:
+        """Raise the mark to `top` if the run is still at `version` and `top` within reach; the
+        new mark, or None if not."""
+        with Session(self._writer) as session, session.begin():
+            return Store(session).raise_mark(name, top, version, self.limits.max_ahead)
+
+    def _keep(self, name: str, compiled: Compiled) -> None:
+        with self._lock:
+            current = self._compiled.get(name)
+            if current is not None:
+                if (current.version, current.mark) >= (compiled.version, compiled.mark):
+                    return
+                self._bytes -= current.weight
+                del self._compiled[name]  # re-inserted last: the most recently refreshed
+            self._compiled[name] = compiled
+            self._bytes += compiled.weight
+            while self._compiled and (
+                len(self._compiled) > self.limits.cache_runs or self._bytes > self.limits.cache_bytes
+            ):
+                oldest = next(iter(self._compiled))
+                self._bytes -= self._compiled.pop(oldest).weight
+
+    @property
+    def cached_runs(self) -> int:
+        return len(self._compiled)
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._bytes
+
+
+def timeline_of(run: RunRecord, changes: list[ChangeRecord]) -> Timeline:
+    """The run's compiled history: its definition and every change."""
+    plateau = PlateauConfig.model_validate(run.plateau) if run.plateau else None
+    return Timeline(run.lrs, run.spec, plateau, [_change(c) for c in changes])
+
+
+def _change(record: ChangeRecord) -> Change:
+    if record.kind == "schedule" and record.spec is not None:
+        return ScheduleChange(record.effective_step, record.spec, record.restart)
+    if record.kind == "scale" and record.factor is not None:
+        return ScaleChange(record.effective_step, record.factor)
+    if record.kind == "plateau" and record.factors is not None:
+        return PlateauChange(record.effective_step, tuple(record.factors))
+    raise ValueError(f"malformed change {record.seq}: {record.kind}")  # pragma: no cover - schema prevents it
+
+
+def _compile(run: RunRecord, changes: list[ChangeRecord], version: int, mark: int) -> Compiled:
+    timeline = timeline_of(run, changes)
+    weight = (
+        RUN_OVERHEAD_BYTES
+        + SPEC_BYTES_FACTOR * (len(repr(run.spec)) + sum(len(repr(c.spec)) for c in changes if c.spec))
+        + CHANGE_BYTES * len(changes)
+    )
+    return Compiled(version, timeline, mark, weight)

@@ -1,0 +1,111 @@
+"""The query of `GET /runs/{run}/lr` and `/curve`: one strict parser for the hot path and the routes.
+
+Step numbers are decimal digits only. Python's `int()`, and so FastAPI's query parsing, also
+reads `5_0` as 50 and accepts `+5`, ` 5` or full-width digits: a typo would then serve (and
+freeze) steps nobody meant. A parameter given twice is refused rather than resolved one way
+here and another way there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import Invalid
+from .schedules import STEP_MAX, FieldError
+
+MAX_POINTS = 100_000
+"""The most steps one range request may ask for."""
+STEP_KEYS = ("step", "start", "stop", "stride")
+_DECIMAL = re.compile(r"[0-9]{1,16}")  # STEP_MAX = 2**53 has 16 digits
+
+
+@dataclass(frozen=True)
+class Asked:
+    steps: range
+    single: bool
+    """Asked as `step=N` (one answer), not as a range."""
+
+
+def parse_step_query(items: Sequence[tuple[str, str]], default_range: range | None = None) -> Asked:
+    """The steps a query asks for: `step=N`, or `start`, `stop` and an optional `stride`.
+
+    `default_range` gives `start` and `stop` defaults and forbids `step` (`/curve`). Parameters
+    other than these four are ignored, as by every other route. Raises `Invalid` naming the field.
+    """
+    values: dict[str, int] = {}
+    errors: list[FieldError] = []
+    for key, text in items:
+        if key not in STEP_KEYS:
+            continue
+        if key in values or any(e.loc == ("query", key) for e in errors):
+            errors.append(FieldError(("query", key), "given more than once: give each parameter once"))
+            continue
+        number = _integer(text)
+        low = 1 if key == "stride" else 0
+        if number is None or not low <= number <= STEP_MAX:
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            errors.append(
+                FieldError(
+                    ("query", key), f"must be a decimal integer from {low} to {STEP_MAX}, got {shown!r}"
+                )
+            )
+            continue
+        values[key] = number
+    if errors:
+        raise Invalid("the query is invalid", errors)
+    if default_range is None and "step" in values:
+        if values.keys() & {"start", "stop", "stride"}:
+            raise Invalid(
+                "give `step`, or `start` and `stop`, not both",
+                [FieldError(("query", "step"), "not together with start, stop or stride")],
+            )
+        step = values["step"]
+        return Asked(range(step, step + 1), single=True)
+    if default_range is not None and "step" in values:
+        raise Invalid("this call takes a range", [FieldError(("query", "step"), "give start and stop")])
+    start = values.get("start", default_range.start if default_range else None)
+    stop = values.get("stop", default_range.stop if default_range else None)
+    return Asked(steps_of(start, stop, values.get("stride", 1)), single=False)
+
+
+def steps_of(start: int | None, stop: int | None, stride: int, where: str = "query") -> range:
+    """[start, stop) by stride, at most MAX_POINTS points; errors name fields `where` (the query,
+    or the body of a preview)."""
+    if start is None or stop is None:
+        missing = "start" if start is None else "stop"
+        raise Invalid("give `step`, or `start` and `stop`", [FieldError((where, missing), "required")])
+    if stop <= start:
+        raise Invalid(
+            "`stop` must be above `start`", [FieldError((where, "stop"), f"must be > start ({start})")]
+        )
+    steps = range(start, stop, stride)
+    if len(steps) > MAX_POINTS:
+        raise Invalid(
+            f"a range holds at most {MAX_POINTS} points, this one {len(steps)}",
+            [FieldError((where, "stop"), f"at most {MAX_POINTS} points per request")],
+        )
+    return steps
+
+
+def _integer(text: str) -> int | None:
+    return int(text) if _DECIMAL.fullmatch(text) else None
+
+
+STEP_PARAMETERS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1 if name == "stride" else 0, "maximum": STEP_MAX},
+        "description": description,
+    }
+    for name, description in (
+        ("step", "One step: the answer is that step's LR. Decimal digits only."),
+        ("start", "The first step of a range (with `stop`)."),
+        ("stop", f"The end of a range, excluded; at most {MAX_POINTS} points."),
+        ("stride", "Every stride-th step of the range (default 1)."),
+    )
+]
+"""The OpenAPI description of the query `parse_step_query` reads."""
