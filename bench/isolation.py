@@ -23,7 +23,7 @@ Phases, each on a fresh server process over the same database (a request the cli
 up on keeps computing in the server, so a process is never reused across phases; each process is
 warmed the same way before sampling: every probed step asked once, one write):
 
-- `idle`: no load; the baseline of every ratio;
+- `idle`: no load; with `idle-again`, the baseline of every ratio;
 - `curve`: GET /runs/heavy/curve over `stop - start` = 100,000 points (64 groups), a new
   window each time;
 - `preview`: POST /schedules/preview of `heavy_spec` over 100,000 points with 64 groups, its
@@ -33,24 +33,26 @@ warmed the same way before sampling: every probed step asked once, one write):
 - `product`: a product run asked at its highest legal step, starting at 2**53 - 1, over /curve
   (the next product run each time: nothing computed yet), or over /schedules/preview (a new
   `product_spec` each time) if /curve refuses every step;
-- `idle-again`: no load, last: how far the baseline drifted during the run (machines are shared:
-  the 1-minute load average as each phase begins is recorded too).
+- `idle-again`: no load, last, so that the baseline brackets the run and shows how far it drifted
+  (machines are shared: the 1-minute load average as each phase begins is recorded too).
 
 Each load runs back to back in `--load-threads` threads. An answer 422 (the server bounds the
-work of one request) moves the load one rung down its ladder: the points (or K) are halved, down
-to 1; for `preview`, then the spec's chain is shortened; for `product`, the step goes down
-2**53 - 1, 5e15, 2e15, 1e15, ... 1000. Answers 429 and 503 are counted and the same request is
-sent again. What was asked, what was answered, and what was still running at the end, are
-recorded. Sampling starts once a load request has run for 0.2 s or has been answered (or after
-10 s, or once every rung was refused).
+work of one request), or 413, moves the load one rung down its ladder: the points (or K) are
+halved, down to 1; for `preview`, then the spec's chain is shortened; for `product`, the step goes
+down 2**53 - 1, 5e15, 2e15, 1e15, ... 1000. Answers 429 and 503 (and errors) are counted, and a
+request of the same rung follows 50 ms later. What was asked, what was answered, and what was
+still running at the end, are recorded. Sampling starts once a load request has run for 0.2 s
+or has been answered (or after 10 s, or once every rung was refused).
 
 Reported, per backend and phase: p50, p99 and max of each probe (a probe that failed or timed
-out, after 5 s, counts with the time it took), its p99 / idle p99, for writes the added p99
-(p99 - idle p99), and a PASS or MISS against each target (printed, not asserted): `healthz` and
-`cached` p99 under 50 ms, `write` added p99 at most 100 ms, each with no failed probe.
+out, after 5 s, counts with the time it took), its p99 / idle p99 (idle p99: the mean of the two
+idle phases' p99s), for writes the added p99 (p99 - idle p99), and a PASS or MISS against each
+target (printed, not asserted): `healthz` and `cached` p99 under 50 ms, `write` added p99 at
+most 100 ms, each with no failed probe.
 
     python bench/isolation.py [--backend sqlite|postgresql|both] [--seconds 8] [--interval 0.015]
                               [--load-threads 1] [--load curve ...] [--quick] [--out bench/results]
+                              [--note "what was measured"]
 
 `--quick` samples 2 s per phase, and writes its results under the system's temporary directory
 unless `--out` is given, so the recorded figures stay. Writes isolation.json and isolation.md.
@@ -98,6 +100,7 @@ TARGET_P99_MS = 50.0  # healthz and cached
 TARGET_WRITE_ADDED_MS = 100.0
 COSINE = {"type": "CosineAnnealingLR", "T_max": 1000}
 LOADS = ("curve", "preview", "serve", "product")
+REFUSED = ("413", "422")  # too much for one request: ask less
 IDLE = ("idle", "idle-again")  # the baseline, and a check of its drift at the end
 
 
@@ -190,7 +193,6 @@ class Request:
 class Load:
     """One kind of worst-case legal request, with its ladder of rungs, costliest first."""
 
-    name = ""
     title = ""
 
     def __init__(self) -> None:
@@ -214,7 +216,6 @@ class Load:
 
 
 class CurveLoad(Load):
-    name = "curve"
     title = "GET /runs/heavy/curve, a new window each time"
     sizes = tuple(halvings(MAX_POINTS))
 
@@ -233,7 +234,6 @@ class CurveLoad(Load):
 
 
 class PreviewLoad(Load):
-    name = "preview"
     title = "POST /schedules/preview of heavy_spec, a new spec and window each time"
     ladder = tuple((m, p) for m in HEAVY_LADDER for p in halvings(MAX_POINTS))
 
@@ -258,7 +258,6 @@ class PreviewLoad(Load):
 
 
 class ServeLoad(Load):
-    name = "serve"
     title = "GET /runs/serve-i/lr?start=M+1&stop=M+1+K on the next run each time (new steps)"
     sizes = tuple(halvings(MAX_POINTS))
 
@@ -289,7 +288,6 @@ class ServeLoad(Load):
 
 
 class ProductLoad(Load):
-    name = "product"
     title = "step-dependent MultiplicativeLR at its highest legal step, nothing computed before"
     ladder = tuple((via, s) for via in ("curve", "preview") for s in FAR_STEPS)
 
@@ -355,7 +353,7 @@ class LoadRecord:
 
 
 def load_thread(url: str, record: LoadRecord, stop: threading.Event) -> None:
-    """Send the load's requests back to back until `stop`; 422 moves one rung down."""
+    """Send the load's requests back to back until `stop`; 413 or 422 moves one rung down."""
     ident = threading.get_ident()
     load = record.load
     with httpx.Client(base_url=url, timeout=LOAD_TIMEOUT_S) as client:
@@ -390,13 +388,13 @@ def load_thread(url: str, record: LoadRecord, stop: threading.Event) -> None:
                 if status.startswith("2"):
                     record.answered[request.shape] += 1
                     record.answer_s.append(elapsed)
-                elif status == "422":
-                    record.refused.setdefault(request.shape, detail)
+                elif status in REFUSED:
+                    record.refused.setdefault(request.shape, f"{status}: {detail}")
                     record.rung = max(record.rung, rung + 1)
             if status.startswith("2") and request.on_success is not None:
                 request.on_success()
-            elif status != "422" and not status.startswith("2"):
-                time.sleep(0.05)  # 429, 503, errors: the same request again, shortly
+            elif status not in REFUSED and not status.startswith("2"):
+                time.sleep(0.05)  # 429, 503, errors: the same rung again, shortly
 
 
 def _detail(body: bytes) -> str:
@@ -539,7 +537,9 @@ def database(backend: str, home: Path, admin_url: str) -> Iterator[str]:
     url = admin.url.set(database=name).render_as_string(hide_password=False)
     try:
         env = {**os.environ, "LRTOWER_DATABASE_URL": url}
-        subprocess.run([lrtower(), "db", "upgrade"], env=env, cwd=home, check=True, capture_output=True)
+        done = subprocess.run([lrtower(), "db", "upgrade"], env=env, cwd=home, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"lrtower db upgrade failed: {done.stderr[-2000:]}")
         yield url
     finally:
         with admin.connect() as connection:
@@ -656,12 +656,16 @@ def phase(
     }
 
 
-def judge(phases: list[dict[str, Any]]) -> None:
-    """Adds each probe's ratio to idle, added p99, target and verdict."""
-    idle = phases[0]["probes"]
+def judge(phases: list[dict[str, Any]]) -> dict[str, float]:
+    """Adds each probe's ratio to idle, added p99, target and verdict; returns the idle p99s.
+
+    The idle p99 of a probe is the mean of its p99 in the two idle phases, which bracket the run.
+    """
+    idle = [entry["probes"] for entry in phases if entry["phase"] in IDLE]
+    baseline = {name: sum(probes[name]["p99"] for probes in idle) / len(idle) for name in idle[0]}
     for entry in phases:
         for name, probe in entry["probes"].items():
-            base = idle[name]["p99"]
+            base = baseline[name]
             probe["p99_ratio"] = round(probe["p99"] / base, 2) if base > 0 else None
             probe["added_p99_ms"] = round(probe["p99"] - base, 3)
             if name == "write":
@@ -671,6 +675,7 @@ def judge(phases: list[dict[str, Any]]) -> None:
                 probe["target"] = f"p99 < {TARGET_P99_MS:.0f} ms"
                 met = probe["p99"] < TARGET_P99_MS
             probe["verdict"] = "PASS" if met and probe["failed"] == 0 else "MISS"
+    return {name: round(p99, 3) for name, p99 in baseline.items()}
 
 
 def machine() -> dict[str, Any]:
@@ -682,18 +687,33 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    server_code = subprocess.run(
-        [sys.executable, "-c", "import lrtower_server; print(lrtower_server.__file__)"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
     return {
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "server_code": str(Path(server_code).parent) if server_code else "unknown",
     }
+
+
+def server_code() -> dict[str, str | None]:
+    """Where the server that `lrtower serve` runs is imported from, and its commit if in git."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import lrtower_server; print(lrtower_server.__file__)"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if not found:
+        return {"path": None, "commit": None}
+    where = Path(found).resolve().parent
+
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit is not None and git("status", "--porcelain", "--", "."):
+        commit += " with uncommitted changes"
+    return {"path": str(where), "commit": commit}
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -747,12 +767,16 @@ def load_line(entry: dict[str, Any]) -> str:
 def report(result: dict[str, Any]) -> str:
     m = result["machine"]
     s = result["settings"]
+    code = result["server_code"]
     md = [
         "# Isolation: other callers while a worst-case legal request runs",
         "",
-        f"{result['time']}; {m['cpus']} CPUs ({m['cpu']}), Python {m['python']}; server code {m['server_code']}.",
-        f"Every probe sampled for {s['seconds']} s per phase, one request every {s['interval'] * 1000:.0f} ms "
-        f"from its own thread; {s['load_threads']} load thread(s); a fresh server process per phase.",
+        f"{result['time']}; {m['cpus']} CPUs ({m['cpu']}), Python {m['python']}; "
+        f"server code: {code['commit'] or code['path']}.",
+        *([f"Note: {result['note']}"] if result["note"] else []),
+        f"Every probe sampled for {s['seconds']} s per phase, one request every "
+        f"{s['interval'] * 1000:.0f} ms from its own thread; {s['load_threads']} load thread(s); "
+        "a fresh server process per phase.",
         f"Targets: `healthz` and `cached` p99 < {TARGET_P99_MS:.0f} ms; `write` p99 at most "
         f"{TARGET_WRITE_ADDED_MS:.0f} ms above idle; no failed probe.",
     ]
@@ -767,7 +791,9 @@ def report(result: dict[str, Any]) -> str:
             "",
         ]
         averages = ", ".join(f"{e['phase']} {e['loadavg_1m']}" for e in data["phases"])
+        idle = ", ".join(f"{name} {p99:.2f} ms" for name, p99 in data["idle_p99_ms"].items())
         md += [f"The machine's 1-minute load average as each phase began: {averages}.", ""]
+        md += [f"Idle p99 (the mean of `idle` and `idle-again`): {idle}.", ""]
         md += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         md += ["| " + " | ".join(row) + " |" for row in rows(data["phases"])]
         md += [""] + [f"- {load_line(entry)}" for entry in data["phases"] if entry["load"] is not None]
@@ -802,6 +828,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--postgres-admin-url", default=ADMIN_URL)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--note", default=None, help="recorded with the results, e.g. which code was measured"
+    )
     args = parser.parse_args()
     if args.seconds is None:
         args.seconds = 2.0 if args.quick else 8.0
@@ -814,6 +843,8 @@ def main() -> None:
     result: dict[str, Any] = {
         "machine": machine(),
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "server_code": server_code(),
+        "note": args.note,
         "settings": {
             "seconds": args.seconds,
             "interval": args.interval,
@@ -843,8 +874,8 @@ def main() -> None:
                 for name in [IDLE[0], *loads, IDLE[1]]:
                     print(f"{backend}: {name} ...", flush=True)
                     phases.append(phase(home, db_url, name, args, write_steps))
-                judge(phases)
-                result["backends"][backend] = {"setup": setup, "phases": phases}
+                idle_p99 = judge(phases)
+                result["backends"][backend] = {"setup": setup, "idle_p99_ms": idle_p99, "phases": phases}
                 print_table(backend, result["backends"][backend])
     result["elapsed_s"] = round(time.monotonic() - started, 1)
     print(f"\n{result['elapsed_s']} s in all")

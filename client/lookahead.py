@@ -25,6 +25,9 @@ first step not yet fetched, and the server's answer says which (`effective_step`
 feed goes on with the fetched window, then with the last LR. It warns once per outage, retries
 in the background with growing pauses (never blocking a step), and says when it is back. With
 `strict=True` it raises instead. Errors that are not transient (401, 403, 404, 422) always raise.
+
+**Reach.** The server serves at most `LRTOWER_MAX_AHEAD` steps past a run's mark in one request
+(10,000 by default); a larger `lookahead` shrinks to that reach the first time the server says so.
 """
 
 from __future__ import annotations
@@ -64,6 +67,14 @@ def _no_value_from(error: LrtowerError) -> int | None:
     if isinstance(error, APIError) and error.type.endswith(":no-value"):
         step = error.problem.get("step")
         return step if isinstance(step, int) else None
+    return None
+
+
+def _reach_from(error: LrtowerError) -> int | None:
+    """The end (exclusive) of what one request may serve, if `error` says the window went past it."""
+    if isinstance(error, APIError) and error.status == 422:
+        highest = error.problem.get("max_step")
+        return highest + 1 if isinstance(highest, int) else None
     return None
 
 
@@ -208,7 +219,14 @@ class LRFeed:
         return self._known.pop(step)
 
     def _ends_before(self, error: LrtowerError, start: int) -> bool:
-        """Whether `error` says the schedule ends after `start`: then windows stop at its end."""
+        """Whether `error` says a window from `start` should end sooner, and may be asked again:
+        the schedule ends after `start` (then windows stop at its end), or the window reaches
+        further past the run's mark than the server serves in one request (then windows shrink
+        to that reach)."""
+        reach = _reach_from(error)
+        if reach is not None and reach > start:
+            self.lookahead = min(self.lookahead, reach - start)
+            return True
         end = _no_value_from(error)
         if end is None:
             return False

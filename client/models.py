@@ -6,7 +6,7 @@ know, so an older client keeps working against a newer server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal, Self
 
@@ -160,23 +160,26 @@ class ChangeResult:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of a run's audit trail."""
+    """One entry of a run's audit trail. `damaged` names the fields whose stored value could not
+    be read (someone edited the database): those are None, and `verify` reports the event."""
 
-    seq: int
-    at: datetime
-    actor: str
-    kind: str
+    seq: int | None
+    at: datetime | None
+    actor: str | None
+    kind: str | None
     effective_step: int | None
     lr_before: list[float] | None
     lr_after: list[float] | None
     reason: str | None
-    details: Json
-    prev_hash: str
-    hash: str
+    details: Json | None
+    prev_hash: str | None
+    hash: str | None
+    damaged: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        return cls(**{**_known(cls, data), "at": datetime.fromisoformat(data["at"])})
+        at = datetime.fromisoformat(data["at"]) if data.get("at") else None
+        return cls(**{**_known(cls, data), "at": at})
 
 
 @dataclass(frozen=True, slots=True)

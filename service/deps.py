@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from .auth import ANONYMOUS, Caller, Forbidden, Tokens
 from .ratelimit import RateLimit
 from .runs import Runs
+from .schemas import RUN_NAME
 from .serving import Serving
 
 
@@ -45,6 +46,9 @@ def _creator(request: Request, caller: Writer) -> Caller:
     return caller
 
 
+RunPath = Annotated[str, Path(pattern=RUN_NAME, description="The run's name")]
+"""A name no run can have is refused (422) before it reaches the database, which may not even
+take it as text (PostgreSQL refuses NUL)."""
 RunsDep = Annotated[Runs, Depends(get_runs)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
 Reader = Annotated[Caller, _caller("read")]

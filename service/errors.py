@@ -13,10 +13,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .observability import DATABASE_ERRORS
 from .schedules import DomainError, FieldError, SpecError
@@ -139,6 +140,13 @@ def install(app: FastAPI) -> None:
         response = problem_response(Unavailable("the database is unavailable; retry shortly"))
         response.headers["retry-after"] = "1"
         return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, __: ClientDisconnect) -> Response:
+        # The caller left before its request was read: nothing failed here, and no one will read
+        # an answer (499, as proxies log it).
+        log.info("the client disconnected before its request was read")
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:

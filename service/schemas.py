@@ -377,6 +377,10 @@ class ProblemOut(BaseModel):
     errors: list[FieldProblem] | None = None
     high_water: int | None = Field(None, description="On 409: the run's highest served step")
     step: int | None = Field(None, description="On 422 for a step without a value: that step")
+    max_step: int | None = Field(
+        None, description="On 422 for a step out of reach: the highest step one request may serve now"
+    )
+    retry_after: int | None = Field(None, description="On 429: seconds to wait, as in Retry-After")
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -397,5 +401,6 @@ PROBLEM_TITLES = {
     404: "No such run",
     409: "Conflicts with the run's history (the high-water mark) or its definition",
     413: "Request body too large",
+    429: "Over the token's rate of writes or run creations: retry after `Retry-After` seconds",
     422: "Invalid request: every bad field is named",
 }

@@ -147,7 +147,7 @@ class Serving:
                 f"serve at most {self.limits.max_ahead} steps past it (LRTOWER_MAX_AHEAD), so that a typo "
                 f"cannot freeze a run's future. GET /runs/{name}/curve shows the plan without serving it",
                 [FieldError(("query", field), f"at most {limit} while the high-water mark is {mark}")],
-                extra={"high_water": mark},
+                extra={"high_water": mark, "max_step": limit},
             )
 
     def _read(self, name: str) -> Compiled:

@@ -147,7 +147,8 @@ class Store:
             # json_each, not a JSON path: a path cannot quote every key (one holding `"`, say).
             pairs = func.json_each(Run.labels).table_valued("key", "value")
             return exists().where(pairs.c.key == key, pairs.c.value == value)
-        return Run.labels[key].as_string() == value  # ->>, with the key as a bound parameter
+        same: ColumnElement[bool] = Run.labels[key].as_string() == value  # ->>, the key a bound parameter
+        return same
 
     def insert_run(
         self,
@@ -466,10 +467,23 @@ def _finite(text: str) -> float:
     return number
 
 
+_MAX_NESTING = 128
+"""Deeper than anything the service writes (a spec nests at most 64 containers deep), and well
+within what the answer's JSON encoder takes (about 250)."""
+
+
 def _json(value: object) -> Any:
     if not isinstance(value, str):
         raise _Unreadable
-    return json.loads(value, parse_constant=_refuse_constant, parse_float=_finite)
+    decoded = json.loads(value, parse_constant=_refuse_constant, parse_float=_finite)
+    stack = [(decoded, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > _MAX_NESTING:
+                raise _Unreadable
+            stack.extend((inner, depth + 1) for inner in (item.values() if isinstance(item, dict) else item))
+    return decoded
 
 
 def _lrs(value: object) -> list[float] | None:

@@ -275,9 +275,11 @@ def events(ctx: click.Context, run: str, after: int, limit: int | None, as_json:
     while limit is None or len(found) < limit:
         page = client.events(run, after=after, limit=min(1000, limit - len(found)) if limit else 1000)
         found += page.events
-        if not page.events:
+        # A damaged event may have lost its seq: page on from the highest one that was read.
+        last = max((e.seq for e in page.events if e.seq is not None), default=None)
+        if last is None or last <= after:
             break
-        after = page.events[-1].seq
+        after = last
     if as_json:
         echo_json(found)
         return
@@ -285,8 +287,8 @@ def events(ctx: click.Context, run: str, after: int, limit: int | None, as_json:
         ["SEQ", "AT", "ACTOR", "KIND", "STEP", "LR", "REASON"],
         [
             [
-                e.seq,
-                f"{e.at:%Y-%m-%d %H:%M:%S}",
+                "?" if e.seq is None else e.seq,
+                "?" if e.at is None else f"{e.at:%Y-%m-%d %H:%M:%S}",
                 e.actor,
                 e.kind,
                 "" if e.effective_step is None else e.effective_step,

@@ -53,10 +53,10 @@ def run_curve(client: Client, run: str, start: int, stop: int | None, points: in
     """A run's planned curve over [start, stop) in at most `points` points, with its changes."""
     found = client.get_run(run)
     events = _all_events(client, run)
-    markers = [
-        Marker(e.seq, MARKED[e.kind], e.effective_step, _label(e))
+    markers = [  # a damaged event (a None field) has nothing trustworthy to mark
+        Marker(e.seq, MARKED[e.kind], e.effective_step, _label(e.kind, e))
         for e in events
-        if e.kind in MARKED and e.effective_step is not None
+        if e.seq is not None and e.kind in MARKED and e.effective_step is not None and not e.damaged
     ]
     if stop is None:
         last = max([found.high_water, *(m.step for m in markers)], default=0)
@@ -68,17 +68,21 @@ def run_curve(client: Client, run: str, start: int, stop: int | None, points: in
 
 def _all_events(client: Client, run: str) -> list[Event]:
     events: list[Event] = []
+    after = 0
     while True:
-        page = client.events(run, after=events[-1].seq if events else 0, limit=1000)
-        if not page.events:
-            return events
+        page = client.events(run, after=after, limit=1000)
         events += page.events
+        # A damaged event may have lost its seq: page on from the highest one that was read.
+        last = max((e.seq for e in page.events if e.seq is not None), default=None)
+        if last is None or last <= after:
+            return events
+        after = last
 
 
-def _label(event: Event) -> str:
-    what = MARKED[event.kind]
-    if event.kind == "scaled":
-        what = f"x{event.details.get('factor', '?')}"
+def _label(kind: str, event: Event) -> str:
+    what = MARKED[kind]
+    if kind == "scaled":
+        what = f"x{(event.details or {}).get('factor', '?')}"
     return f"{what} @ {event.effective_step}" + (f": {event.reason}" if event.reason else "")
 
 

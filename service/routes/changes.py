@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Header, Query
 
-from ..deps import Reader, RunsDep, Writer
+from ..deps import Reader, RunPath, RunsDep, Writer
 from ..schemas import (
-    RUN_NAME,
     SEQ_MAX,
     ChangeResult,
     EventOut,
@@ -24,10 +23,7 @@ from ..schemas import (
 )
 from .runs import run_out
 
-router = APIRouter(tags=["changes"], responses=problems(401, 403, 404, 409, 413, 422))
-# A name no run can have is refused before it reaches the database, which may not even take it
-# as text (PostgreSQL refuses NUL).
-RunPath = Annotated[str, Path(pattern=RUN_NAME, description="The run's name")]
+router = APIRouter(tags=["changes"], responses=problems(401, 403, 404, 409, 413, 422, 429))
 IdempotencyKey = Annotated[
     str | None,
     Header(

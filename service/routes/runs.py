@@ -8,14 +8,14 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import Field
 
-from ..deps import Creator, Reader, RunsDep, ServingDep
+from ..deps import Creator, Reader, RunPath, RunsDep, ServingDep
 from ..schemas import RUN_NAME, ChangeOut, LrOut, RangeOut, RunCreate, RunOut, RunPage, problems
 from ..store import ChangeRecord, RunRecord
 from ..timeline import Answer
 from ..wire import STEP_PARAMETERS, parse_step_query
 
-router = APIRouter(tags=["runs"], responses=problems(401, 403, 404, 409, 413, 422))
-LabelFilter = Annotated[str, Field(pattern=r"^[^=]{1,64}=.{0,256}$")]
+router = APIRouter(tags=["runs"], responses=problems(401, 403, 404, 409, 413, 422, 429))
+LabelFilter = Annotated[str, Field(pattern=r"^[^=\x00-\x1f\x7f-\x9f]{1,64}=[^\x00-\x1f\x7f-\x9f]{0,256}$")]
 
 
 def run_out(run: RunRecord, changes: list[ChangeRecord]) -> RunOut:
@@ -85,7 +85,7 @@ def list_runs(
 
 
 @router.get("/runs/{run}", response_model=RunOut)
-def get_run(run: str, runs: RunsDep, caller: Reader) -> RunOut:
+def get_run(run: RunPath, runs: RunsDep, caller: Reader) -> RunOut:
     return run_out(*runs.get(run))
 
 
@@ -96,7 +96,7 @@ def get_run(run: str, runs: RunsDep, caller: Reader) -> RunOut:
     openapi_extra={"parameters": STEP_PARAMETERS},
 )
 def get_lr(
-    run: str, request: Request, serving: ServingDep, caller: Reader
+    run: RunPath, request: Request, serving: ServingDep, caller: Reader
 ) -> LrOut | RangeOut | PlainTextResponse:
     """The LR of `step`, or of every step in [start, stop) by `stride` (lookahead). Served steps
     never change afterwards. With `Accept: text/plain`, a single step's LR alone, as text.
@@ -118,7 +118,7 @@ def get_lr(
     response_model=RangeOut,
     openapi_extra={"parameters": [p for p in STEP_PARAMETERS if p["name"] != "step"]},
 )
-def get_curve(run: str, request: Request, serving: ServingDep, caller: Reader) -> RangeOut:
+def get_curve(run: RunPath, request: Request, serving: ServingDep, caller: Reader) -> RangeOut:
     """The planned curve over [start, stop) (default [0, 1000)), for plotting. Unlike /lr, it
     serves nothing, so anyone who may read may ask any step."""
     asked = parse_step_query(request.query_params.multi_items(), default_range=range(0, 1000))

@@ -3,7 +3,15 @@
 A spec model (pydantic, one per schedule type) validates its parameters once and then
 `build(ctx)` compiles them into a `Schedule`: a pure object mapping a step to the LR of every
 param group (and the momentum, where the schedule cycles it). Evaluation is closed form, so
-its cost does not depend on the step.
+its cost does not depend on the step; the one exception, MultiplicativeLR's product over steps,
+is bounded by `ProductBudget`.
+
+Every compiled schedule carries `cost`, an estimate of one `at(step)` per param group, so that a
+caller can bound a request's work (points x groups x cost) before doing it. The unit is one
+`at(step)` of a one-group CosineAnnealingLR: about 0.9 µs on the reference machine (a 2-core Xeon
+at 2.5 GHz, Python 3.11; docs/performance.md). The figures are measured, rounded up, so that
+the estimate is an upper bound rather than an average: a closed form costs 1 to 2 units, an
+expression `Expression.cost`, a composite its own overhead plus the children it evaluates.
 """
 
 from __future__ import annotations
@@ -33,6 +41,27 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 
 ValueFn = Callable[[int], float]
 """A compiled schedule of one value: step -> value."""
+
+CLOSED_FORM_COST = 1.0
+"""The cost unit: one `at(step)` of a one-group CosineAnnealingLR, about 0.9 µs (see the module)."""
+MAX_SPEC_COST = 4096.0
+"""The most a spec's `cost` may be, in cost units per step and param group (about 4 ms).
+
+A warmup + cosine SequentialLR costs 2.5 units and a 200-node LambdaLR 36, so only products over
+steps come near it: a step-dependent MultiplicativeLR costs `PRODUCT_CHECKPOINT` evaluations of
+its expression per step, and four short ones in a chain cost about 1,100."""
+MAX_PRODUCT_STEPS = 1_000_000
+"""The highest step a product over steps (MultiplicativeLR) ever answers; heavy expressions get
+fewer steps, see `ProductBudget`."""
+MAX_PRODUCT_SERIES = 4
+"""The most step-dependent MultiplicativeLR expressions one spec may hold."""
+PRODUCT_BUDGET = 1_500_000.0
+"""The one-time work, in cost units, of computing all of a spec's products over steps up to their
+highest step: at most about 1 s (measured: an expression call in the product's loop costs at most
+0.7 of its `Expression.cost`)."""
+PRODUCT_CHECKPOINT = 256
+"""The products over steps keep the running product of every 256th step; any other step is at
+most 255 multiplications away from one (8 bytes per 256 steps: 31 KB at step 10**6)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +100,29 @@ class DomainError(ValueError):
         super().__init__(f"step {step}: {reason}")
 
 
+class ProductBudget:
+    """The products over steps of one spec (MultiplicativeLR), and the highest step they answer.
+
+    A step-dependent MultiplicativeLR answers epoch e with the product of its expression at
+    1..e: the first time an epoch is asked, every epoch up to it is computed, once per run. The
+    products of one spec share one budget of that one-time work: with `step_cost` the cost of one
+    epoch of all of them together, they answer epochs up to
+    `min(MAX_PRODUCT_STEPS, floor(PRODUCT_BUDGET / step_cost))`, so that reaching the last one
+    from scratch costs at most PRODUCT_BUDGET units (about 1 s) whatever the expressions.
+    """
+
+    def __init__(self) -> None:
+        self.series = 0
+        self.step_cost = 0.0
+        self.max_step = MAX_PRODUCT_STEPS
+
+    def add(self, step_cost: float) -> None:
+        """Count one more product whose every epoch costs `step_cost` units."""
+        self.series += 1
+        self.step_cost += step_cost
+        self.max_step = min(MAX_PRODUCT_STEPS, math.floor(PRODUCT_BUDGET / self.step_cost))
+
+
 @dataclass
 class BuildContext:
     """What a spec is built against: the run's base LR of every param group.
@@ -87,10 +139,10 @@ class BuildContext:
     base_lrs: tuple[float, ...] | None
     initial_lrs: tuple[float, ...] | None = field(default=None)
     group_values: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    product_series: int = 0
-    """How many products over steps the spec needs (MultiplicativeLR), to bound their cost."""
     """Other values torch schedulers write into the param groups at construction
     (OneCycleLR's `max_lr`, `min_lr`, and the momentum bounds), as the last writer left them."""
+    products: ProductBudget = field(default_factory=ProductBudget)
+    """The products over steps the spec holds (MultiplicativeLR), which share one budget."""
 
     def require_initial_lrs(self) -> tuple[float, ...]:
         return self.initial_lrs if self.initial_lrs is not None else self.require_base_lrs()
@@ -136,6 +188,28 @@ class Schedule(ABC):
 
     n_groups: int
     has_momentum: bool = False
+    cost: float = CLOSED_FORM_COST
+    """The estimated cost of one `at(step)` per param group, in units of a one-group
+    CosineAnnealingLR's `at(step)` (about 0.9 µs), set at build. It bounds rather than averages:
+    a request of P points over G groups costs at most about P * G * cost units. It does not
+    depend on the number of groups, nor on the step (the one-time work of a product over steps
+    is bounded apart, see `ProductBudget`)."""
+
+    def cached_bytes(self) -> int:
+        """The bytes this schedule has cached beyond its fixed size, for memory accounting.
+
+        Only products over steps (MultiplicativeLR) cache: their checkpoints grow as later
+        epochs are asked, 8 bytes per PRODUCT_CHECKPOINT epochs (about 31 KB per product at
+        epoch 10**6). Everything else is 0.
+        """
+        return 0
+
+    @property
+    def max_product_step(self) -> int | None:
+        """The highest epoch its products over steps answer (MultiplicativeLR), or None if it has
+        none. The epoch is the MultiplicativeLR's own step count (in a SequentialLR, counted
+        from its milestone); see `ProductBudget`."""
+        return None
 
     def at(self, step: int) -> tuple[list[float], list[float] | None]:
         """(LR of every group, momentum of every group or None) at `step`, or a DomainError.
@@ -171,11 +245,12 @@ class Schedule(ABC):
 class AbsoluteSchedule(Schedule):
     """A schedule that carries its own values (optax, keras, mxnet): group i gets v * ratio[i]."""
 
-    def __init__(self, value: ValueFn, ratios: tuple[float, ...]) -> None:
+    def __init__(self, value: ValueFn, ratios: tuple[float, ...], cost: float = CLOSED_FORM_COST) -> None:
         self._value = value
         self._ratios = ratios
         self._single = ratios == (1.0,)
         self.n_groups = len(ratios)
+        self.cost = cost
 
     def lrs(self, step: int) -> list[float]:
         v = self._value(step)
@@ -187,10 +262,16 @@ class AbsoluteSchedule(Schedule):
 class RelativeSchedule(Schedule):
     """A schedule of the run's base LRs: group i gets value(step, base_lrs[i])."""
 
-    def __init__(self, value: Callable[[int, float], float], base_lrs: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        value: Callable[[int, float], float],
+        base_lrs: tuple[float, ...],
+        cost: float = CLOSED_FORM_COST,
+    ) -> None:
         self._value = value
         self._bases = base_lrs
         self.n_groups = len(base_lrs)
+        self.cost = cost
 
     def lrs(self, step: int) -> list[float]:
         return [self._value(step, base) for base in self._bases]
@@ -215,6 +296,10 @@ class AbsoluteSpec(SpecModel):
         """The schedule as its library computes it: step -> value."""
         raise NotImplementedError
 
+    def value_cost(self) -> float:
+        """The cost of one call of `compile()`'s function, with `at`'s checks (see `Schedule.cost`)."""
+        return CLOSED_FORM_COST
+
     def build(self, ctx: BuildContext) -> Schedule:
         ratios = ctx.group_ratios()
-        return AbsoluteSchedule(self.compile(), ratios)
+        return AbsoluteSchedule(self.compile(), ratios, self.value_cost())

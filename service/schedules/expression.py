@@ -62,6 +62,13 @@ from .base import SpecError
 MAX_SOURCE_LENGTH = 1000
 MAX_NODES = 200
 MAX_DEPTH = 32
+CALL_COST = 0.4
+"""The cost of calling an expression, in `Schedule.cost` units (one CosineAnnealingLR step)."""
+NODE_COST = 0.05
+"""What each node of the expression adds to CALL_COST."""
+HEAVY_NODE_COST = 0.25
+"""What each `*`, `**`, `floor` and `ceil` adds on top of NODE_COST: products of the step build
+ints of thousands of bits (100 factors of up to 64 bits), and the others run Python-level guards."""
 MAX_CONSTANT_EXPONENT = 1024
 MAX_INT_LITERAL = 2**53
 """The largest int literal, in absolute value: larger numbers are written as floats."""
@@ -198,14 +205,23 @@ class ExpressionError(ValueError):
 
 
 class Expression:
-    """A compiled `lr_lambda`: call it with the epoch (the int step) to get the float value."""
+    """A compiled `lr_lambda`: call it with the epoch (the int step) to get the float value.
 
-    __slots__ = ("_fn", "depends_on_step", "source")
+    `nodes` is its size, and `cost` the estimated cost of one call in `Schedule.cost` units:
+    CALL_COST, plus NODE_COST per node and HEAVY_NODE_COST more per `*`, `**`, `floor` and `ceil`,
+    rounded up from measurements so as to bound rather than average (docs/performance.md).
+    """
 
-    def __init__(self, source: str, fn: Callable[[int], float], depends_on_step: bool) -> None:
+    __slots__ = ("_fn", "cost", "depends_on_step", "nodes", "source")
+
+    def __init__(
+        self, source: str, fn: Callable[[int], float], depends_on_step: bool, nodes: int, cost: float
+    ) -> None:
         """Use `Expression.compile`; this only stores what it produced."""
         self.source = source
         self.depends_on_step = depends_on_step
+        self.nodes = nodes
+        self.cost = cost
         self._fn = fn
 
     @classmethod
@@ -227,7 +243,9 @@ class Expression:
             raise SpecError.at((), f"not a valid expression: {exc.msg}: {_shorten(text)!r}", source) from None
         except (RecursionError, MemoryError):
             raise SpecError.at((), "expression is nested too deeply to parse", _shorten(source)) from None
-        _check_size(tree, source)
+        except ValueError as exc:  # a lone surrogate, or a null byte (a ValueError before 3.12)
+            raise SpecError.at((), f"not a valid expression: {exc}", _shorten(source)) from None
+        nodes, heavy = _check_size(tree, source)
         lowering = _Lowering(text, source)
         body, depends_on_step = lowering.lower(tree.body)
         arg = ast.copy_location(ast.arg(arg="epoch"), body)
@@ -235,7 +253,8 @@ class Expression:
             args=ast.arguments(posonlyargs=[], args=[arg], kwonlyargs=[], kw_defaults=[], defaults=[]),
             body=body,
         )
-        expression = cls(source, _evaluate(ast.copy_location(lam, body)), depends_on_step)
+        cost = CALL_COST + NODE_COST * nodes + HEAVY_NODE_COST * heavy
+        expression = cls(source, _evaluate(ast.copy_location(lam, body)), depends_on_step, nodes, cost)
         if not depends_on_step:
             # A constant that fails fails at every step: report it now, as a bad spec.
             try:
@@ -274,14 +293,24 @@ def _shorten(text: str, limit: int = 60) -> str:
 _LEAF_NODES = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
 
 
-def _check_size(tree: ast.Expression, source: str) -> None:
+def _is_heavy(node: ast.expr) -> bool:
+    """Whether the node costs HEAVY_NODE_COST more to evaluate."""
+    if isinstance(node, ast.BinOp):
+        return isinstance(node.op, ast.Mult | ast.Pow)
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("floor", "ceil")
+
+
+def _check_size(tree: ast.Expression, source: str) -> tuple[int, int]:
+    """(nodes, heavy nodes) of an expression within the limits; SpecError otherwise."""
     # Iterative, so that a tree too deep for the recursive checks below is refused, not crashed on.
-    nodes = depth = 0
+    nodes = depth = heavy = 0
     stack: list[tuple[ast.AST, int]] = [(tree.body, 1)]
     while stack:
         node, level = stack.pop()
         if isinstance(node, ast.expr):
             nodes += 1
+            if _is_heavy(node):
+                heavy += 1
             if level > depth:
                 depth = level
             level += 1
@@ -295,6 +324,7 @@ def _check_size(tree: ast.Expression, source: str) -> None:
         raise SpecError.at((), f"expression has {nodes} nodes; the limit is {MAX_NODES}", source)
     if depth > MAX_DEPTH:
         raise SpecError.at((), f"expression nests {depth} levels deep; the limit is {MAX_DEPTH}", source)
+    return nodes, heavy
 
 
 class _Lowering:

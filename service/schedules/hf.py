@@ -57,6 +57,9 @@ Multiplier = Callable[[int], float]
 
 Shape = Literal["linear", "cosine", "1-sqrt"]
 
+HF_COST = 1.5
+"""A transformers multiplier's cost per step and group (see `Schedule.cost`)."""
+
 
 def _optimizer_lr(ctx: BuildContext) -> float:
     """transformers' `optimizer.defaults["lr"]`: the first group's base LR."""
@@ -75,7 +78,7 @@ class HFSpec(SpecModel):
 
     def build(self, ctx: BuildContext) -> Schedule:
         multiplier = self.multiplier(_optimizer_lr(ctx))
-        return RelativeSchedule(lambda step, base: base * multiplier(step), ctx.require_base_lrs())
+        return RelativeSchedule(lambda step, base: base * multiplier(step), ctx.require_base_lrs(), HF_COST)
 
     @field_validator("num_training_steps", check_fields=False)
     @classmethod

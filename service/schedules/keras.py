@@ -38,10 +38,17 @@ from .ieee import ceil, cos, floor, ieee_pow
 
 MAX_ITEMS = 10_000
 """The most boundaries one PiecewiseConstantDecay may list."""
+KERAS_COST = 1.25
+"""A Keras formula's cost per step (see `Schedule.cost`); CosineDecayRestarts costs more."""
+RESTARTS_COST = 1.75
+"""CosineDecayRestarts' cost per step: it finds its cycle with a logarithm first."""
 
 
 class KerasSpec(AbsoluteSpec):
     """Base of the Keras specs: `compile` gives the schedule as Keras computes it, step -> value."""
+
+    def value_cost(self) -> float:
+        return KERAS_COST
 
 
 class _TimeDecay(KerasSpec):
@@ -319,6 +326,9 @@ class CosineDecayRestarts(KerasSpec):
     t_mul: Positive = 2.0
     m_mul: NonNegative = 1.0
     alpha: NonNegative = 0.0
+
+    def value_cost(self) -> float:
+        return RESTARTS_COST
 
     def compile(self) -> ValueFn:
         lr, first, t_mul, m_mul, alpha = (

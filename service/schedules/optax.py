@@ -56,6 +56,10 @@ from .ieee import ieee_pow
 
 MAX_ITEMS = 10_000
 """The most boundaries (or cosine cycles) one optax spec may list."""
+OPTAX_COST = 1.25
+"""An optax formula's cost per step (see `Schedule.cost`)."""
+JOIN_COST = 0.5
+"""What a join adds to the cost of its costliest part: each step goes to one part only."""
 INTERPOLATE_MAX = 2.0**969
 """The largest value piecewise interpolation handles: optax evaluates every segment's formula at
 every count (up to 2**54 steps from its start), and a larger value overflows there, which turns
@@ -73,6 +77,9 @@ def field_error(loc: Loc, msg: str, value: Any) -> ValidationError:
 class OptaxSpec(AbsoluteSpec):
     """Base of the optax specs: `compile` gives the schedule as optax computes it, count -> value
     (a Python float, double precision)."""
+
+    def value_cost(self) -> float:
+        return OPTAX_COST
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,6 +433,9 @@ class CosineKwargs(OptaxSpec):
             )
         return value
 
+    def value_cost(self) -> float:
+        return JOIN_COST + OPTAX_COST
+
     def compile(self) -> ValueFn:
         return warmup_cosine(
             self.init_value,
@@ -490,6 +500,9 @@ class WarmupExponentialDecaySchedule(OptaxSpec):
     transition_begin: Steps = 0
     staircase: bool = False
     end_value: NonNegative | None = None
+
+    def value_cost(self) -> float:
+        return JOIN_COST + OPTAX_COST
 
     def compile(self) -> ValueFn:
         return join(
@@ -758,6 +771,9 @@ class SgdrSchedule(OptaxSpec):
             raise ValueError(f"the cycles' decay_steps add up to {total}, beyond 2**53 steps")
         return value
 
+    def value_cost(self) -> float:
+        return JOIN_COST + self.cosine_kwargs[0].value_cost()  # every cycle is the same formula
+
     def compile(self) -> ValueFn:
         parts = [c.compile() for c in self.cosine_kwargs]
         boundaries = []
@@ -840,6 +856,9 @@ class JoinSchedules(OptaxSpec):
                 f" got {len(value)}: {value}"
             )
         return value
+
+    def value_cost(self) -> float:
+        return JOIN_COST + max(s.value_cost() for s in self.schedules)
 
     def compile(self) -> ValueFn:
         return join([s.compile() for s in self.schedules], self.boundaries)

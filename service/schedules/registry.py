@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from . import hf, keras, mxnet, optax, timm, torch_basic, torch_composite, torch_cyclic
-from .base import BuildContext, FieldError, Schedule, SpecError, SpecModel
+from .base import MAX_SPEC_COST, BuildContext, FieldError, Schedule, SpecError, SpecModel
 
 MAX_DEPTH = 16
 """The deepest nesting of composite specs accepted (a guard against pathological input)."""
@@ -138,9 +138,20 @@ def parse_spec(spec: Any) -> SpecModel:
 
 
 def build_schedule(spec: Any, base_lrs: Sequence[float] | None) -> Schedule:
-    """Validate `spec` and compile it against the run's base LRs (one per param group)."""
+    """Validate `spec` and compile it against the run's base LRs (one per param group).
+
+    Refuses a spec whose `cost` per step and param group exceeds MAX_SPEC_COST.
+    """
     model = spec if isinstance(spec, SpecModel) else parse_spec(spec)
     bases = None if base_lrs is None else tuple(float(lr) for lr in base_lrs)
     if bases is not None and not bases:
         raise SpecError.at(("lrs",), "give at least one base LR", [])
-    return model.build(BuildContext(base_lrs=bases))
+    schedule = model.build(BuildContext(base_lrs=bases))
+    if schedule.cost > MAX_SPEC_COST:
+        raise SpecError.at(
+            (),
+            f"evaluating this spec costs about {schedule.cost:.0f} units per step and param group "
+            f"(1 unit is one CosineAnnealingLR step); the limit is MAX_SPEC_COST = {MAX_SPEC_COST:.0f}: "
+            "use fewer or shorter expressions, above all in step-dependent MultiplicativeLRs",
+        )
+    return schedule

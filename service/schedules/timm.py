@@ -54,6 +54,9 @@ from .base import (
 
 GroupLRs = Callable[[int], list[float]]
 """timm's `_get_lr`: the step -> the LR of every param group."""
+TIMM_COST = 2.0
+"""A timm scheduler's cost per step and group (see `Schedule.cost`): the warmup test, the
+cycle arithmetic and the formula."""
 
 
 def _milestones(value: list[int]) -> list[int]:
@@ -78,6 +81,7 @@ class TimmSchedule(Schedule):
     def __init__(self, get_lr: GroupLRs, n_groups: int) -> None:
         self._get_lr = get_lr
         self.n_groups = n_groups
+        self.cost = TIMM_COST
 
     def lrs(self, step: int) -> list[float]:
         return self._get_lr(step)

@@ -9,6 +9,7 @@ Parameters for which torch would divide by zero, or produce a negative LR, are r
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from array import array
 from bisect import bisect_right
@@ -17,7 +18,23 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import BuildContext, DomainError, Fraction, Loc, NonNegative, PositiveSteps, SpecError, Steps
+from .base import (
+    CLOSED_FORM_COST,
+    MAX_PRODUCT_SERIES,
+    MAX_PRODUCT_STEPS,
+    MAX_SPEC_COST,
+    PRODUCT_BUDGET,
+    PRODUCT_CHECKPOINT,
+    BuildContext,
+    DomainError,
+    Fraction,
+    Loc,
+    NonNegative,
+    PositiveSteps,
+    ProductBudget,
+    SpecError,
+    Steps,
+)
 from .expression import Expression, ExpressionError
 from .torch_common import (
     Affine,
@@ -30,12 +47,8 @@ from .torch_common import (
 )
 
 MAX_MILESTONES = 10_000
-MAX_PRODUCT_STEPS = 1_000_000
-"""MultiplicativeLR with a step-dependent expression is a product over steps: its prefix
-products are computed once per run (about 1 µs a step) and cached, and steps above this bound
-are refused."""
-MAX_PRODUCT_SERIES = 4
-"""The most step-dependent MultiplicativeLR expressions one spec may hold."""
+LAMBDA_COST = 1.5
+"""A LambdaLR's own cost per step, beside its expression's (see `Schedule.cost`)."""
 
 LambdaSource = Annotated[str, Field(min_length=1)]
 
@@ -80,6 +93,7 @@ class _LambdaNode(OverwritingNode):
     def __init__(self, bases: tuple[float, ...], lambdas: list[Expression]) -> None:
         super().__init__(bases)
         self._lambdas = lambdas
+        self.cost = LAMBDA_COST + max(fn.cost for fn in lambdas)
 
     def lrs(self, step: int) -> list[float]:
         return [base * _call(fn, step) for fn, base in zip(self._lambdas, self.bases, strict=True)]
@@ -88,8 +102,11 @@ class _LambdaNode(OverwritingNode):
 class MultiplicativeLR(TorchSpec):
     """LR(e) = LR(e-1) * lr_lambda(e) for e >= 1; LR(0) = base_lr.
 
-    A product over steps: a constant expression is evaluated as a power, any other has its
-    prefix products cached, up to `MAX_PRODUCT_STEPS` steps.
+    A product over steps: a constant expression is evaluated as a power. Any other is computed
+    once per run, one epoch after the other, and checkpointed every PRODUCT_CHECKPOINT epochs; it
+    answers epochs up to `ProductBudget.max_step` (at most MAX_PRODUCT_STEPS, fewer for heavy
+    expressions), and its `cost` counts the PRODUCT_CHECKPOINT evaluations of the expression that
+    an epoch may be from a checkpoint.
     """
 
     type: Literal["MultiplicativeLR"] = "MultiplicativeLR"
@@ -100,55 +117,110 @@ class MultiplicativeLR(TorchSpec):
         series: dict[str, _PrefixProducts] = {}
         for fn in lambdas:
             if fn.source not in series:  # groups sharing an expression share its products
-                series[fn.source] = _PrefixProducts(fn)
-        ctx.product_series += sum(p.fn.depends_on_step for p in series.values())
-        if ctx.product_series > MAX_PRODUCT_SERIES:
+                series[fn.source] = _PrefixProducts(fn, ctx.products)
+        for product in series.values():
+            if product.fn.depends_on_step:
+                if product.point_cost > MAX_SPEC_COST:
+                    raise SpecError.at(
+                        ("lr_lambda",),
+                        f"this step-dependent expression costs about {product.point_cost:.0f} units "
+                        f"per step as a product over steps (up to {PRODUCT_CHECKPOINT} evaluations of "
+                        f"it, {product.fn.cost:.2f} each); the limit is MAX_SPEC_COST = "
+                        f"{MAX_SPEC_COST:.0f}: shorten it, or write it in closed form with LambdaLR",
+                        product.fn.source,
+                    )
+                ctx.products.add(product.step_cost)
+        if ctx.products.series > MAX_PRODUCT_SERIES:
             raise SpecError.at(
                 ("lr_lambda",),
                 f"a spec may hold at most {MAX_PRODUCT_SERIES} step-dependent MultiplicativeLR "
                 "expressions: each is a product over steps, computed once per run",
             )
         products = [series[fn.source] for fn in lambdas]
-        return _MultiplicativeNode(capture_initial_lrs(ctx), products)
+        return _MultiplicativeNode(capture_initial_lrs(ctx), products, ctx.products)
 
 
 class _PrefixProducts:
-    """prod(fn(t) for t in 1..e), extended on demand and shared by every request."""
+    """prod(fn(t) for t in 1..e), computed on demand and shared by every request.
 
-    def __init__(self, fn: Expression) -> None:
+    The running product is multiplied one epoch at a time, in order, exactly as torch does, and
+    kept at every PRODUCT_CHECKPOINT-th epoch. Epoch e starts from the checkpoint below it, or
+    from the last epoch answered when that is closer (consecutive epochs cost one multiplication
+    each), and multiplies on from there: every answer is the same sequence of multiplications,
+    so it is the same float bit for bit, whichever way it is reached.
+    """
+
+    def __init__(self, fn: Expression, budget: ProductBudget) -> None:
         self.fn = fn
+        self._budget = budget
         self._constant = None if fn.depends_on_step else _call(fn, 0)
-        self._products = array("d", [1.0])
-        self._lock = threading.Lock()
+        # One more epoch of the product costs a call of the expression: in this loop, without
+        # `at`'s checks around it, a call costs 0.3 to 0.7 of `fn.cost`, which covers the loop's own
+        # work. An epoch asked at random is up to PRODUCT_CHECKPOINT - 1 epochs from a checkpoint.
+        self.step_cost = fn.cost
+        self.point_cost = PRODUCT_CHECKPOINT * self.step_cost if fn.depends_on_step else CLOSED_FORM_COST
+        self._checkpoints = array("d", [1.0])  # the product at epochs 0, K, 2K, ... (K = PRODUCT_CHECKPOINT)
+        self._last = (0, 1.0)  # (epoch, product) last answered: read and replaced whole, never mutated
+        self._lock = threading.Lock()  # held by whoever extends the checkpoints
 
     def upto(self, e: int) -> float:
         if self._constant is not None:
             return self._constant**e
-        if e >= len(self._products):
-            self._extend(e)
-        return self._products[e]
-
-    def _extend(self, e: int) -> None:
-        if e > MAX_PRODUCT_STEPS:
+        if e > self._budget.max_step:
             raise DomainError(
                 e,
-                f"MultiplicativeLR with a step-dependent lr_lambda is a product over steps; "
-                f"it is answered up to step {MAX_PRODUCT_STEPS}",
+                "MultiplicativeLR with a step-dependent lr_lambda is a product over steps, computed "
+                f"once per run; this spec's products answer up to step {self._budget.max_step} (at most "
+                f"{MAX_PRODUCT_STEPS}, and fewer for heavy expressions: {PRODUCT_BUDGET:.0f} units of work "
+                f"in all, at {self._budget.step_cost:.2f} units per step here)",
             )
-        with self._lock:
-            products = self._products
-            value = products[-1]
-            for t in range(len(products), e + 1):
-                value *= _call(self.fn, t)
-                products.append(value)
+        if e // PRODUCT_CHECKPOINT < len(self._checkpoints):
+            return self._walk(e)
+        with self._lock:  # past the last checkpoint: computed once, by one thread at a time
+            return self._walk(e)
+
+    def _walk(self, e: int) -> float:
+        """Multiply from the nearest known epoch at or below e up to e, checkpointing on the way."""
+        checkpoints, k = self._checkpoints, PRODUCT_CHECKPOINT
+        index = min(e // k, len(checkpoints) - 1)
+        start, value = index * k, checkpoints[index]
+        last, last_value = self._last
+        if start < last <= e:
+            start, value = last, last_value
+        fn = self.fn
+        while start < e:
+            stop = min(e, (start // k + 1) * k)
+            for t in range(start + 1, stop + 1):
+                value *= _call(fn, t)
+            start = stop
+            if start == len(checkpoints) * k:  # only under the lock: a walk below it never gets here
+                checkpoints.append(value)
+        self._last = (e, value)
+        return value
+
+    def cached_bytes(self) -> int:
+        return sys.getsizeof(self._checkpoints)
 
 
 class _MultiplicativeNode(MultiplicativeNode):
     continues_in_sequence = True
 
-    def __init__(self, bases: tuple[float, ...], products: list[_PrefixProducts]) -> None:
+    def __init__(
+        self, bases: tuple[float, ...], products: list[_PrefixProducts], budget: ProductBudget
+    ) -> None:
         super().__init__(bases)
         self._products = products
+        self._series = list({id(p): p for p in products}.values())
+        self._budget = budget
+        # `cumulative` and `factors` also call the expression once, at epoch 0 or e.
+        self.cost = CLOSED_FORM_COST + max(p.point_cost + p.fn.cost for p in products)
+
+    def cached_bytes(self) -> int:
+        return sum(p.cached_bytes() for p in self._series)
+
+    @property
+    def max_product_step(self) -> int | None:
+        return self._budget.max_step if any(p.fn.depends_on_step for p in self._series) else None
 
     def cumulative(self, e: int, initial: bool) -> list[float]:
         if initial:

@@ -21,7 +21,7 @@ chain midway, which has no closed form in general.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, model_validator
@@ -32,6 +32,12 @@ from .torch_common import TorchNode, TorchSpec
 from .torch_cyclic import SPECS as CYCLIC_SPECS
 
 MAX_CHILDREN = 16
+SEQUENTIAL_COST = 1.0
+"""SequentialLR's own cost per step: finding the active child, and the calls through to it."""
+CHAINED_COST = 1.0
+"""ChainedScheduler's own cost per step, beside its children's (it evaluates every one)."""
+CHAINED_CHILD_COST = 0.25
+"""What each child adds to a ChainedScheduler's own cost: the LRs it multiplies in."""
 
 
 class SequentialLR(TorchSpec):
@@ -126,6 +132,22 @@ class _SequentialNode(TorchNode):
         self.has_momentum = any(c.has_momentum for c in children)
         constructed = [c for c in children if c.has_momentum]
         self._constructed_momentum = constructed[-1] if constructed else None
+        # One child answers a step; a child that continues in sequence also evaluates the one
+        # before it (the last that ran, maybe further back than its neighbour), and so on: the
+        # costliest such path. Momentum may come from yet another child.
+        paths: list[float] = []
+        for i, child in enumerate(children):
+            handed = max(paths) if paths and child.continues_in_sequence and i > self.first else 0.0
+            paths.append(child.cost + handed)
+        momentum_cost = max((c.cost for c in constructed), default=0.0)
+        self.cost = SEQUENTIAL_COST + max(paths) + momentum_cost
+
+    def cached_bytes(self) -> int:
+        return sum(c.cached_bytes() for c in self.children)
+
+    @property
+    def max_product_step(self) -> int | None:
+        return _lowest(c.max_product_step for c in self.children)
 
     def _locate(self, step: int) -> tuple[int, int]:
         """(index of the active child, its local epoch)."""
@@ -179,6 +201,14 @@ class _ChainedNode(TorchNode):
         with_momentum = [c for c in children if c.has_momentum]
         self.has_momentum = bool(with_momentum)
         self._momentum_child = with_momentum[-1] if with_momentum else None
+        self.cost = CHAINED_COST + sum(c.cost + CHAINED_CHILD_COST for c in children)
+
+    def cached_bytes(self) -> int:
+        return sum(c.cached_bytes() for c in self.children)
+
+    @property
+    def max_product_step(self) -> int | None:
+        return _lowest(c.max_product_step for c in self.children)
 
     def value_from(self, entry: Sequence[float], e: int, initial: bool) -> list[float]:
         if len(self.children) == 1:
@@ -200,6 +230,11 @@ class _ChainedNode(TorchNode):
 
     def momentum(self, step: int) -> list[float] | None:
         return None if self._momentum_child is None else self._momentum_child.momentum(step)
+
+
+def _lowest(bounds: Iterable[int | None]) -> int | None:
+    known = [b for b in bounds if b is not None]
+    return min(known) if known else None
 
 
 def _torch_tag(value: Any) -> str | None:

@@ -31,6 +31,13 @@ from .torch_common import OverwritingNode, TorchNode, TorchSpec, capture_initial
 PerGroup = NonNegative | Annotated[list[NonNegative], Field(min_length=1)]
 PerGroupMomentum = Fraction | Annotated[list[Fraction], Field(min_length=1)]
 
+CYCLIC_COST = 2.0
+"""CyclicLR's cost per evaluation (the LRs, and again the momentum), beside its scale_fn's."""
+ONE_CYCLE_COST = 1.5
+"""OneCycleLR's cost per evaluation (the LRs, and again the momentum)."""
+WARM_RESTARTS_COST = 1.75
+"""CosineAnnealingWarmRestarts' cost: a cosine, and a bisection among its cycles."""
+
 
 class CyclicLR(TorchSpec):
     """Cyclical LR (Smith 2017) between `base_lr` and `max_lr`, as torch's CyclicLR.
@@ -104,6 +111,8 @@ class _CyclicNode(OverwritingNode):
         self.has_momentum = momenta is not None
         self.scale_fn = scale_fn
         self.mode, self.gamma = spec.mode, spec.gamma
+        evaluation = CYCLIC_COST + (scale_fn.cost if scale_fn is not None else 0.0)
+        self.cost = evaluation * (2 if self.has_momentum else 1)
         # torch's built-in modes choose their own scale_mode; a custom scale_fn keeps the one given.
         self.by_cycle = spec.scale_mode == "cycle" if scale_fn else spec.mode != "exp_range"
 
@@ -218,6 +227,7 @@ class _OneCycleNode(OverwritingNode):
         self.has_momentum = spec.cycle_momentum
         self.linear = spec.anneal_strategy == "linear"
         self._ctx = ctx  # read once built: the group values as the last writer left them
+        self.cost = ONE_CYCLE_COST * (2 if self.has_momentum else 1)
 
     @cached_property
     def _phases(self) -> list[list[tuple[float, float, float, float, float]]]:
@@ -288,6 +298,7 @@ class _WarmRestartsNode(OverwritingNode):
     def __init__(self, bases: tuple[float, ...], t_0: int, t_mult: int, eta_min: float) -> None:
         super().__init__(bases)
         self.t_0, self.t_mult, self.eta_min = t_0, t_mult, eta_min
+        self.cost = WARM_RESTARTS_COST
         # Cycle n starts at T_0 * (T_mult**n - 1) / (T_mult - 1): at most 54 starts below 2**53.
         self._starts = [0]
         while t_mult > 1 and self._starts[-1] <= STEP_MAX:

@@ -279,3 +279,22 @@ def test_server_errors_are_retried_and_strict_raises(tower: str, request: pytest
     broken = Client(tower, retry=Retry(retries=1, backoff=0.001), transport=httpx.MockTransport(down))
     with pytest.raises(ServerError, match="502"):
         RemoteScheduler(optimizer("sgd", model(), 0.8), "flaky", client=broken, strict=True)
+
+
+def test_a_lookahead_past_the_servers_reach_shrinks_to_it(
+    start_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server serves at most LRTOWER_MAX_AHEAD steps past the mark per request; a larger
+    lookahead shrinks to that reach once told, and training still ends with torch's weights."""
+    monkeypatch.setenv("LRTOWER_MAX_AHEAD", "30")
+    url = start_server().url
+    expected = train("sgd", 0.05, warmup_cosine, steps=200, step=every_step)
+
+    def remote(opt: torch.optim.Optimizer) -> RemoteScheduler:
+        return RemoteScheduler(opt, "far-lookahead", url, lookahead=500, schedule=WARMUP_COSINE)
+
+    got = train("sgd", 0.05, remote, steps=200, step=every_step)
+    assert torch.equal(got, expected)
+    with Client(url) as client:
+        # A window and the next one, prefetched: never more than two reaches ahead of the job.
+        assert 200 <= client.get_run("far-lookahead").high_water < 200 + 2 * 30

@@ -22,6 +22,7 @@ EITHER = [
     ("lr_after = '{\"lr\": 0.5}'", "lr_after"),
     ("details = '[1, 2]'", "details"),
     ("details = 'null'", "details"),
+    (f"details = '{{\"a\": {'[' * 300}{']' * 300}}}'", "details"),  # deeper than any answer can encode
 ]
 SQLITE = [  # SQLite keeps whatever it is given, in any column
     ("lr_after = 'not json{'", "lr_after"),

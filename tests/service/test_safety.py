@@ -4,10 +4,21 @@ Each test runs on SQLite and PostgreSQL; most ask through the hot path and the r
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -18,6 +29,7 @@ from lrtower_server.auth import Tokens
 from lrtower_server.config import Settings
 from lrtower_server.db import make_engine
 from lrtower_server.schedules import STEP_MAX
+from servers import free_port
 
 STEP_LR = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
 
@@ -248,3 +260,78 @@ def test_writes_and_creations_are_rate_limited_per_token(database_url: str) -> N
         assert problem(refused, 429)["retry_after"] == int(refused.headers["retry-after"])
         assert client.get("/runs/a/lr", params={"step": 1}).status_code == 200  # reads are not limited
         assert "c" not in [r["name"] for r in client.get("/runs").json()["runs"]]
+
+
+# -- 6. a caller that leaves is not an error ---------------------------------------------------------
+
+
+def test_a_client_that_leaves_mid_request_or_mid_answer_logs_no_error(
+    tmp_path: Path, database_url: str
+) -> None:
+    port = free_port()
+    env = {**os.environ, "LRTOWER_DATABASE_URL": database_url}
+    lrtower = str(Path(sys.executable).parent / "lrtower")
+    with open(tmp_path / "stderr.log", "wb") as stderr:
+        process = subprocess.Popen(
+            [lrtower, "serve", "--port", str(port)], env=env, cwd=tmp_path, stderr=stderr
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{url}/readyz").status_code == 200:
+                        break
+                time.sleep(0.05)
+            spec = {"type": "CosineAnnealingLR", "T_max": 1000}
+            assert (
+                httpx.post(f"{url}/runs", json={"name": "d", "lr": 0.1, "schedule": spec}).status_code == 201
+            )
+            partial_body = b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"step":'
+            for head in (
+                b"POST /ui/runs/d/scale HTTP/1.1\r\nHost: 127.0.0.1\r\n" + partial_body,
+                b"POST /runs/d/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n" + partial_body,
+                b"GET /runs/d/lr?start=0&stop=9000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                b"GET /runs/d/curve?start=0&stop=100000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            ):
+                with socket.create_connection(("127.0.0.1", port)) as connection:
+                    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                    connection.sendall(head)
+                    time.sleep(0.2)
+                    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            time.sleep(1.0)
+            assert httpx.get(f"{url}/runs/d/lr", params={"step": 3}).status_code == 200  # still serving
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    lines = [
+        json.loads(line)
+        for line in (tmp_path / "stderr.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert lines and not [line for line in lines if line["level"] in ("error", "critical")], lines
+
+
+def test_a_long_answer_does_not_hold_the_event_loop(server: str) -> None:
+    """100,000 steps at or below the mark, asked afresh, are computed in a worker thread: /healthz,
+    asked just after, is answered first (it used to wait for the whole range)."""
+    spec = {"type": "CosineAnnealingLR", "T_max": 1000}
+    assert httpx.post(f"{server}/runs", json={"name": "long", "lr": 0.1, "schedule": spec}).status_code == 201
+    for start in range(0, 100_000, 10_000):  # raise the mark to 100,000, one reach at a time
+        assert (
+            httpx.get(f"{server}/runs/long/lr", params={"start": start, "stop": start + 10_000}).status_code
+            == 200
+        )
+    finished: dict[str, float] = {}
+
+    def long_range() -> None:
+        response = httpx.get(f"{server}/runs/long/lr", params={"start": 0, "stop": 100_000}, timeout=60)
+        assert response.status_code == 200 and len(response.json()["steps"]) == 100_000
+        finished["range"] = time.monotonic()
+
+    worker = threading.Thread(target=long_range)
+    worker.start()
+    time.sleep(0.1)
+    assert httpx.get(f"{server}/healthz", timeout=60).status_code == 200
+    finished["healthz"] = time.monotonic()
+    worker.join()
+    assert finished["healthz"] < finished["range"]
