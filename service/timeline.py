@@ -106,6 +106,10 @@ class Timeline:
             lrs = reduce_by_plateau(lrs, factors, self._floors)
         return Answer(step, lrs, momentum)
 
+    def cached_bytes(self) -> int:
+        """What the schedules have cached so far (MultiplicativeLR's products over steps)."""
+        return sum(schedule.cached_bytes() for schedule, _ in self._segments)
+
     def work(self, points: int) -> float:
         """The estimated cost of answering `points` steps, in the engine's cost units."""
         return points * self.n_groups * self.cost

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from ..auth import ANONYMOUS, Caller, Forbidden, Tokens, Unauthorized
 from ..deps import RunsDep
 from ..errors import NotFound, Problem
+from ..ratelimit import RateLimit
 from ..runs import Runs
 from ..schedules import STEP_MAX, DomainError, SpecError
 from ..schedules.registry import MAX_NESTING
@@ -54,6 +55,10 @@ EXAMPLE_SPEC = json.dumps(
 MARKED = {"schedule_changed": "schedule", "scaled": "scale", "plateau_reduced": "plateau"}
 BASE_LR: TypeAdapter[float] = TypeAdapter(LR)  # the API's own rule for a base LR: finite, >= 0
 JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # strings whole, and brackets
+
+
+CURVE_WORK = 100_000.0
+"""The most work one drawn curve may take (points x groups x cost units, about 0.1 s)."""
 
 
 class SignIn(Exception):
@@ -230,7 +235,11 @@ def _title(event: Any) -> str:
 
 
 def _planned(timeline: Timeline, steps: range) -> list[Answer]:
-    """The planned answers, up to the schedule's end if it has one (OneCycleLR); nothing served."""
+    """The planned answers, up to the schedule's end if it has one (OneCycleLR); nothing served.
+    A schedule costly to evaluate is drawn with fewer points, so that a page stays quick."""
+    most = max(2, int(CURVE_WORK // timeline.work(1)))
+    if len(steps) > most:
+        steps = range(steps.start, steps.stop, math.ceil((steps.stop - steps.start) / most))
     answers = []
     for step in steps:
         try:
@@ -326,6 +335,8 @@ async def _form(request: Request, viewer: Caller) -> dict[str, str]:
         raise Forbidden("a console form was posted from another site")
     if not viewer.allows("write"):
         raise Forbidden(f"token {viewer.name!r} has scope {viewer.scope!r}; changing a run needs 'write'")
+    writes: RateLimit = request.app.state.write_limit  # a form post is a write like any other
+    writes.take(viewer.name)
     fields = parse_qs((await request.body()).decode("utf-8", "replace"))
     return {key: values[0].strip() for key, values in fields.items() if values}
 

@@ -1,13 +1,25 @@
 """The schedule engine: a JSON spec in, a pure `step -> LRs` function out. No I/O."""
 
-from .base import STEP_MAX, BuildContext, DomainError, FieldError, Schedule, SpecError, SpecModel
+from .base import (
+    MAX_SPEC_COST,
+    STEP_MAX,
+    BuildContext,
+    DomainError,
+    FieldError,
+    ProductBudget,
+    Schedule,
+    SpecError,
+    SpecModel,
+)
 from .registry import build_schedule, parse_spec
 
 __all__ = [
+    "MAX_SPEC_COST",
     "STEP_MAX",
     "BuildContext",
     "DomainError",
     "FieldError",
+    "ProductBudget",
     "Schedule",
     "SpecError",
     "SpecModel",

@@ -45,11 +45,13 @@ ValueFn = Callable[[int], float]
 CLOSED_FORM_COST = 1.0
 """The cost unit: one `at(step)` of a one-group CosineAnnealingLR, about 0.9 µs (see the module)."""
 MAX_SPEC_COST = 4096.0
-"""The most a spec's `cost` may be, in cost units per step and param group (about 4 ms).
+"""The most a spec's `cost` may be, in cost units per step and param group (about 4 ms); one step
+of 64 param groups, the most a run has, is then at most 262,144 units.
 
-A warmup + cosine SequentialLR costs 2.5 units and a 200-node LambdaLR 36, so only products over
-steps come near it: a step-dependent MultiplicativeLR costs `PRODUCT_CHECKPOINT` evaluations of
-its expression per step, and four short ones in a chain cost about 1,100."""
+A warmup + cosine SequentialLR costs 2 units and a LambdaLR of 200 nodes at most 37, so only
+products over steps come near it: a step-dependent MultiplicativeLR costs `PRODUCT_CHECKPOINT`
+evaluations of its expression per step (194 for `1 - 1 / (epoch + 10)`), and four such in a chain,
+the costliest spec in the tests, 777."""
 MAX_PRODUCT_STEPS = 1_000_000
 """The highest step a product over steps (MultiplicativeLR) ever answers; heavy expressions get
 fewer steps, see `ProductBudget`."""
@@ -61,7 +63,7 @@ highest step: at most about 1 s (measured: an expression call in the product's l
 0.7 of its `Expression.cost`)."""
 PRODUCT_CHECKPOINT = 256
 """The products over steps keep the running product of every 256th step; any other step is at
-most 255 multiplications away from one (8 bytes per 256 steps: 31 KB at step 10**6)."""
+most 255 multiplications away from one (8 bytes per 256 steps: 32 KB at step 10**6)."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ class Schedule(ABC):
         """The bytes this schedule has cached beyond its fixed size, for memory accounting.
 
         Only products over steps (MultiplicativeLR) cache: their checkpoints grow as later
-        epochs are asked, 8 bytes per PRODUCT_CHECKPOINT epochs (about 31 KB per product at
+        epochs are asked, 8 bytes per PRODUCT_CHECKPOINT epochs (about 32 KB per product at
         epoch 10**6). Everything else is 0.
         """
         return 0

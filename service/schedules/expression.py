@@ -297,7 +297,9 @@ def _is_heavy(node: ast.expr) -> bool:
     """Whether the node costs HEAVY_NODE_COST more to evaluate."""
     if isinstance(node, ast.BinOp):
         return isinstance(node.op, ast.Mult | ast.Pow)
-    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("floor", "ceil")
+    return (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("floor", "ceil")
+    )
 
 
 def _check_size(tree: ast.Expression, source: str) -> tuple[int, int]:

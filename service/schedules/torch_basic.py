@@ -167,12 +167,13 @@ class _PrefixProducts:
         if self._constant is not None:
             return self._constant**e
         if e > self._budget.max_step:
+            budget = self._budget
             raise DomainError(
                 e,
-                "MultiplicativeLR with a step-dependent lr_lambda is a product over steps, computed "
-                f"once per run; this spec's products answer up to step {self._budget.max_step} (at most "
-                f"{MAX_PRODUCT_STEPS}, and fewer for heavy expressions: {PRODUCT_BUDGET:.0f} units of work "
-                f"in all, at {self._budget.step_cost:.2f} units per step here)",
+                "MultiplicativeLR with a step-dependent lr_lambda is a product over steps, computed once "
+                f"per run; this spec's products answer up to step {budget.max_step}: at most "
+                f"{MAX_PRODUCT_STEPS}, and fewer for heavy expressions ({PRODUCT_BUDGET:.0f} units of "
+                f"one-time work in all, {budget.step_cost:.2f} per step here)",
             )
         if e // PRODUCT_CHECKPOINT < len(self._checkpoints):
             return self._walk(e)
@@ -199,7 +200,7 @@ class _PrefixProducts:
         return value
 
     def cached_bytes(self) -> int:
-        return sys.getsizeof(self._checkpoints)
+        return 0 if self._constant is not None else sys.getsizeof(self._checkpoints)
 
 
 class _MultiplicativeNode(MultiplicativeNode):

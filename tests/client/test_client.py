@@ -445,6 +445,13 @@ def test_auth(secured: tuple[str, str, str]) -> None:
         assert trainer.create_run("secure", STEP, lr=0.1).state == "live"
         assert trainer.scale("secure", 0.5).effective_step == 0
     with Client(url, reader) as dashboard:
+        with pytest.raises(Forbidden) as above:  # serving a new step is a consumer's, not a reader's
+            dashboard.lr("secure", 4)
+        assert "write" in above.value.detail and above.value.problem["high_water"] == -1
+        assert dashboard.curve("secure", 4, 5).lr[0] == approx(torch_lrs(STEP, [0.1], 5)[4][0] * 0.5)
+    with Client(url, writer) as trainer:
+        trainer.lr("secure", 4)
+    with Client(url, reader) as dashboard:
         assert dashboard.lr("secure", 4).lr == approx(torch_lrs(STEP, [0.1], 5)[4][0] * 0.5)
         with pytest.raises(Forbidden):
             dashboard.scale("secure", 0.5)

@@ -398,6 +398,46 @@ def test_a_parser_crash_is_reported_as_a_spec_error(monkeypatch: pytest.MonkeyPa
         Expression.compile("epoch")
 
 
+DEEP = 5_000
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "(" * DEEP + "epoch" + ")" * DEEP,
+        "-" * DEEP + "epoch",
+        "not " * DEEP + "epoch",
+        "cos(" * DEEP + "epoch" + ")" * DEEP,
+        "**".join(["epoch"] * DEEP),
+        "+".join(["epoch"] * DEEP),
+        "<".join(["epoch"] * DEEP),
+        "epoch if " * DEEP + "1" + " else 1" * DEEP,
+        "-(" * DEEP + "epoch" + ")" * DEEP,
+        "[" * DEEP + "]" * DEEP,
+        "lambda: " * DEEP + "1",
+        "epoch" + ".a" * DEEP,
+        "epoch" + "[0]" * DEEP,
+        "epoch" + "()" * DEEP,
+        "f'{" * 50 + "1" + "}'" * 50,
+    ],
+    ids=lambda source: source[:12],
+)
+def test_nesting_5000_deep_is_a_spec_error_even_past_the_length_limit(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The length limit refuses these first; without it, the parser and the size check must still
+    # refuse them cleanly, never with a RecursionError.
+    monkeypatch.setattr(expression, "MAX_SOURCE_LENGTH", 10**6)
+    with pytest.raises(SpecError):
+        Expression.compile(source)
+
+
+@pytest.mark.parametrize("source", ["epoch + \ud800", "\udcff", "epoch\x00", "\x00"])
+def test_text_python_cannot_parse_is_a_spec_error(source: str) -> None:
+    with pytest.raises(SpecError, match="not a valid expression"):
+        Expression.compile(source)
+
+
 def test_limits_leave_room_for_real_formulas() -> None:
     # Exponents read the step, or fold to a constant within the limit: both compile.
     assert Expression.compile("0.5 ** (epoch * 1000)")(2) == 0.0

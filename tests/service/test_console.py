@@ -452,3 +452,28 @@ def test_hostile_paths_and_forms_get_a_page_or_a_4xx(client: TestClient) -> None
                 f"/ui/runs/{run}/{action}", content=urlencode(form), headers=FORM, follow_redirects=False
             )
             assert answer.status_code < 500, (action, field, value[:20])
+
+
+def test_a_costly_schedule_is_drawn_with_fewer_points(client: TestClient) -> None:
+    """A run page draws up to 600 points, but never more work than one curve's budget: a product
+    over steps on 64 groups is drawn with a handful of points, quickly, and still from step 0."""
+    import re
+
+    from lrtower_server.routes.console import CURVE_WORK
+
+    spec = {"type": "MultiplicativeLR", "lr_lambda": "1 - 1 / (epoch + 10)"}
+    assert (
+        client.post("/runs", json={"name": "costly", "lrs": [0.1] * 64, "schedule": spec}).status_code == 201
+    )
+    page = client.get("/ui/runs/costly")
+    assert page.status_code == 200
+    points = re.search(r'id="curve-0"[^>]*points="([^"]*)"', page.text)
+    assert points is not None
+    drawn = len(points.group(1).split())
+    cheap = client.post(
+        "/runs", json={"name": "cheap", "lr": 0.1, "schedule": {"type": "StepLR", "step_size": 7}}
+    )
+    assert cheap.status_code == 201
+    full = re.search(r'id="curve-0"[^>]*points="([^"]*)"', client.get("/ui/runs/cheap").text)
+    assert full is not None and len(full.group(1).split()) >= 500  # a cheap schedule keeps every point
+    assert 2 <= drawn <= CURVE_WORK // (64 * 100) + 1
