@@ -200,7 +200,8 @@ def main() -> None:
     token = Tokens(engine).create("bench", "read")
     engine.dispose()
 
-    env = {**os.environ, "LRTOWER_DATABASE_URL": db_url}
+    # The setup below serves step 10^12 in one request, far past the reach a server allows by default.
+    env = {**os.environ, "LRTOWER_DATABASE_URL": db_url, "LRTOWER_MAX_AHEAD": str(2**53)}
     bare = start(pinned(0, [str(bin_dir / "uvicorn"), "bare_app:app", "--port", "8961", "--no-access-log",
                             "--app-dir", str(HERE)]), env, "http://127.0.0.1:8961/")  # fmt: skip
     tower = start(
@@ -251,7 +252,7 @@ def main() -> None:
     import bare_app
 
     app = create_app(Settings(database_url=db_url, auth="off"))
-    app.state.runs.serve("bench", range(10, 11))
+    app.state.serving.serve("bench", range(10, 11), consume=True)
     process_bare = in_process(bare_app.app, b"/", b"")
     process_lr = in_process(app, b"/runs/bench/lr", b"step=10")
 

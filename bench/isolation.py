@@ -156,13 +156,17 @@ def heavy_spec(multipliers: int, salt: int = 0) -> dict[str, Any]:
 
 
 def product_spec(salt: int) -> dict[str, Any]:
-    """Four step-dependent MultiplicativeLRs (the most a spec may hold): LR(s) is a product over
-    steps 1..s of each expression, computed once per compiled run, up to the server's bound."""
+    """Four step-dependent MultiplicativeLRs (the most a spec may hold), each a sum of 12 `min`s:
+    about the costliest products the engine accepts (MAX_SPEC_COST). LR(s) is a product over steps
+    1..s of each expression, computed once per compiled run, up to the server's bound."""
+
+    def factor(k: int) -> str:
+        terms = " + ".join(f"min(epoch, {salt * 100 + k * 13 + j + 1})" for j in range(12))
+        return f"1 - 1e-12 * ({terms})"
+
     return {
         "type": "ChainedScheduler",
-        "schedulers": [
-            {"type": "MultiplicativeLR", "lr_lambda": varying_lambda(1000 * salt + 40 * k)} for k in range(4)
-        ],
+        "schedulers": [{"type": "MultiplicativeLR", "lr_lambda": factor(k)} for k in range(4)],
     }
 
 
