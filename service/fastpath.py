@@ -128,7 +128,7 @@ class LrFastPath:
             counts[1] += 1
         else:
             timeline = self.serving.known(name, steps)
-            if timeline is not None and timeline.work(len(steps)) <= LOOP_WORK:
+            if timeline is not None and timeline.work(len(steps)) <= LOOP_WORK and not timeline.has_products:
                 answers = [timeline.at(s) for s in steps]
                 counts[2] += 1
             else:

@@ -89,7 +89,10 @@ class Timeline:
         self._plateau_factors = [(1.0,) * self.n_groups, *(c.factors for c in reductions)]
         self._floors = plateau.min_lrs(self.n_groups) if plateau else None
         # Each answer evaluates one segment; the dearest bounds them all.
-        self.cost: float = max(getattr(schedule, "cost", 1.0) for schedule, _ in self._segments)  # TODO
+        self.cost: float = max(schedule.cost for schedule, _ in self._segments)
+        # A product over steps may first have to be extended to the step asked: a one-time cost
+        # that `cost` does not cover (up to about a second).
+        self.has_products = any(schedule.max_product_step is not None for schedule, _ in self._segments)
 
     def at(self, step: int) -> Answer:
         """The LRs (and momentum) served at `step`. Raises DomainError where there is none."""
