@@ -9,7 +9,8 @@ was served (the mark). The rules (docs/consistency.md):
 - Above it, the answer is computed first, outside any transaction, from the timeline at the
   version read; then one short write raises the mark, on condition that the version is still
   the one computed from (else the run is reloaded and the answer recomputed) and that the step
-  lies within `max_ahead` of the mark. The answer is sent only after that commit.
+  lies within `max_ahead` of the mark. Raises waiting at the same moment share that write's
+  transaction (marks.py). The answer is sent only after that commit.
 
 Who may raise the mark, and how far (SPEC §4.7): only a consumer (a write token, or anyone on a
 server without tokens), and one request at most `max_ahead` steps past the mark. Every request's
@@ -25,8 +26,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from .auth import Forbidden
-from .db import writer
 from .errors import Invalid, NotFound, Unavailable
+from .marks import GroupCommit
 from .schedules import DomainError, FieldError
 from .schedules.plateau import PlateauConfig
 from .store import ChangeRecord, RunRecord, Store
@@ -67,7 +68,7 @@ class Serving:
     def __init__(self, engine: Engine, limits: Limits = Limits()) -> None:
         self.engine = engine
         self.limits = limits
-        self._writer = writer(engine)
+        self.marks = GroupCommit(engine, limits.max_ahead)
         self._compiled: dict[str, Compiled] = {}
         self._weights: dict[str, int] = {}
         self._bytes = 0
@@ -180,9 +181,8 @@ class Serving:
 
     def _raise(self, name: str, top: int, version: int) -> int | None:
         """Raise the mark to `top` if the run is still at `version` and `top` within reach; the
-        new mark, or None if not."""
-        with Session(self._writer) as session, session.begin():
-            return Store(session).raise_mark(name, top, version, self.limits.max_ahead)
+        new mark, durable, or None if not. Raises waiting at once share a commit (marks.py)."""
+        return self.marks.raise_mark(name, top, version)
 
     def _keep(self, name: str, compiled: Compiled) -> None:
         # What the schedules cache grows as later steps are asked: it is counted anew each time.

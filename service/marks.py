@@ -1,0 +1,90 @@
+"""Raising high-water marks in groups: raises waiting at the same moment share one transaction.
+
+Every new step a job asks for raises its run's mark, and the answer may leave only once that
+raise is durable: one commit (an fsync on SQLite, a WAL flush on PostgreSQL) per new step would
+cap a server at a few hundred of them a second. So raises queue here, and one committer thread
+takes whatever is waiting, raises every mark in one transaction, commits once, and only then
+wakes the requests, each with its run's new mark. Raises of one run at one version coalesce
+into one raise to the highest step asked. Rows are updated in name order, so that two processes
+committing groups never wait on each other in a cycle.
+
+Nothing waits for a group to fill: while one commit is in flight the next group gathers, so the
+group grows with the load and a lone request pays one commit, as before (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from .db import writer
+from .store import Store
+
+
+class _Raise:
+    def __init__(self, top: int) -> None:
+        self.top = top
+        self.done: Future[int | None] = Future()
+
+
+class GroupCommit:
+    """`raise_mark` for many threads at once, one transaction per group of waiting raises."""
+
+    def __init__(self, engine: Engine, max_ahead: int) -> None:
+        self._writer = writer(engine)
+        self.max_ahead = max_ahead
+        self._waiting: dict[tuple[str, int], _Raise] = {}
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.groups = 0
+        self.raises = 0
+        """Transactions committed, and raises they carried: their ratio is the mean group size."""
+
+    def raise_mark(self, name: str, top: int, version: int) -> int | None:
+        """Raise `name`'s mark to `top` if the run is still at `version` and `top` is within
+        `max_ahead` of the mark; the mark after the commit, or None if a condition failed.
+
+        Blocks until the group it joined is committed; database errors reach every caller.
+        """
+        with self._wake:
+            waiting = self._waiting.get((name, version))
+            if waiting is None:
+                waiting = self._waiting[(name, version)] = _Raise(top)
+            else:
+                waiting.top = max(waiting.top, top)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lrtower-marks", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        mark = waiting.done.result()
+        # A raise coalesced to a higher step may fail its reach where this one alone would not:
+        # then the caller reads again and retries, as after any failed condition.
+        return mark if mark is not None and mark >= top else None
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._waiting:
+                    self._wake.wait()
+                group, self._waiting = self._waiting, {}
+            self._commit(group)
+
+    def _commit(self, group: dict[tuple[str, int], _Raise]) -> None:
+        marks: dict[tuple[str, int], int | None] = {}
+        try:
+            with Session(self._writer) as session, session.begin():
+                store = Store(session)
+                for key in sorted(group):
+                    name, version = key
+                    marks[key] = store.raise_mark(name, group[key].top, version, self.max_ahead)
+        except BaseException as exc:  # the callers get the database's error, and answer 503
+            for waiting in group.values():
+                waiting.done.set_exception(exc)
+            return
+        self.groups += 1
+        self.raises += len(group)
+        for key, waiting in group.items():
+            waiting.done.set_result(marks[key])

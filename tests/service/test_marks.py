@@ -1,0 +1,57 @@
+"""Group commit: raises of the high-water mark waiting at the same moment share one transaction,
+raises of one run coalesce, and every answer still leaves only after its mark is durable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, text
+
+from lrtower_server.config import Settings
+from lrtower_server.db import make_engine
+from lrtower_server.runs import Runs
+from lrtower_server.schemas import RunCreate
+from lrtower_server.serving import Serving
+
+SPEC = {"type": "StepLR", "step_size": 3, "gamma": 0.5}
+
+
+@contextmanager
+def database_held(url: str) -> Iterator[None]:
+    """Another connection holds what the first raise needs (SQLite's write lock; run-0's row on
+    PostgreSQL), so that the raises arriving meanwhile queue up behind it."""
+    other: Engine = create_engine(url, isolation_level="AUTOCOMMIT" if url.startswith("postgresql") else None)
+    with other.connect() as connection:
+        if url.startswith("sqlite"):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+            connection.execute(text("SELECT 1 FROM runs WHERE name = 'run-0' FOR UPDATE"))
+        yield
+        connection.exec_driver_sql("COMMIT")
+    other.dispose()
+
+
+def test_raises_waiting_at_once_share_one_commit(database_url: str) -> None:
+    engine = make_engine(Settings(database_url=database_url))
+    runs, serving = Runs(engine), Serving(engine)
+    for i in range(10):
+        runs.create(RunCreate(name=f"run-{i}", lr=1.0, schedule=SPEC), "test")
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        with database_held(database_url):
+            first = pool.submit(serving.serve, "run-0", range(5, 6), True)
+            time.sleep(0.3)  # its group is in flight, blocked
+            others = [pool.submit(serving.serve, f"run-{i}", range(5, 6), True) for i in range(1, 10)]
+            # Five ranks of one job ask for new steps of run-1 at once: one raise, to the highest.
+            ranks = [pool.submit(serving.serve, "run-1", range(s, s + 1), True) for s in range(6, 11)]
+            time.sleep(0.3)
+            assert not first.done() and not any(f.done() for f in others + ranks)  # nothing answered early
+        answers = [f.result(timeout=30) for f in [first, *others, *ranks]]
+    assert [a[0].lrs for a in answers[:10]] == [[0.5**1]] * 10
+    assert serving.marks.groups == 2 and serving.marks.raises == 10  # 15 requests, 10 raises, 2 commits
+    for i in range(10):
+        assert runs.get(f"run-{i}")[0].high_water == (10 if i == 1 else 5)  # durable
+    engine.dispose()
