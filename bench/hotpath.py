@@ -62,6 +62,23 @@ request = function()
   return wrk.format("GET", "/runs/bench/lr?{query}")
 end
 """
+# New steps, as jobs ask them: round robin over the runs, each run's next step each time. With
+# `marks` set, every run's steps wrap at its mark: the same steps, once served.
+NEW_STEPS = """
+runs = {n}
+marks = {marks}
+counters = {{}}
+for r = 0, runs - 1 do counters[r] = 0 end
+turn = -1
+request = function()
+  turn = (turn + 1) % runs
+  local step = counters[turn]
+  counters[turn] = step + 1
+  if marks[turn] then step = step % (marks[turn] + 1) end
+  return wrk.format("GET", "/runs/n" .. turn .. "/lr?step=" .. step)
+end
+"""
+NEW_STEP_RUNS = 50
 METRIC_POSTS = """
 counter = 0
 request = function()
@@ -101,9 +118,14 @@ def start(command: list[str], env: dict[str, str], url: str) -> subprocess.Popen
 
 
 def wrk(
-    binary: str, url: str, seconds: float, headers: dict[str, str] | None = None, script: str | None = None
+    binary: str,
+    url: str,
+    seconds: float,
+    headers: dict[str, str] | None = None,
+    script: str | None = None,
+    connections: int = 64,
 ) -> dict[str, float]:
-    args = [binary, "-t1", "-c64", f"-d{max(1, round(seconds))}s", "--latency"]
+    args = [binary, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     for key, value in (headers or {}).items():
         args += ["-H", f"{key}: {value}"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
@@ -184,14 +206,135 @@ def in_process(app: Any, path: bytes, query: bytes, repeat: int = 20_000) -> flo
     return asyncio.run(loop())
 
 
+def new_steps(binary: str, seconds: float, rounds: int) -> dict[str, Any]:
+    """Steps asked for the first time (above the mark: each raises it durably), round robin over
+    50 runs with 32 connections, against the same steps once served, on one server of each
+    backend with the shipped settings (SQLite: synchronous=FULL)."""
+    bin_dir = Path(sys.executable).parent
+    results: dict[str, Any] = {}
+    backends = {"sqlite": f"sqlite:///{Path(tempfile.mkdtemp()) / 'new.db'}"}
+    admin_url = os.environ.get(
+        "LRTOWER_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+    database = f"lrtower_bench_new_{os.getpid()}"
+    admin = None
+    try:
+        from sqlalchemy import create_engine, text
+
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {database}"))
+        backends["postgresql"] = admin_url.rsplit("/", 1)[0] + f"/{database}"
+    except Exception as exc:  # no PostgreSQL here: SQLite alone
+        print(f"new steps: PostgreSQL skipped ({type(exc).__name__})")
+    try:
+        for backend, url in backends.items():
+            engine = make_engine(Settings(database_url=url))
+            migrate.upgrade(engine)
+            engine.dispose()
+            env = {**os.environ, "LRTOWER_DATABASE_URL": url}
+            server = start(
+                pinned(0, [str(bin_dir / "lrtower"), "serve", "--port", "8964"]),
+                env,
+                "http://127.0.0.1:8964/healthz",
+            )
+            try:
+                rows: dict[str, list[dict[str, float]]] = {"new": [], "served": []}
+                for round_ in range(rounds):
+                    prefix = f"n{round_}-"
+                    for i in range(NEW_STEP_RUNS):
+                        body = {"name": f"{prefix}{i}", "lr": 0.1, "schedule": SPEC}
+                        httpx.post("http://127.0.0.1:8964/runs", json=body).raise_for_status()
+                    script = NEW_STEPS.replace("/runs/n", f"/runs/{prefix}")
+                    rows["new"].append(
+                        wrk(
+                            binary,
+                            "http://127.0.0.1:8964",
+                            seconds,
+                            script=script.format(n=NEW_STEP_RUNS, marks="{}"),
+                            connections=32,
+                        )
+                    )
+                    marks = {
+                        i: httpx.get(f"http://127.0.0.1:8964/runs/{prefix}{i}").json()["high_water"]
+                        for i in range(NEW_STEP_RUNS)
+                    }
+                    table = "{" + ", ".join(f"[{i}] = {m}" for i, m in marks.items() if m >= 0) + "}"
+                    rows["served"].append(
+                        wrk(
+                            binary,
+                            "http://127.0.0.1:8964",
+                            seconds,
+                            script=script.format(n=NEW_STEP_RUNS, marks=table),
+                            connections=32,
+                        )
+                    )
+                metrics = httpx.get("http://127.0.0.1:8964/metrics").text
+            finally:
+                server.terminate()
+                server.wait()
+            median = {
+                name: {k: statistics.median(r[k] for r in got) for k in got[0]} for name, got in rows.items()
+            }
+            results[backend] = {
+                **median,
+                "new_over_served": median["new"]["rps"] / median["served"]["rps"],
+                "group_commit": _group_commit_figures(metrics),
+            }
+    finally:
+        if admin is not None and "postgresql" in backends:
+            with admin.connect() as connection:
+                connection.execute(text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            admin.dispose()
+    return results
+
+
+def _group_commit_figures(metrics: str) -> dict[str, float]:
+    found = {
+        name: float(value)
+        for name, value in re.findall(r"^(lrtower_mark_(?:groups|raises)_total) ([\d.e+]+)$", metrics, re.M)
+    }
+    groups, raises = found.get("lrtower_mark_groups_total", 0.0), found.get("lrtower_mark_raises_total", 0.0)
+    return {"commits": groups, "raises": raises, "raises_per_commit": raises / groups if groups else 0.0}
+
+
+def write_new_steps(results: dict[str, Any], out: Path, seconds: float, rounds: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "hotpath_new_steps.json").write_text(
+        json.dumps({"machine": machine(), "seconds": seconds, "rounds": rounds, "results": results}, indent=2)
+        + "\n"
+    )
+    md = [
+        "| backend | new: req/s | new: p99 ms | served: req/s | served: p99 ms | new / served | raises per commit |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for backend, r in results.items():
+        md.append(
+            f"| {backend} | {r['new']['rps']:.0f} | {r['new']['p99_ms']:.1f} | {r['served']['rps']:.0f} | "
+            f"{r['served']['p99_ms']:.1f} | {r['new_over_served']:.2f} | {r['group_commit']['raises_per_commit']:.1f} |"
+        )
+    md += [
+        "",
+        f"Steps asked for the first time, round robin over {NEW_STEP_RUNS} runs, 32 connections, {seconds:.0f} s "
+        f"per case, median of {rounds} rounds; 'served' asks the same steps again. Goal: new >= 0.50 x served, "
+        "p99 < 50 ms.",
+    ]
+    (out / "hotpath_new_steps.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--new-steps-only", action="store_true", help="only the new-steps case")
     args = parser.parse_args()
     binary = ensure_wrk()
+    write_new_steps(new_steps(binary, args.seconds, args.rounds), args.out, args.seconds, args.rounds)
+    if args.new_steps_only:
+        return
     bin_dir = Path(sys.executable).parent
     home = Path(tempfile.mkdtemp())
     db_url = f"sqlite:///{home / 'bench.db'}"

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from .db import writer
+from .observability import MARK_GROUPS, MARK_RAISES
 from .store import Store
 
 
@@ -86,5 +87,7 @@ class GroupCommit:
             return
         self.groups += 1
         self.raises += len(group)
+        MARK_GROUPS.inc()
+        MARK_RAISES.inc(len(group))
         for key, waiting in group.items():
             waiting.done.set_result(marks[key])

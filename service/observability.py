@@ -56,6 +56,10 @@ LR_ANSWERS = Counter(
 SERVED_STEPS = Counter("lrtower_served_steps", "Steps answered by GET /runs/{run}/lr")
 CHANGES = Counter("lrtower_changes", "Changes to runs' LRs, by kind (schedule, scale, plateau)", ["kind"])
 DATABASE_ERRORS = Counter("lrtower_database_errors", "Requests answered 503 because of the database")
+MARK_GROUPS = Counter("lrtower_mark_groups", "Transactions that raised high-water marks (group commits)")
+MARK_RAISES = Counter(
+    "lrtower_mark_raises", "High-water mark raises, each run's coalesced into one per group"
+)
 
 # Bound once: the hot path only increments.
 HOT_OK = REQUESTS.labels(LR_ROUTE, "GET", "200")
