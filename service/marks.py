@@ -5,8 +5,8 @@ raise is durable: one commit (an fsync on SQLite, a WAL flush on PostgreSQL) per
 cap a server at a few hundred of them a second. So raises queue here, and one committer thread
 takes whatever is waiting, raises every mark in one transaction, commits once, and only then
 wakes the requests, each with its run's new mark. Raises of one run at one version coalesce
-into one raise to the highest step asked. Rows are updated in name order, so that two processes
-committing groups never wait on each other in a cycle.
+into one raise to the highest step asked, and one statement raises the whole group
+(`Store.raise_marks`, which locks rows in name order on PostgreSQL).
 
 Nothing waits for a group to fill: while one commit is in flight the next group gathers, so the
 group grows with the load and a lone request pays one commit, as before (docs/performance.md).
@@ -32,7 +32,7 @@ class _Raise:
 
 
 class GroupCommit:
-    """`raise_mark` for many threads at once, one transaction per group of waiting raises."""
+    """Mark raises from many threads at once, one transaction per group of waiting raises."""
 
     def __init__(self, engine: Engine, max_ahead: int) -> None:
         self._writer = writer(engine)
@@ -74,13 +74,10 @@ class GroupCommit:
             self._commit(group)
 
     def _commit(self, group: dict[tuple[str, int], _Raise]) -> None:
-        marks: dict[tuple[str, int], int | None] = {}
         try:
             with Session(self._writer) as session, session.begin():
-                store = Store(session)
-                for key in sorted(group):
-                    name, version = key
-                    marks[key] = store.raise_mark(name, group[key].top, version, self.max_ahead)
+                asked = [(name, version, waiting.top) for (name, version), waiting in group.items()]
+                marks = Store(session).raise_marks(asked, self.max_ahead)
         except BaseException as exc:  # the callers get the database's error, and answer 503
             for waiting in group.values():
                 waiting.done.set_exception(exc)
@@ -90,4 +87,4 @@ class GroupCommit:
         MARK_GROUPS.inc()
         MARK_RAISES.inc(len(group))
         for key, waiting in group.items():
-            waiting.done.set_result(marks[key])
+            waiting.done.set_result(marks.get(key))

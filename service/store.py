@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, LargeBinary, Text, cast, exists, func, select, update
+from sqlalchemy import ColumnElement, LargeBinary, Text, cast, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from . import audit
@@ -198,18 +198,47 @@ class Store:
         row = self.session.execute(select(Run.version, Run.high_water).where(Run.name == name)).one_or_none()
         return None if row is None else (row[0], row[1])
 
-    def raise_mark(self, name: str, step: int, version: int, max_ahead: int) -> int | None:
-        """Raise the run's high-water mark to `step` (never lower it), atomically, on two
-        conditions: the run is still at `version`, and `step` is at most `max_ahead` past the
-        mark. The mark after the raise; None if a condition failed (or there is no such run)."""
-        highest = func.max if _is_sqlite(self.session) else func.greatest
-        result = self.session.execute(
-            update(Run)
-            .where(Run.name == name, Run.version == version, Run.high_water >= step - max_ahead)
-            .values(high_water=highest(Run.high_water, step))
-            .returning(Run.high_water)
-        ).one_or_none()
-        return None if result is None else int(result[0])
+    def raise_marks(self, raises: list[tuple[str, int, int]], max_ahead: int) -> dict[tuple[str, int], int]:
+        """Raise runs' high-water marks (never lower them), atomically: `raises` holds (name,
+        version, step), and each raise is made on two conditions: the run is still at `version`,
+        and `step` is at most `max_ahead` past its mark. The mark after the raise of every (name,
+        version) whose conditions held; the others are absent.
+
+        One statement, not one per run: each costs more than the commit they share. On PostgreSQL
+        the rows are locked first in name order, so that two processes raising overlapping groups
+        never wait on each other in a cycle (SQLite has one writer at a time)."""
+        if _is_sqlite(self.session):
+            rows = ", ".join(f"(:n{i}, :v{i}, :t{i})" for i in range(len(raises)))
+            params: dict[str, Any] = {"ahead": max_ahead}
+            for i, (name, version, step) in enumerate(raises):
+                params |= {f"n{i}": name, f"v{i}": version, f"t{i}": step}
+            statement = text(
+                f"WITH asked(name, version, top) AS (VALUES {rows}) "
+                "UPDATE runs SET high_water = max(runs.high_water, asked.top) FROM asked "
+                "WHERE runs.name = asked.name AND runs.version = asked.version "
+                "AND runs.high_water >= asked.top - :ahead "
+                "RETURNING runs.name, runs.version, runs.high_water"
+            )
+            found = self.session.execute(statement, params).all()
+        else:
+            # Arrays, not a VALUES list: one statement shape whatever the group's size.
+            names, versions, tops = (list(column) for column in zip(*raises, strict=True))
+            self.session.execute(
+                text("SELECT id FROM runs WHERE name = ANY(:names) ORDER BY name FOR UPDATE"),
+                {"names": names},
+            )
+            found = self.session.execute(
+                text(
+                    "UPDATE runs SET high_water = greatest(runs.high_water, asked.top) "
+                    "FROM unnest(CAST(:names AS text[]), CAST(:versions AS integer[]), CAST(:tops AS bigint[])) "
+                    "AS asked(name, version, top) "
+                    "WHERE runs.name = asked.name AND runs.version = asked.version "
+                    "AND runs.high_water >= asked.top - :ahead "
+                    "RETURNING runs.name, runs.version, runs.high_water"
+                ),
+                {"names": names, "versions": versions, "tops": tops, "ahead": max_ahead},
+            ).all()
+        return {(row[0], int(row[1])): int(row[2]) for row in found}
 
     def append_event(
         self,
