@@ -34,15 +34,13 @@ from .auth import Tokens
 from .errors import Problem
 from .observability import FROM_DATABASE, FROM_MEMORY, FROM_SENT, HOT_LATENCY, HOT_OK, SERVED_STEPS
 from .schedules import STEP_MAX
-from .serving import Serving
+from .serving import LOOP_WORK, Serving
 from .timeline import Answer
 from .wire import parse_step_query
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 FLUSH_SECONDS = 0.25
-LOOP_WORK = 200.0
-"""Work (points x groups x cost) answered on the event loop, about 1 ms: beyond it, a thread."""
 ENTRY_BYTES = 160
 """What one kept answer costs beyond its key and body (two bytes objects and a dict slot),
 measured with tracemalloc at 118 bytes, rounded up for the allocator."""
@@ -132,7 +130,12 @@ class LrFastPath:
                 answers = [timeline.at(s) for s in steps]
                 counts[2] += 1
             else:
-                answers = await anyio.to_thread.run_sync(self.serving.serve, name, steps, consume)
+                # New steps, cheap to compute, of a run held here: no worker thread, only the
+                # group commit's wait. Anything else is served in a thread.
+                found = await self.serving.serve_on_loop(name, steps) if consume else None
+                if found is None:
+                    found = await anyio.to_thread.run_sync(self.serving.serve, name, steps, consume)
+                answers = found
                 counts[3] += 1
             if not single:
                 body = _range(name, answers)

@@ -50,6 +50,11 @@ class GroupCommit:
 
         Blocks until the group it joined is committed; database errors reach every caller.
         """
+        return reached(self.submit(name, top, version).result(), top)
+
+    def submit(self, name: str, top: int, version: int) -> Future[int | None]:
+        """`raise_mark` without waiting: the future of the mark its group commits (it may be
+        above `top`: see `reached`). The event loop awaits it with `asyncio.wrap_future`."""
         with self._wake:
             waiting = self._waiting.get((name, version))
             if waiting is None:
@@ -60,10 +65,7 @@ class GroupCommit:
                 self._thread = threading.Thread(target=self._run, name="lrtower-marks", daemon=True)
                 self._thread.start()
             self._wake.notify()
-        mark = waiting.done.result()
-        # A raise coalesced to a higher step may fail its reach where this one alone would not:
-        # then the caller reads again and retries, as after any failed condition.
-        return mark if mark is not None and mark >= top else None
+        return waiting.done
 
     def _run(self) -> None:
         while True:
@@ -88,3 +90,10 @@ class GroupCommit:
         MARK_RAISES.inc(len(group))
         for key, waiting in group.items():
             waiting.done.set_result(marks.get(key))
+
+
+def reached(mark: int | None, top: int) -> int | None:
+    """The mark, if the group's raise covered `top`. A raise coalesced to a higher step may fail
+    its reach where this one alone would not: then the caller reads again and retries, as after
+    any failed condition."""
+    return mark if mark is not None and mark >= top else None
