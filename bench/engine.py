@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -65,6 +66,7 @@ def machine() -> dict[str, str]:
         pass
     return {
         "cpu": cpu,
+        "cpus": str(os.cpu_count()),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),

@@ -64,7 +64,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -80,6 +79,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from engine import machine
 from sqlalchemy import create_engine, text
 
 HERE = Path(__file__).resolve().parent
@@ -680,23 +680,6 @@ def judge(phases: list[dict[str, Any]]) -> dict[str, float]:
                 met = probe["p99"] < TARGET_P99_MS
             probe["verdict"] = "PASS" if met and probe["failed"] == 0 else "MISS"
     return {name: round(p99, 3) for name, p99 in baseline.items()}
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def server_code() -> dict[str, str | None]:

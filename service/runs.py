@@ -264,11 +264,14 @@ class Runs:
                 )
             step = body.step if body.step > run.high_water else run.high_water + 1
             reduced = False
-            # A metric the plateau does not watch changes nothing, so it needs no LR at `step`:
-            # it reports one where the plan has it.
-            lrs = _lrs_at(locked.timeline, step)
-            if config is not None and metric == config.metric:
-                lrs = locked.timeline.at(step).lrs  # the plateau rule needs it: no value, no post
+            lrs: list[float] | None
+            if config is None or metric != config.metric:
+                # A metric the plateau does not watch changes nothing: it reports the LR at
+                # `step` only where the plan has one.
+                lrs = _lrs_at(locked.timeline, step)
+            else:
+                current = locked.timeline.at(step).lrs  # the plateau rule needs it: no value, no post
+                lrs = current
                 _require_live(run)
                 record = store.plateau_state(run.id)
                 if record is not None and body.step <= record.last_step:
@@ -277,7 +280,7 @@ class Runs:
                         [FieldError(("body", "step"), f"must be above {record.last_step}")],
                     )
                 state = _state_of(config, record, locked.timeline.n_groups)
-                state, reduced = plateau_rule.update(config, state, body.value, lrs)
+                state, reduced = plateau_rule.update(config, state, body.value, current)
                 if reduced:
                     change = PlateauChange(step, state.factors)
                     lrs = self._apply(locked, change, "plateau_reduced", actor, None).lr_after

@@ -198,10 +198,8 @@ class Serving:
                 run = store.run(name)
                 if run is None:  # pragma: no cover - read in this same transaction
                     raise NotFound(f"no run named {name!r}")
-                changes = store.changes(run.id)
-                if run.version != version:  # a change committed between the two reads
-                    version = run.version
-                compiled = _compile(run, changes, version, max(mark, run.high_water))
+                # The row's own version: a change may have committed since the first read.
+                compiled = _compile(run, store.changes(run.id), run.version, max(mark, run.high_water))
         self._keep(name, compiled)
         return compiled
 

@@ -37,17 +37,21 @@ class Server:
             self.process.wait(timeout=10)
 
 
-def launch(home: Path, database_url: str, *args: str, port: int | None = None) -> Server:
-    """Start `lrtower serve` in `home` on `database_url`, and wait until it is ready."""
+def launch(
+    home: Path, database_url: str, *args: str, port: int | None = None, log: Path | None = None
+) -> Server:
+    """Start `lrtower serve` in `home` on `database_url`, and wait until it is ready. Its log
+    lines (stderr) go to `log` if given."""
     port = port or free_port()
     env = {**os.environ, "LRTOWER_DATABASE_URL": database_url}
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "lrtower"), "serve", "--port", str(port), *args],
-        env=env,
-        cwd=home,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(log or os.devnull, "wb") as stderr:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "lrtower"), "serve", "--port", str(port), *args],
+            env=env,
+            cwd=home,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     server = Server(f"http://127.0.0.1:{port}", process)
     deadline = time.monotonic() + 30
     while True:
