@@ -76,6 +76,8 @@ def create_app(settings: Settings | None = None) -> App:
             max_work=settings.max_work,
             cache_runs=settings.cache_runs,
             cache_bytes=settings.run_cache_mib << 20,
+            mark_reserve=settings.mark_reserve,
+            mark_window=settings.mark_window_ms / 1000,
         ),
     )
     app.state.write_limit = RateLimit(

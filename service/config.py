@@ -43,6 +43,20 @@ class Settings(BaseSettings):
         le=2**53,
         description="How many steps past a run's high-water mark one request may serve (and so freeze)",
     )
+    mark_reserve: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Steps past the one asked that each raise of a run's mark reserves, so that the "
+        "next ones are answered without a commit; every change then lands up to that many steps later",
+    )
+    mark_window_ms: float = Field(
+        0,
+        ge=0,
+        le=100,
+        description="How long a group commit of marks waits for more raises after its first (0: none; "
+        "docs/performance.md)",
+    )
     max_work: float = Field(
         400_000,
         ge=1,

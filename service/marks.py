@@ -8,13 +8,20 @@ wakes the requests, each with its run's new mark. Raises of one run at one versi
 into one raise to the highest step asked, and one statement raises the whole group
 (`Store.raise_marks`, which locks rows in name order on PostgreSQL).
 
-Nothing waits for a group to fill: while one commit is in flight the next group gathers, so the
-group grows with the load and a lone request pays one commit, as before (docs/performance.md).
+By default nothing waits for a group to fill: while one commit is in flight the next group
+gathers, so the group grows with the load and a lone request pays one commit. A window (wait
+that long after the first raise of a group) was measured and only added its own length to every
+answer (docs/performance.md); it stays a setting, off.
+
+A reserve raises each mark that many steps past the step asked, so that the next steps of a job
+that fetches one step at a time are answered from memory, without a commit. Its price: every
+change (an operator's, a plateau's) lands up to that many steps later. Off by default.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 
 from sqlalchemy import Engine
@@ -34,9 +41,11 @@ class _Raise:
 class GroupCommit:
     """Mark raises from many threads at once, one transaction per group of waiting raises."""
 
-    def __init__(self, engine: Engine, max_ahead: int) -> None:
+    def __init__(self, engine: Engine, max_ahead: int, reserve: int = 0, window: float = 0.0) -> None:
         self._writer = writer(engine)
         self.max_ahead = max_ahead
+        self.reserve = reserve
+        self.window = window
         self._waiting: dict[tuple[str, int], _Raise] = {}
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -45,8 +54,9 @@ class GroupCommit:
         """Transactions committed, and raises they carried: their ratio is the mean group size."""
 
     def raise_mark(self, name: str, top: int, version: int) -> int | None:
-        """Raise `name`'s mark to `top` if the run is still at `version` and `top` is within
-        `max_ahead` of the mark; the mark after the commit, or None if a condition failed.
+        """Raise `name`'s mark to `top` (plus the reserve) if the run is still at `version` and
+        `top` is within `max_ahead` of the mark; the mark after the commit, or None if a condition
+        failed.
 
         Blocks until the group it joined is committed; database errors reach every caller.
         """
@@ -72,6 +82,9 @@ class GroupCommit:
             with self._wake:
                 while not self._waiting:
                     self._wake.wait()
+            if self.window:
+                time.sleep(self.window)
+            with self._wake:
                 group, self._waiting = self._waiting, {}
             self._commit(group)
 
@@ -79,7 +92,7 @@ class GroupCommit:
         try:
             with Session(self._writer) as session, session.begin():
                 asked = [(name, version, waiting.top) for (name, version), waiting in group.items()]
-                marks = Store(session).raise_marks(asked, self.max_ahead)
+                marks = Store(session).raise_marks(asked, self.max_ahead, self.reserve)
         except BaseException as exc:  # the callers get the database's error, and answer 503
             for waiting in group.values():
                 waiting.done.set_exception(exc)

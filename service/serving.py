@@ -65,13 +65,17 @@ class Limits:
     """The most points x groups x cost one request may ask."""
     cache_runs: int = 10_000
     cache_bytes: int = 256 << 20
+    mark_reserve: int = 0
+    """Each raise of a mark goes this many steps past the step asked (marks.py)."""
+    mark_window: float = 0.0
+    """Seconds a group commit waits for more raises after its first."""
 
 
 class Serving:
     def __init__(self, engine: Engine, limits: Limits = Limits()) -> None:
         self.engine = engine
         self.limits = limits
-        self.marks = GroupCommit(engine, limits.max_ahead)
+        self.marks = GroupCommit(engine, limits.max_ahead, limits.mark_reserve, limits.mark_window)
         self._compiled: dict[str, Compiled] = {}
         self._weights: dict[str, int] = {}
         self._bytes = 0

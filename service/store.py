@@ -198,23 +198,25 @@ class Store:
         row = self.session.execute(select(Run.version, Run.high_water).where(Run.name == name)).one_or_none()
         return None if row is None else (row[0], row[1])
 
-    def raise_marks(self, raises: list[tuple[str, int, int]], max_ahead: int) -> dict[tuple[str, int], int]:
+    def raise_marks(
+        self, raises: list[tuple[str, int, int]], max_ahead: int, reserve: int = 0
+    ) -> dict[tuple[str, int], int]:
         """Raise runs' high-water marks (never lower them), atomically: `raises` holds (name,
-        version, step), and each raise is made on two conditions: the run is still at `version`,
-        and `step` is at most `max_ahead` past its mark. The mark after the raise of every (name,
-        version) whose conditions held; the others are absent.
+        version, step), and each raise, to `step + reserve`, is made on two conditions: the run is
+        still at `version`, and `step` is at most `max_ahead` past its mark. The mark after the
+        raise of every (name, version) whose conditions held; the others are absent.
 
         One statement, not one per run: each costs more than the commit they share. On PostgreSQL
         the rows are locked first in name order, so that two processes raising overlapping groups
         never wait on each other in a cycle (SQLite has one writer at a time)."""
         if _is_sqlite(self.session):
             rows = ", ".join(f"(:n{i}, :v{i}, :t{i})" for i in range(len(raises)))
-            params: dict[str, Any] = {"ahead": max_ahead}
+            params: dict[str, Any] = {"ahead": max_ahead, "reserve": reserve}
             for i, (name, version, step) in enumerate(raises):
                 params |= {f"n{i}": name, f"v{i}": version, f"t{i}": step}
             statement = text(
                 f"WITH asked(name, version, top) AS (VALUES {rows}) "
-                "UPDATE runs SET high_water = max(runs.high_water, asked.top) FROM asked "
+                "UPDATE runs SET high_water = max(runs.high_water, asked.top + :reserve) FROM asked "
                 "WHERE runs.name = asked.name AND runs.version = asked.version "
                 "AND runs.high_water >= asked.top - :ahead "
                 "RETURNING runs.name, runs.version, runs.high_water"
@@ -229,14 +231,14 @@ class Store:
             )
             found = self.session.execute(
                 text(
-                    "UPDATE runs SET high_water = greatest(runs.high_water, asked.top) "
+                    "UPDATE runs SET high_water = greatest(runs.high_water, asked.top + :reserve) "
                     "FROM unnest(CAST(:names AS text[]), CAST(:versions AS integer[]), CAST(:tops AS bigint[])) "
                     "AS asked(name, version, top) "
                     "WHERE runs.name = asked.name AND runs.version = asked.version "
                     "AND runs.high_water >= asked.top - :ahead "
                     "RETURNING runs.name, runs.version, runs.high_water"
                 ),
-                {"names": names, "versions": versions, "tops": tops, "ahead": max_ahead},
+                {"names": names, "versions": versions, "tops": tops, "ahead": max_ahead, "reserve": reserve},
             ).all()
         return {(row[0], int(row[1])): int(row[2]) for row in found}
 

@@ -12,9 +12,10 @@ from sqlalchemy import Engine, create_engine, text
 
 from lrtower_server.config import Settings
 from lrtower_server.db import make_engine
+from lrtower_server.marks import GroupCommit
 from lrtower_server.runs import Runs
-from lrtower_server.schemas import RunCreate
-from lrtower_server.serving import Serving
+from lrtower_server.schemas import RunCreate, ScaleIn
+from lrtower_server.serving import Limits, Serving
 
 SPEC = {"type": "StepLR", "step_size": 3, "gamma": 0.5}
 
@@ -54,4 +55,38 @@ def test_raises_waiting_at_once_share_one_commit(database_url: str) -> None:
     assert serving.marks.groups == 2 and serving.marks.raises == 10  # 15 requests, 10 raises, 2 commits
     for i in range(10):
         assert runs.get(f"run-{i}")[0].high_water == (10 if i == 1 else 5)  # durable
+    engine.dispose()
+
+
+def test_a_reserve_answers_the_next_steps_without_a_commit_and_changes_land_above_it(
+    database_url: str,
+) -> None:
+    engine = make_engine(Settings(database_url=database_url))
+    runs, serving = Runs(engine), Serving(engine, Limits(mark_reserve=8))
+    runs.create(RunCreate(name="run", lr=1.0, schedule=SPEC), "test")
+    first = serving.serve("run", range(5, 6), True)
+    assert runs.get("run")[0].high_water == 13  # durable before the answer: 5 and 8 reserved
+    later = [serving.serve("run", range(s, s + 1), True) for s in range(6, 14)]
+    assert serving.marks.groups == 1  # the reserved steps cost no commit
+    assert [a[0].lrs for a in [first, *later]] == [[0.5 ** (s // 3)] for s in range(5, 14)]
+    assert runs.scale("run", ScaleIn(factor=0.5, reason="test"), "test").effective_step == 14
+    # This process's copy is stale: its raise fails on the version, and the run is read again.
+    assert serving.serve("run", range(14, 15), True)[0].lrs == [0.5 ** (14 // 3) * 0.5]
+    assert runs.get("run")[0].high_water == 22 and serving.marks.groups == 3
+    engine.dispose()
+
+
+def test_a_window_gathers_raises_that_arrive_within_it_into_one_commit(database_url: str) -> None:
+    engine = make_engine(Settings(database_url=database_url))
+    runs = Runs(engine)
+    for i in range(3):
+        runs.create(RunCreate(name=f"run-{i}", lr=1.0, schedule=SPEC), "test")
+    marks = GroupCommit(engine, max_ahead=100, window=0.5)
+    versions = {i: runs.get(f"run-{i}")[0].version for i in range(3)}
+    futures = []
+    for i in range(3):
+        futures.append(marks.submit(f"run-{i}", 4 + i, versions[i]))
+        time.sleep(0.05)  # well within the window, though the database is free
+    assert [f.result(timeout=30) for f in futures] == [4, 5, 6]
+    assert marks.groups == 1 and marks.raises == 3
     engine.dispose()
