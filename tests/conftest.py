@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
+from pytest_postgresql import factories
 
-from databases import BACKENDS, database
+from databases import BACKENDS, PG_CTL, database
+from halves import HALVES
 from parity import TALLIES
 from servers import Server, launch
 
@@ -18,7 +20,14 @@ settings.register_profile("ci", derandomize=True, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+throwaway_postgres = factories.postgresql_proc(executable=PG_CTL)
+"""A cluster of the session's own, started only if a test asks for it (databases.py)."""
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    terminalreporter.section("optional halves of the suite")
+    for half in ("PostgreSQL", "browser"):
+        terminalreporter.write_line(f"{half}: {HALVES.get(half, 'not asked for by the tests selected')}")
     if not TALLIES:
         return
     terminalreporter.section("parity with the reference libraries")
@@ -34,7 +43,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh database of each backend, migrated: every test that uses it runs on both."""
-    with database(request.param, tmp_path) as url:
+    with database(request, tmp_path) as url:
         yield url
 
 

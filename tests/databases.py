@@ -1,9 +1,16 @@
-"""The databases the tests run on: a SQLite file, or a schema of its own in the PostgreSQL test
-database named by $LRTOWER_TEST_POSTGRES_URL (CI creates a fresh one per run)."""
+"""The databases the tests run on: a SQLite file, or a schema of its own in a PostgreSQL database.
+
+That database is $LRTOWER_TEST_POSTGRES_URL's (CI creates a fresh one per run). Without it, and
+with PostgreSQL's server binaries installed, the session starts a throwaway cluster in a temp
+folder (pytest-postgresql), so that a newcomer runs both halves of the suite. Otherwise the
+PostgreSQL half skips, or fails under LRTOWER_TEST_REQUIRE_POSTGRES=1.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,32 +20,49 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from halves import HALVES, unavailable
 from lrtower_server import migrate
 from lrtower_server.config import Settings
 from lrtower_server.db import make_engine
 
 BACKENDS = ["sqlite", "postgresql"]
-POSTGRES_URL = os.environ.get("LRTOWER_TEST_POSTGRES_URL")
+# Debian keeps the server binaries off PATH, one folder per major version: take the newest.
+PG_CTL = shutil.which("pg_ctl") or max(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), default=None)
+
+
+def postgres_admin_url(request: pytest.FixtureRequest) -> str:
+    """A PostgreSQL database the tests may create schemas in (see the module doc)."""
+    url = os.environ.get("LRTOWER_TEST_POSTGRES_URL")
+    if url:
+        HALVES["PostgreSQL"] = "ran, on $LRTOWER_TEST_POSTGRES_URL"
+        return url
+    if PG_CTL is None:
+        reason = "no LRTOWER_TEST_POSTGRES_URL, and no PostgreSQL server binaries (pg_ctl) to start one"
+    elif os.geteuid() == 0:
+        reason = "no LRTOWER_TEST_POSTGRES_URL, and PostgreSQL's initdb refuses to run as root"
+    else:
+        proc = request.getfixturevalue("throwaway_postgres")
+        HALVES["PostgreSQL"] = f"ran, on a throwaway cluster ({PG_CTL}, port {proc.port})"
+        return f"postgresql+psycopg://{proc.user}@{proc.host}:{proc.port}/postgres"
+    unavailable("PostgreSQL", reason, "LRTOWER_TEST_REQUIRE_POSTGRES")
+    raise AssertionError("unreachable")  # pragma: no cover - unavailable() always raises
 
 
 @contextmanager
-def database(backend: str, home: Path, migrated: bool = True) -> Iterator[str]:
-    """A fresh, empty database URL (migrated to head unless told not to), removed afterwards."""
-    if backend == "sqlite":
+def database(request: pytest.FixtureRequest, home: Path, migrated: bool = True) -> Iterator[str]:
+    """A fresh, empty database URL of the backend `request.param` (migrated to head unless told
+    not to), removed afterwards."""
+    if request.param == "sqlite":
         url = f"sqlite:///{home / 'lrtower.db'}"
         _migrate(url, migrated)
         yield url
         return
-    if POSTGRES_URL is None:
-        reason = "PostgreSQL tests need LRTOWER_TEST_POSTGRES_URL (a database they may create schemas in)"
-        if os.environ.get("LRTOWER_TEST_REQUIRE_POSTGRES"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    admin_url = postgres_admin_url(request)
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(POSTGRES_URL, pool_pre_ping=True)  # a test may kill its connections
+    admin = create_engine(admin_url, pool_pre_ping=True)  # a test may kill its connections
     with admin.begin() as connection:
         connection.execute(text(f"CREATE SCHEMA {schema}"))
-    base = make_url(POSTGRES_URL)
+    base = make_url(admin_url)
     # Every connection of this test (and of the servers it starts) works in its own schema.
     url = base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
     try:

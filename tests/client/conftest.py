@@ -12,7 +12,7 @@ from servers import launch
 def tower(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real server per module and backend, for tests that each use runs of their own."""
     home = tmp_path_factory.mktemp("tower")
-    with database(request.param, home) as url:
+    with database(request, home) as url:
         server = launch(home, url)
         yield server.url
         server.stop()

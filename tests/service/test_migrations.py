@@ -20,7 +20,7 @@ TABLES = {"runs", "changes", "plateau_states", "metrics", "events", "tokens", "i
 
 @pytest.fixture(params=BACKENDS)
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, tmp_path, migrated=False) as url:
+    with database(request, tmp_path, migrated=False) as url:
         yield url
 
 
