@@ -9,13 +9,15 @@ from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import errors, migrate
 from .auth import Tokens
 from .config import Settings
 from .db import make_engine
 from .fastpath import LrFastPath
+from .head import HeadAsGet
+from .hosts import AllowedHosts
 from .limits import BodyLimit
 from .observability import Observe
 from .ratelimit import RateLimit
@@ -29,9 +31,12 @@ class App(FastAPI):
     (see fastpath.py); everything the hot path does not answer goes through that stack."""
 
     hot_path: LrFastPath
+    entry: ASGIApp
+    """The hot path, behind HEAD-as-GET and, when the server runs without tokens, the Host
+    allow-list."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.hot_path(scope, receive, send)
+        await self.entry(scope, receive, send)
 
 
 SWITCH_INTERVAL = 0.001
@@ -93,6 +98,9 @@ def create_app(settings: Settings | None = None) -> App:
         app.state.serving,
         app.state.tokens,
         settings.response_cache_mib << 20,
+    )
+    app.entry = HeadAsGet(
+        app.hot_path if app.state.tokens is not None else AllowedHosts(app.hot_path, settings.allowed_hosts)
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

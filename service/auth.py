@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
@@ -35,6 +36,11 @@ ANONYMOUS = "anonymous"
 
 class Unauthorized(Problem):
     status, title, kind = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str, extra: dict[str, Any] | None = None, invalid: bool = False) -> None:
+        # RFC 6750 §3: a 401 names the scheme it wants, and says when the token sent was not valid.
+        challenge = 'Bearer realm="lrtower"' + (', error="invalid_token"' if invalid else "")
+        super().__init__(detail, extra=extra, headers={"WWW-Authenticate": challenge})
 
 
 class Forbidden(Problem):
@@ -80,10 +86,12 @@ def hash_secret(secret: str) -> str:
 
 
 def _presented(header: str | None) -> str | None:
-    """The hash of the token in an `Authorization: Bearer <token>` header; None if there is none."""
-    if not header or not header.startswith("Bearer "):
+    """The hash of the token in an `Authorization: Bearer <token>` header; None if there is none.
+    The scheme's name is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are Bearer."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
         return None
-    return hash_secret(header.removeprefix("Bearer ").strip())
+    return hash_secret(token.strip())
 
 
 class Tokens:
@@ -141,7 +149,7 @@ class Tokens:
                 while len(self._cache) > CACHE_ENTRIES:  # the oldest lookup goes first
                     del self._cache[next(iter(self._cache))]
         if cached[1] is None:
-            raise Unauthorized("the token is unknown or revoked")
+            raise Unauthorized("the token is unknown or revoked", invalid=True)
         return cached[1]
 
     def cached(self, header: str | None) -> Caller | None:

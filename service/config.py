@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///lrtower.db"
 
@@ -20,6 +22,11 @@ class Settings(BaseSettings):
         pattern="^(required|off)$",
         description="Bearer tokens required, or off. Unset: required, except that `lrtower serve` "
         "turns it off when it listens on loopback only",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        ["localhost", "127.0.0.1", "::1"],
+        description="Without tokens, the only `Host` names answered (comma-separated; `*.example.org` "
+        "for a domain's hosts, `*` for any), against DNS rebinding; others get 400",
     )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="The largest request body accepted; larger ones get 413"
@@ -82,3 +89,10 @@ class Settings(BaseSettings):
         pattern="^(FULL|NORMAL)$",
         description="SQLite's `synchronous` in WAL mode: FULL survives power loss, NORMAL only a crash",
     )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return (
+            [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+        )

@@ -7,8 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from .auth import ANONYMOUS, Caller, Forbidden, Tokens
+from .errors import Problem
+from .headers import read_headers
 from .ratelimit import RateLimit
 from .runs import Runs
+from .schedules import FieldError
 from .schemas import RUN_NAME
 from .serving import Serving
 
@@ -25,6 +28,11 @@ def get_serving(request: Request) -> Serving:
 
 def _caller(needed: str) -> object:
     def dependency(request: Request) -> Caller:
+        if read_headers(request.scope["headers"]).authorization_twice:
+            raise Problem(
+                "send one Authorization header: with two, which one counts would be a guess",
+                [FieldError(("header", "Authorization"), "given more than once")],
+            )
         tokens: Tokens | None = request.app.state.tokens
         if tokens is None:  # auth is off
             caller = Caller(ANONYMOUS, "admin")

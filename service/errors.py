@@ -155,6 +155,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        problem = Problem(str(exc.detail))
+        # Its headers matter: 405 names the methods allowed (Allow), 401 the scheme (WWW-Authenticate).
+        problem = Problem(str(exc.detail), headers=dict(exc.headers or {}))
         problem.status, problem.title, problem.kind = exc.status_code, str(exc.detail), "http"
         return problem_response(problem)

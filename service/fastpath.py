@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import Tokens
 from .errors import Problem
+from .headers import read_headers, request_id
 from .observability import FROM_DATABASE, FROM_MEMORY, FROM_SENT, HOT_LATENCY, HOT_OK, SERVED_STEPS
 from .schedules import STEP_MAX
 from .serving import LOOP_WORK, Serving
@@ -111,14 +112,16 @@ class LrFastPath:
         if asked is None:
             return None
         steps, single = asked
-        headers = dict(scope["headers"])
+        headers = read_headers(scope["headers"])
+        if headers.authorization_twice:
+            return None  # the route refuses it
         consume = True
         if self.tokens is not None:
-            caller = self.tokens.cached(headers.get(b"authorization", b"").decode("latin-1"))
+            caller = self.tokens.cached((headers.authorization or b"").decode("latin-1"))
             if caller is None or not caller.allows("read"):
                 return None
             consume = caller.allows("write")
-        text = single and b"text/plain" in headers.get(b"accept", b"")
+        text = single and b"text/plain" in headers.accept
         key = b"%s|%d|%d|%d%s" % (name.encode(), steps.start, steps.stop, steps.step, b"|t" if text else b"")
         counts = self._counts
         body = self._sent.get(key)
@@ -145,8 +148,10 @@ class LrFastPath:
                 body = _one(name, answers[0])
             self._keep(key, body)
         counts[4] += len(steps)
-        extra = [(b"x-request-id", headers[b"x-request-id"])] if b"x-request-id" in headers else []
-        return body, [*(TEXT_HEADERS if text else JSON_HEADERS), *extra]
+        return body, [
+            *(TEXT_HEADERS if text else JSON_HEADERS),
+            (b"x-request-id", request_id(headers.request_id)),
+        ]
 
     def _keep(self, key: bytes, body: bytes) -> None:
         size = len(key) + len(body) + ENTRY_BYTES

@@ -5,9 +5,9 @@
   plateau reductions, database errors, and the connection pool. With several worker processes
   (`lrtower serve --workers N`), every worker's figures are added up (prometheus-client's
   multiprocess mode).
-- Every answer outside the hot path carries an `X-Request-ID`: the caller's, if it sent a
-  usable one, else a new one. The hot path echoes one only if it is sent. Log lines written
-  while a request is handled carry its id.
+- Every answer carries an `X-Request-ID`: the caller's, if it sent a usable one, else a new one
+  (headers.request_id, on the hot path as on the routes). Log lines written while a request is
+  handled carry its id.
 - `JsonFormatter` writes one JSON object per log line. `lrtower serve` uses it.
 """
 
@@ -17,9 +17,7 @@ import contextvars
 import json
 import logging
 import os
-import re
 import time
-import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -37,8 +35,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .headers import read_headers, request_id
+
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
-_USABLE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 LR_ROUTE = "/runs/{run}/lr"
 
 REQUESTS = Counter("lrtower_requests", "HTTP requests answered", ["route", "method", "status"])
@@ -50,10 +49,11 @@ LATENCY = Histogram(
 )
 LR_ANSWERS = Counter(
     "lrtower_lr_answers",
-    "Hot-path answers by where they came from: sent (bytes already sent), memory, database",
+    "Answers of GET /runs/{run}/lr by where they came from: the hot path's sent (bytes already "
+    "sent), memory, database; and route (what the hot path hands on to the API's own stack)",
     ["source"],
 )
-SERVED_STEPS = Counter("lrtower_served_steps", "Steps answered by GET /runs/{run}/lr")
+SERVED_STEPS = Counter("lrtower_served_steps", "Steps answered by GET /runs/{run}/lr, on either path")
 CHANGES = Counter("lrtower_changes", "Changes to runs' LRs, by kind (schedule, scale, plateau)", ["kind"])
 DATABASE_ERRORS = Counter("lrtower_database_errors", "Requests answered 503 because of the database")
 MARK_GROUPS = Counter("lrtower_mark_groups", "Transactions that raised high-water marks (group commits)")
@@ -64,7 +64,9 @@ MARK_RAISES = Counter(
 # Bound once: the hot path only increments.
 HOT_OK = REQUESTS.labels(LR_ROUTE, "GET", "200")
 HOT_LATENCY = LATENCY.labels(LR_ROUTE)
-FROM_SENT, FROM_MEMORY, FROM_DATABASE = (LR_ANSWERS.labels(s) for s in ("sent", "memory", "database"))
+FROM_SENT, FROM_MEMORY, FROM_DATABASE, FROM_ROUTE = (
+    LR_ANSWERS.labels(s) for s in ("sent", "memory", "database", "route")
+)
 
 
 class PoolCollector(Collector):
@@ -109,9 +111,8 @@ class Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        asked = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = asked if _USABLE_ID.match(asked) else uuid.uuid4().hex
-        token = REQUEST_ID.set(request_id)
+        answered_id = request_id(read_headers(scope["headers"]).request_id)
+        token = REQUEST_ID.set(answered_id.decode())
         status = 500
         started = time.perf_counter()
 
@@ -119,7 +120,7 @@ class Observe:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", answered_id)]
             await send(message)
 
         try:

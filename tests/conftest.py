@@ -53,9 +53,10 @@ def start_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Se
     and for several replicas)."""
     started: list[Server] = []
 
-    def start(*args: str, port: int | None = None) -> Server:
-        """`port`: the same one again, to restart a server where its clients expect it."""
-        server = launch(tmp_path, database_url, *args, port=port)
+    def start(*args: str, port: int | None = None, env: dict[str, str] | None = None) -> Server:
+        """`port`: the same one again, to restart a server where its clients expect it; `env`:
+        settings of its own."""
+        server = launch(tmp_path, database_url, *args, port=port, env=env)
         started.append(server)
         return server
 

@@ -38,12 +38,17 @@ class Server:
 
 
 def launch(
-    home: Path, database_url: str, *args: str, port: int | None = None, log: Path | None = None
+    home: Path,
+    database_url: str,
+    *args: str,
+    port: int | None = None,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Server:
-    """Start `lrtower serve` in `home` on `database_url`, and wait until it is ready. Its log
-    lines (stderr) go to `log` if given."""
+    """Start `lrtower serve` in `home` on `database_url` (and `env`, settings of its own), and
+    wait until it is ready. Its log lines (stderr) go to `log` if given."""
     port = port or free_port()
-    env = {**os.environ, "LRTOWER_DATABASE_URL": database_url}
+    env = {**os.environ, **(env or {}), "LRTOWER_DATABASE_URL": database_url}
     with open(log or os.devnull, "wb") as stderr:
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "lrtower"), "serve", "--port", str(port), *args],

@@ -13,7 +13,7 @@ import click
 from .. import LrtowerError
 from ..models import Event, Run
 from .options import as_json, connect, connection, load_definition
-from .output import echo_json, table
+from .output import echo, echo_json, escaped, table
 from .plot import plot
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,7 +55,7 @@ class Lrtower(click.Group):
         try:
             return super().invoke(ctx)
         except LrtowerError as exc:  # what the server said, without a traceback
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(escaped(str(exc))) from exc
 
 
 @click.group(cls=Lrtower)
@@ -97,7 +97,7 @@ def runs_create(ctx: click.Context, path: Path, name: str | None, as_json: bool)
     if as_json:
         echo_json(run)
     else:
-        click.echo(f"run {run.name}: {run.state}, version {run.version}, high-water {run.high_water}")
+        echo(f"run {run.name}: {run.state}, version {run.version}, high-water {run.high_water}")
 
 
 @runs.command("list")
@@ -147,17 +147,17 @@ def runs_show(ctx: click.Context, run: str, as_json: bool) -> None:
     if as_json:
         echo_json(found)
         return
-    click.echo(f"name        {found.name}")
-    click.echo(f"state       {found.state}")
-    click.echo(f"lrs         {found.lrs}")
-    click.echo(f"schedule    {json.dumps(found.schedule)}")
-    click.echo(f"plateau     {json.dumps(found.plateau)}")
-    click.echo(f"labels      {_labels(found)}")
-    click.echo(f"high-water  {found.high_water}")
-    click.echo(f"version     {found.version}")
-    click.echo(f"created     {found.created_at:%Y-%m-%d %H:%M:%S %Z}")
+    echo(f"name        {found.name}")
+    echo(f"state       {found.state}")
+    echo(f"lrs         {found.lrs}")
+    echo(f"schedule    {json.dumps(found.schedule)}")
+    echo(f"plateau     {json.dumps(found.plateau)}")
+    echo(f"labels      {_labels(found)}")
+    echo(f"high-water  {found.high_water}")
+    echo(f"version     {found.version}")
+    echo(f"created     {found.created_at:%Y-%m-%d %H:%M:%S %Z}")
     if found.changes:
-        click.echo("changes:")
+        echo("changes:")
         table(
             ["SEQ", "KIND", "FROM STEP", "WHAT"],
             [
@@ -226,9 +226,7 @@ def _changed(result: Any, as_json: bool) -> None:
     if as_json:
         echo_json(result)
     else:
-        click.echo(
-            f"from step {result.effective_step}: lr {_short(result.lr_before)} -> {_short(result.lr_after)}"
-        )
+        echo(f"from step {result.effective_step}: lr {_short(result.lr_before)} -> {_short(result.lr_after)}")
 
 
 @runs.command("finish")
@@ -240,7 +238,7 @@ def _changed(result: Any, as_json: bool) -> None:
 def runs_finish(ctx: click.Context, run: str, archive: bool, reason: str | None) -> None:
     """Mark a run finished (or archived): it still serves its LRs but takes no more changes."""
     found = connect(ctx).set_state(run, "archived" if archive else "finished", reason=reason)
-    click.echo(f"run {found.name}: {found.state}")
+    echo(f"run {found.name}: {found.state}")
 
 
 @lrtower.command()
@@ -255,7 +253,7 @@ def lr(ctx: click.Context, run: str, step: int, as_json: bool) -> None:
     if as_json:
         echo_json(answer)
     else:
-        click.echo(_lrs(answer.lrs))
+        echo(_lrs(answer.lrs))
 
 
 def _lrs(lrs: list[float]) -> str:
@@ -320,9 +318,9 @@ def verify(ctx: click.Context, run: str, as_json: bool) -> None:
     if as_json:
         echo_json(result)
     elif result.ok:
-        click.echo(f"ok: {result.count} events, hash chain intact")
+        echo(f"ok: {result.count} events, hash chain intact")
     else:
-        click.echo(f"BROKEN: the chain breaks at event {result.first_bad_seq} of {result.count}")
+        echo(f"BROKEN: the chain breaks at event {result.first_bad_seq} of {result.count}")
     ctx.exit(0 if result.ok else 1)
 
 

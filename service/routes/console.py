@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from functools import partial
 from importlib.resources import files
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
@@ -91,11 +92,13 @@ def run_name(run: str) -> str:
 RunName = Annotated[str, Depends(run_name)]
 
 
-def page(request: Request, name: str, context: dict[str, Any]) -> Response:
+def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
     """The whole page, or only its main part when the page's own refresh asks for it."""
     fragment = request.headers.get("x-lrtower-fragment") == "1"
     template = name.replace(".html", "_main.html") if fragment else name
-    return templates.TemplateResponse(request, template, {"live": True, "refresh_ms": REFRESH_MS, **context})
+    return templates.TemplateResponse(
+        request, template, {"live": True, "refresh_ms": REFRESH_MS, **context}, status_code=status_code
+    )
 
 
 @router.get("", response_class=RedirectResponse)
@@ -115,6 +118,8 @@ def login_form() -> HTMLResponse:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
+    if not _same_origin(request):  # else a page elsewhere could sign a visitor in as its author
+        raise Forbidden("a sign-in was posted from another site")
     fields = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (fields.get("token") or [""])[0].strip()
     tokens: Tokens | None = request.app.state.tokens
@@ -203,6 +208,21 @@ def run_page(
     stop: Annotated[int | None, Query(ge=1, le=STEP_MAX)] = None,
     log: bool = False,
 ) -> Response:
+    return _run_view(request, run, runs, viewer, start, stop, log)
+
+
+def _run_view(
+    request: Request,
+    run: str,
+    runs: Runs,
+    viewer: Caller,
+    start: int = 0,
+    stop: int | None = None,
+    log: bool = False,
+    error: str | None = None,
+) -> Response:
+    """The run's page; with the error of a form just posted, which is never read from the URL
+    (a link could then put any words on the page)."""
     record, changes = runs.get(run)
     events = _all_events(runs, run)
     markers = [
@@ -216,7 +236,9 @@ def run_page(
     svg = curve_svg([a.step for a in answers], [a.lrs for a in answers], record.high_water, markers, log)
     context = {
         "can_write": viewer.allows("write"),
-        "error": request.query_params.get("error"),
+        "error": error,
+        # The answer to a refused form stands at the form's address, which has no page to refresh.
+        "live": error is None,
         "run": record,
         "svg": svg,
         "start": start,
@@ -226,7 +248,7 @@ def run_page(
         "events": events,
         "verify": runs.verify(run),
     }
-    return page(request, "run.html", context)
+    return page(request, "run.html", context, status_code=200 if error is None else 422)
 
 
 def _title(event: Any) -> str:
@@ -341,9 +363,13 @@ async def _form(request: Request, viewer: Caller) -> dict[str, str]:
     return {key: values[0].strip() for key, values in fields.items() if values}
 
 
-def _back(run: str, error: str | None = None) -> RedirectResponse:
-    target = f"/ui/runs/{run}" + (f"?{urlencode({'error': error})}" if error else "")
-    return RedirectResponse(target, status_code=303)
+def _back(run: str) -> RedirectResponse:
+    return RedirectResponse(f"/ui/runs/{run}", status_code=303)
+
+
+async def _refused(request: Request, run: str, runs: Runs, viewer: Caller, error: str) -> Response:
+    """The run's page again, with why the form was refused (422)."""
+    return await anyio.to_thread.run_sync(partial(_run_view, request, run, runs, viewer, error=error))
 
 
 def _problem_text(exc: Problem | SpecError) -> str:
@@ -362,9 +388,9 @@ async def scale_form(request: Request, run: RunName, runs: RunsDep, viewer: View
         )
         await anyio.to_thread.run_sync(runs.scale, run, body, viewer.name)
     except (ValueError, ValidationError) as exc:
-        return _back(run, f"invalid scale: {exc}")
+        return await _refused(request, run, runs, viewer, f"invalid scale: {exc}")
     except Problem as exc:
-        return _back(run, _problem_text(exc))
+        return await _refused(request, run, runs, viewer, _problem_text(exc))
     return _back(run)
 
 
@@ -380,9 +406,9 @@ async def schedule_form(request: Request, run: RunName, runs: RunsDep, viewer: V
         )
         await anyio.to_thread.run_sync(runs.change_schedule, run, body, viewer.name)
     except (ValueError, ValidationError) as exc:
-        return _back(run, f"invalid schedule change: {exc}")
+        return await _refused(request, run, runs, viewer, f"invalid schedule change: {exc}")
     except (Problem, SpecError) as exc:
-        return _back(run, _problem_text(exc))
+        return await _refused(request, run, runs, viewer, _problem_text(exc))
     return _back(run)
 
 
@@ -393,7 +419,7 @@ async def finish_form(request: Request, run: RunName, runs: RunsDep, viewer: Vie
         body = StateIn(state="finished", reason=form.get("reason") or None)
         await anyio.to_thread.run_sync(runs.set_state, run, body, viewer.name)
     except ValidationError as exc:
-        return _back(run, f"invalid reason: {exc}")
+        return await _refused(request, run, runs, viewer, f"invalid reason: {exc}")
     except Problem as exc:
-        return _back(run, _problem_text(exc))
+        return await _refused(request, run, runs, viewer, _problem_text(exc))
     return _back(run)

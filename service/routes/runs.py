@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import Field
 
 from ..deps import Creator, Reader, RunPath, RunsDep, ServingDep
+from ..observability import FROM_ROUTE, SERVED_STEPS
 from ..schemas import RUN_NAME, ChangeOut, LrOut, RangeOut, RunCreate, RunOut, RunPage, problems
 from ..store import ChangeRecord, RunRecord
 from ..timeline import Answer
@@ -105,6 +106,8 @@ def get_lr(
     the high-water mark, and at most LRTOWER_MAX_AHEAD steps past it; `/curve` shows the plan."""
     asked = parse_step_query(request.query_params.multi_items())
     answers = serving.serve(run, asked.steps, consume=caller.allows("write"))
+    FROM_ROUTE.inc()
+    SERVED_STEPS.inc(len(answers))
     if asked.single:
         (answer,) = answers
         if "text/plain" in request.headers.get("accept", ""):

@@ -221,3 +221,26 @@ def test_missing_extras_are_named_with_the_install_command(tmp_path: Path) -> No
     (tmp_path / "step.json").write_text(json.dumps(STEP))
     no_plot = _without("matplotlib", "plot", "-f", str(tmp_path / "step.json"), "--lr", "1", "-o", "x.png")
     assert no_plot.returncode == 1 and "pip install 'lrtower[plot]'" in no_plot.stderr
+
+
+def test_text_from_the_server_cannot_forge_rows_or_drive_the_terminal(
+    start_server: Callable[..., Server], tmp_path: Path, database_url: str
+) -> None:
+    server = start_server().url
+    ok(server, "runs", "create", "-f", str(_write(tmp_path, "run.yaml", RUN_YAML)))
+    ok(server, "runs", "scale", "yaml-run", "0.5", "--reason", "ordinary")
+    # A row written before free text was checked, or by hand: a forged row and an ANSI colour.
+    forged = "x\n3  2026-12-02 10:00:00  alice-admin  run_finished  approved\x1b[31m\x9b2J"
+    old = create_engine(database_url)
+    with old.begin() as db:
+        db.execute(text("UPDATE events SET reason = :r WHERE seq = 2"), {"r": forged})
+    old.dispose()
+    printed = ok(server, "events", "yaml-run")
+    assert len(printed.splitlines()) == 3  # the header and two events: no third row
+    assert "\x1b" not in printed and "\x9b" not in printed
+    assert "x\\x0a3  2026-12-02" in printed and "approved\\x1b[31m\\x9b2J" in printed
+
+
+def _write(folder: Path, name: str, content: str) -> Path:
+    (folder / name).write_text(content)
+    return folder / name

@@ -12,7 +12,7 @@ from lrtower_server.config import Settings
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     """A migrated database of its own for every test, on each backend."""
-    return Settings(database_url=database_url, auth="off")
+    return Settings(database_url=database_url, auth="off", allowed_hosts=["testserver"])  # TestClient's
 
 
 @pytest.fixture

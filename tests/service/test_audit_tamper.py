@@ -103,7 +103,7 @@ def test_an_intact_trail_verifies_in_any_session_time_zone(client: TestClient, s
     if url.get_backend_name() == "postgresql":
         options = f"{url.query.get('options', '')} -ctimezone=Asia/Kathmandu".strip()
         url = url.update_query_dict({"options": options})
-    zoned = Settings(database_url=url.render_as_string(hide_password=False), auth="off")
+    zoned = settings.model_copy(update={"database_url": url.render_as_string(hide_password=False)})
     with TestClient(create_app(zoned)) as elsewhere:
         assert elsewhere.get("/runs/job/events/verify").json() == {
             "ok": True,

@@ -144,6 +144,22 @@ def test_with_tokens_the_console_signs_in_once_and_the_api_ignores_its_cookie(da
             follow_redirects=False,
         )
         assert refused.headers["location"] == "/ui/login" and "lrtower_token" not in client.cookies
+        # A page elsewhere posting its author's token: the visitor would act, unknowingly, as them.
+        forged = client.post(
+            "/ui/login",
+            content=f"token={reader}",
+            headers={
+                "content-type": "application/x-www-form-urlencoded",
+                "origin": "https://evil.example",
+                "sec-fetch-site": "cross-site",
+            },
+            follow_redirects=False,
+        )
+        assert forged.status_code == 403 and forged.headers["content-type"] == "application/problem+json"
+        assert "lrtower_token" not in client.cookies and "set-cookie" not in forged.headers
+        # The API's description is the same for every server and names no run: it stays open.
+        for public in ("/openapi.json", "/docs", "/redoc"):
+            assert client.get(public).status_code == 200, public
         signed = client.post(
             "/ui/login",
             content=f"token={reader}",
@@ -180,7 +196,10 @@ def test_forms_change_a_live_run_with_a_reason_from_the_console_only(client: Tes
     bad = client.post(
         "/ui/runs/vision-1/schedule", content='schedule={"type": "StepLR"}&reason=x', headers=FORM
     )
-    assert bad.status_code == 200 and "schedule.step_size" in bad.text  # shown back on the page
+    assert bad.status_code == 422 and "schedule.step_size" in bad.text  # shown back on the page
+    assert "setTimeout(refresh" not in bad.text  # its address is the form's: nothing to refresh
+    # An error is never taken from the URL, where a link could put any words on the page.
+    assert "Wire the funds" not in client.get("/ui/runs/vision-1", params={"error": "Wire the funds"}).text
     late = client.post("/ui/runs/vision-1/scale", content="factor=0.5&from_step=3&reason=x", headers=FORM)
     assert "high-water mark" in late.text
     forged = {**FORM, "origin": "https://evil.example", "sec-fetch-site": "cross-site"}
@@ -379,7 +398,7 @@ def test_the_playground_answers_its_page_for_any_spec(client: TestClient) -> Non
         headers=FORM,
         follow_redirects=False,
     )
-    assert form.status_code == 303 and "nested" in form.headers["location"]
+    assert form.status_code == 422 and "nested" in form.text
 
 
 def test_the_playground_draws_huge_lrs_and_refuses_bad_ones(client: TestClient) -> None:

@@ -70,7 +70,9 @@ def test_one_request_cannot_freeze_a_run(both: tuple[TestClient, TestClient], qu
 
 
 def test_the_reach_is_counted_from_the_mark_and_is_a_setting(database_url: str) -> None:
-    app = create_app(Settings(database_url=database_url, auth="off", max_ahead=50))
+    app = create_app(
+        Settings(database_url=database_url, auth="off", max_ahead=50, allowed_hosts=["testserver"])
+    )
     with TestClient(app) as hot:
         route = TestClient(partial(FastAPI.__call__, app))
         hot.post("/runs", json={"name": "r", "lr": 0.1, "schedule": STEP_LR})
@@ -243,7 +245,14 @@ def test_label_filters_are_exact_for_any_key(client: TestClient, settings: Setti
 
 
 def test_writes_and_creations_are_rate_limited_per_token(database_url: str) -> None:
-    settings = Settings(database_url=database_url, auth="off", write_rate=0.5, write_burst=4, create_burst=2)
+    settings = Settings(
+        database_url=database_url,
+        auth="off",
+        allowed_hosts=["testserver"],
+        write_rate=0.5,
+        write_burst=4,
+        create_burst=2,
+    )
     with TestClient(create_app(settings)) as client:
         for name in ("a", "b"):  # each creation is a write too
             assert (

@@ -1,0 +1,46 @@
+"""The request headers the hot path and the routes read: one reading for both, so that the two
+cannot answer one request differently.
+
+A second `Authorization` header is refused (400) rather than resolved one way here and another
+way there; of other headers given twice, the first counts, as in Starlette's `Headers.get`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_USABLE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHeaders:
+    """The headers the hot path and the routes read, each the first given."""
+
+    authorization: bytes | None
+    accept: bytes
+    request_id: bytes | None
+    authorization_twice: bool
+
+
+def read_headers(raw: Sequence[tuple[bytes, bytes]]) -> RequestHeaders:
+    """Read an ASGI scope's headers (names are lowercase there) in one pass."""
+    authorization = accept = request_id = None
+    twice = False
+    for name, value in raw:
+        if name == b"authorization":
+            twice = authorization is not None
+            authorization = authorization if twice else value
+        elif name == b"accept" and accept is None:
+            accept = value
+        elif name == b"x-request-id" and request_id is None:
+            request_id = value
+    return RequestHeaders(authorization, accept or b"", request_id, twice)
+
+
+def request_id(asked: bytes | None) -> bytes:
+    """The id an answer carries in `X-Request-ID`: the caller's, if usable (at most 128 of
+    `A-Za-z0-9._:-`, so that it is safe in any log or header), else a new one."""
+    return asked if asked is not None and _USABLE_ID.fullmatch(asked) else uuid.uuid4().hex.encode()
