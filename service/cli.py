@@ -58,7 +58,9 @@ def serve(
         required = auth
     if not required and host not in LOOPBACK:
         click.echo(
-            f"warning: serving {host} without authentication: anyone who reaches it can change runs", err=True
+            f"warning: serving {host} without authentication: anyone who reaches it can change runs; it "
+            f"answers only the Host names in LRTOWER_ALLOWED_HOSTS ({','.join(settings.allowed_hosts)})",
+            err=True,
         )
     # The workers build their app from the environment (uvicorn's factory), so settle it here.
     os.environ["LRTOWER_AUTH"] = "required" if required else "off"
