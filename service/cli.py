@@ -20,6 +20,7 @@ from .config import Settings
 from .db import make_engine
 from .errors import Problem
 from .observability import log_config
+from .protocol import ReadDeadline
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -80,6 +81,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        http=ReadDeadline,
         access_log=access_log,
         log_config=log_config(access_log),
     )

@@ -28,6 +28,13 @@ class Settings(BaseSettings):
         description="Without tokens, the only `Host` names answered (comma-separated; `*.example.org` "
         "for a domain's hosts, `*` for any), against DNS rebinding; others get 400",
     )
+    read_timeout: float = Field(
+        30,
+        gt=0,
+        le=3600,
+        description="Seconds a request may take to arrive whole (headers and body) from its first byte; "
+        "a slower one is closed (408), so that trickling clients cannot hold connections",
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="The largest request body accepted; larger ones get 413"
     )

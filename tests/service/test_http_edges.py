@@ -4,7 +4,10 @@ tokens answers (DNS rebinding), and the headers every answer carries."""
 from __future__ import annotations
 
 import re
+import socket
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -202,3 +205,46 @@ def test_every_served_step_is_counted_once_on_either_path(
     )  # hot path
     after, after_route = _served_steps(hot, ok)
     assert (after - steps, after_route - by_route) == (5, 1)
+
+
+def _trickle(url: str, parts: list[bytes], every: float, until: float) -> tuple[float, bytes]:
+    """Send `parts` one at a time, `every` seconds apart, then wait; the seconds until the server
+    closed the connection, and what it answered."""
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port))) as connection:
+        connection.settimeout(every)
+        answer = b""
+        for part in [*parts, *[b""] * int(until / every)]:
+            try:
+                if part:
+                    connection.sendall(part)
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return time.monotonic() - started, answer
+                answer += chunk
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - started, answer
+    return time.monotonic() - started, answer
+
+
+def test_requests_that_trickle_in_are_closed_within_the_read_timeout(
+    start_server: Callable[..., Server],
+) -> None:
+    server = start_server(env={"LRTOWER_READ_TIMEOUT": "1.5"})
+    header = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 40
+    body = b"POST /runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 60\r\n\r\n{"
+    slow = [[header[i : i + 2] for i in range(0, len(header), 2)], [body, *[b" "] * 30], []]
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        trickling = [pool.submit(_trickle, server.url, slow[i % 3], 0.3, 6.0) for i in range(30)]
+        time.sleep(0.5)
+        served = [httpx.get(f"{server.url}/healthz", timeout=2).status_code for _ in range(20)]  # meanwhile
+        closed = [f.result() for f in trickling]
+    assert served == [200] * 20
+    assert all(seconds < 3.5 for seconds, _ in closed), sorted(s for s, _ in closed)  # 1.5 s, and slack
+    for (_, answer), parts in zip(closed, [slow[i % 3] for i in range(30)], strict=True):
+        if parts is not slow[1]:  # no answer had begun: a 408 problem says why
+            assert answer.startswith(b"HTTP/1.1 408 ") and b"LRTOWER_READ_TIMEOUT" in answer
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
