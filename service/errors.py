@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from .observability import DATABASE_ERRORS
 from .schedules import DomainError, FieldError, SpecError
@@ -154,8 +155,30 @@ def install(app: FastAPI) -> None:
         return problem_response(Internal("an internal error occurred; it has been logged"))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's 400 for a body it cannot decode
+            return problem_response(
+                Invalid("the request is invalid", [FieldError(("body",), "not JSON text: it must be UTF-8")])
+            )
         # Its headers matter: 405 names the methods allowed (Allow), 401 the scheme (WWW-Authenticate).
-        problem = Problem(str(exc.detail), headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_methods_of(request))
+        problem = Problem(str(exc.detail), headers=headers)
         problem.status, problem.title, problem.kind = exc.status_code, str(exc.detail), "http"
         return problem_response(problem)
+
+
+def _methods_of(request: Request) -> list[str]:
+    """Every method some route answers at this path, asked of the router itself: Starlette's 405
+    names only the first route's (GET for `/runs`, which POST also answers); HEAD wherever GET is
+    (head.py)."""
+    methods = [
+        method
+        for method in ("DELETE", "GET", "PATCH", "POST", "PUT")
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.routes
+        )
+    ]
+    return sorted([*methods, "HEAD"] if "GET" in methods else methods)

@@ -86,8 +86,14 @@ def test_a_server_with_tokens_answers_any_host(start_server: Callable[..., Serve
 def test_refusals_carry_the_headers_their_status_needs(start_server: Callable[..., Server]) -> None:
     server = start_server()
     not_allowed = httpx.delete(f"{server.url}/healthz")
-    assert not_allowed.status_code == 405 and not_allowed.headers["allow"] == "GET"
+    assert not_allowed.status_code == 405 and not_allowed.headers["allow"] == "GET, HEAD"
     assert not_allowed.headers["content-type"] == "application/problem+json"
+    # Every method of the path, whichever of its routes Starlette tried first.
+    assert httpx.request("OPTIONS", f"{server.url}/runs").headers["allow"] == "GET, HEAD, POST"
+    undecodable = httpx.post(
+        f"{server.url}/runs", content=b"\xff\xfe{", headers={"content-type": "application/json"}
+    )
+    assert undecodable.status_code == 422 and undecodable.json()["errors"][0]["field"] == "body"
 
 
 @pytest.fixture
