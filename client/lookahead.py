@@ -8,6 +8,14 @@ a step normally costs a dictionary lookup. Fetched steps count as served (they n
 at most two windows are ahead of the job: a central change reaches it within 2 * `lookahead`
 steps.
 
+**Cost.** A window costs about half a millisecond of Python (httpx building the request and
+reading the answer, the JSON, one `StepLR` per step), and Python runs one thread at a time (the
+GIL). So all of it runs on one long-lived worker thread per feed, never on the job's: `at()`
+only hands the worker a window to fetch and takes in a finished one (one `dict.update`). The
+worker then mostly runs while the job's thread is inside torch, which lets go of the GIL. A
+thread per window would cost each `at()` that starts one 0.2 ms or more: `Thread.start()` waits
+until the new thread runs, and that thread keeps the GIL while it builds its request.
+
 **Exactness with plateau.** A metric applies from the step it is posted for, as torch's
 `step(metric)` does, only if that step has not been served yet. So when the run reduces on a
 plateau, a window never reaches past the next step the job will post a metric for:
@@ -34,11 +42,14 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from ._client import Client
 from .errors import APIError, LrtowerError, ServerError
@@ -56,6 +67,73 @@ class StepLR:
 
     lrs: list[float]
     momentum: list[float] | None
+
+
+Steps: TypeAlias = dict[int, StepLR]
+"""A fetched window, in step order: what the job's thread merges into what it knows."""
+
+
+def _steps(window: LRRange) -> Steps:
+    momentum = window.momentum
+    return {
+        step: StepLR(window.lrs[i], momentum[i] if momentum is not None else None)
+        for i, step in enumerate(window.steps)
+    }
+
+
+_Jobs: TypeAlias = queue.SimpleQueue[tuple[Callable[[], Steps], Future[Steps]] | None]
+"""A worker's fetches to run, each with the future it answers; None stops the worker."""
+
+
+class _Worker:
+    """One daemon thread that runs a feed's background fetches, one after the other.
+
+    Started on first use, and again in a forked child (the parent's thread does not exist there).
+    Daemon, as the thread per window it replaces was: a fetch stuck on a silent server never
+    holds up the job's exit (a `ThreadPoolExecutor` joins its threads at exit). It stops when
+    its feed is closed or collected: the thread holds only its queue, never the feed.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: _Jobs = queue.SimpleQueue()
+        self._pid: int | None = None
+
+    def submit(self, fetch: Callable[[], Steps]) -> Future[Steps]:
+        if self._pid != os.getpid():
+            self._jobs, self._pid = queue.SimpleQueue(), os.getpid()
+            threading.Thread(target=_serve, args=(self._jobs,), name="lrtower-lookahead", daemon=True).start()
+            weakref.finalize(self, _stop, self._jobs)
+        future: Future[Steps] = Future()
+        self._jobs.put((fetch, future))
+        return future
+
+    def stop(self) -> None:
+        if self._pid == os.getpid():
+            _stop(self._jobs)
+        self._pid = None
+
+
+def _serve(jobs: _Jobs) -> None:
+    while (job := jobs.get()) is not None:
+        fetch, future = job
+        try:
+            future.set_result(fetch())
+        except BaseException as exc:  # handed to the job's thread by LRFeed._collect
+            future.set_exception(exc)
+        # Hold nothing of the job while waiting for the next: its client may be closed and collected.
+        del job, fetch, future
+
+
+def _stop(jobs: _Jobs) -> None:
+    """End the worker after the fetch it is running. The fetches not begun are dropped: their feed
+    is gone, and the client they would use may be closed already (sending on a closed `Client`
+    opens it again, and nothing would close it)."""
+    while True:
+        try:
+            jobs.get_nowait()
+        except queue.Empty:
+            break
+    jobs.put(None)
 
 
 def _transient(error: LrtowerError) -> bool:
@@ -114,8 +192,9 @@ class LRFeed:
         self._known: dict[int, StepLR] = {}
         self._limit: int | None = None  # the first step the schedule has no value for, once met
         self._top = -1  # the highest step in _known
-        self._pending: Future[LRRange] | None = None
+        self._pending: Future[Steps] | None = None
         self._pending_start = 0
+        self._worker = _Worker()
         self._pid = os.getpid()
         self._down_since: float | None = None
         self._retry_at = 0.0
@@ -161,6 +240,12 @@ class LRFeed:
                 f"metrics are expected every >= 1 steps from step >= 1, got {every} from {first}"
             )
         self._cadence, self._last_metric = every, first - every
+
+    def close(self) -> None:
+        """Stop fetching in the background (before the client is closed): a fetch not begun yet is
+        dropped, and the worker thread ends. A later step starts another."""
+        self._pending = None
+        self._worker.stop()
 
     def forget(self) -> None:
         """Drop what was fetched (after a jump to another step, such as a resume)."""
@@ -215,7 +300,7 @@ class LRFeed:
                 if not self._ends_before(exc, step):  # else: again, up to the schedule's end
                     self._failed(exc)
                     return None
-        self._store(window)
+        self._store(_steps(window))
         return self._known.pop(step)
 
     def _ends_before(self, error: LrtowerError, start: int) -> bool:
@@ -244,17 +329,12 @@ class LRFeed:
             self._submit(start, end)
 
     def _submit(self, start: int, stop: int) -> None:
-        future: Future[LRRange] = Future()
-        fetch: Callable[[], LRRange] = lambda: self.client.lr_range(self.run, start, stop)  # noqa: E731
-
-        def work() -> None:
-            try:
-                future.set_result(fetch())
-            except BaseException as exc:  # handed to the job's thread by _collect
-                future.set_exception(exc)
-
-        self._pending, self._pending_start = future, start
-        threading.Thread(target=work, name="lrtower-lookahead", daemon=True).start()
+        # The worker builds the window's StepLRs too: off the job's thread. The fetch holds the
+        # client and run, not the feed, so that a feed dropped while its fetch waits in the queue
+        # goes at once, and the fetch with it (see _stop).
+        client, run = self.client, self.run
+        self._pending = self._worker.submit(lambda: _steps(client.lr_range(run, start, stop)))
+        self._pending_start = start
 
     def _collect(self, wait: bool = False) -> None:
         """Take in a finished background fetch (waiting for it if `wait`)."""
@@ -265,22 +345,20 @@ class LRFeed:
             return
         self._pending = None
         try:
-            window = future.result()
+            steps = future.result()
         except LrtowerError as exc:
             if _no_value_from(exc) is None:
                 self._failed(exc)
             else:
                 self._ends_before(exc, self._pending_start)
             return
-        self._store(window)
+        self._store(steps)
         self._recovered()
 
-    def _store(self, window: LRRange) -> None:
-        momentum = window.momentum
-        for i, step in enumerate(window.steps):
-            self._known[step] = StepLR(window.lrs[i], momentum[i] if momentum is not None else None)
-        if window.steps:
-            self._top = max(self._top, window.steps[-1])
+    def _store(self, steps: Steps) -> None:
+        self._known.update(steps)
+        if steps:
+            self._top = max(self._top, next(reversed(steps)))  # the last: steps are in order
 
     # -- outages ----------------------------------------------------------------------------
 

@@ -69,24 +69,30 @@ class RemoteScheduler(LRScheduler):
         last_epoch: int = -1,
     ) -> None:
         self.run = run
-        if client is None:
-            client = Client(url, token, timeout=TRAINING_TIMEOUT, retry=TRAINING_RETRY)
-            # Ours to close: when the scheduler goes, or at exit.
-            self._closer = weakref.finalize(self, client.close)
-        self.client = client
+        owned = client is None
+        self.client = client = client or Client(url, token, timeout=TRAINING_TIMEOUT, retry=TRAINING_RETRY)
         plateau_known: bool | None = None
         if schedule is not None:
             lrs = [float(group.get("initial_lr", group["lr"])) for group in optimizer.param_groups]
-            created = self.client.create_run(run, schedule, lrs=lrs, plateau=plateau, labels=labels)
+            try:
+                created = client.create_run(run, schedule, lrs=lrs, plateau=plateau, labels=labels)
+            except BaseException:
+                if owned:
+                    client.close()
+                raise
             plateau_known = created.plateau is not None
         self.feed = LRFeed(
-            self.client,
+            client,
             run,
             lookahead=lookahead,
             plateau=plateau_known,
             metric_every=metric_every,
             strict=strict,
         )
+        if owned:
+            # Ours to close, when the scheduler goes or at exit: the feed first, so that a fetch
+            # still queued does not open the client again once it is closed.
+            self._closer = weakref.finalize(self, _close, self.feed, client)
         super().__init__(optimizer, last_epoch)
 
     def step(self, metrics: float | torch.Tensor | None = None, epoch: None = None) -> None:  # type: ignore[override]
@@ -139,6 +145,11 @@ class RemoteScheduler(LRScheduler):
         self.base_lrs = list(state_dict.get("base_lrs", self.base_lrs))
         self._last_lr = list(state_dict.get("_last_lr", self._last_lr))
         self.feed.forget()
+
+
+def _close(feed: LRFeed, client: Client) -> None:
+    feed.close()
+    client.close()
 
 
 def _copy(lr: float | torch.Tensor) -> float | torch.Tensor:

@@ -101,6 +101,7 @@ class LrtowerKerasCallback(keras.callbacks.Callback):  # type: ignore[misc]  # k
             self.feed.post_metric(self._step(), float(value), self.name)
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        self.feed.close()  # first: a fetch still queued would open the client again
         if self._owns_client:
             self.client.close()
 
