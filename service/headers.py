@@ -7,12 +7,15 @@ way there; of other headers given twice, the first counts, as in Starlette's `He
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 _USABLE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_PREFIX = os.urandom(12).hex().encode()
+_SERIAL = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,9 @@ def read_headers(raw: Sequence[tuple[bytes, bytes]]) -> RequestHeaders:
 
 def request_id(asked: bytes | None) -> bytes:
     """The id an answer carries in `X-Request-ID`: the caller's, if usable (at most 128 of
-    `A-Za-z0-9._:-`, so that it is safe in any log or header), else a new one: 128 random bits
-    in hex, as a uuid4 has, at a fifth of uuid4's cost (the hot path makes one per answer)."""
-    return asked if asked is not None and _USABLE_ID.fullmatch(asked) else os.urandom(16).hex().encode()
+    `A-Za-z0-9._:-`, so that it is safe in any log or header), else a new one: this process's
+    random prefix and a counter, unique without a system call per answer (the hot path makes one
+    for nearly every answer)."""
+    if asked is not None and _USABLE_ID.fullmatch(asked):
+        return asked
+    return b"%s%08x" % (_PREFIX, next(_SERIAL))

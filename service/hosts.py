@@ -20,6 +20,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .errors import Problem, problem_response
 from .schedules import FieldError
 
+VERDICTS = 256
+"""Host header values whose verdict is kept."""
+
 
 class AllowedHosts:
     """ASGI middleware: HTTP requests whose `Host` is not allowed get a 400 problem."""
@@ -30,16 +33,27 @@ class AllowedHosts:
         self.any = "*" in allowed
         self.exact = {host for host in allowed if not host.startswith("*.")}
         self.suffixes = tuple(host[1:] for host in allowed if host.startswith("*."))
+        # Host header -> allowed: nearly every request repeats one of a few values.
+        self._verdicts: dict[bytes, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" or self.any:
             await self.app(scope, receive, send)
             return
-        host = next((value for key, value in scope["headers"] if key == b"host"), b"")
-        name = _name(host.decode("latin-1"))
-        if name in self.exact or (self.suffixes and name.endswith(self.suffixes)):
+        host = b""
+        for key, value in scope["headers"]:
+            if key == b"host":
+                host = value
+                break
+        allowed = self._verdicts.get(host)
+        if allowed is None:
+            allowed = self._allows(_name(host.decode("latin-1")))
+            if len(self._verdicts) < VERDICTS:  # past the bound, a name is checked anew (cheaply)
+                self._verdicts[host] = allowed
+        if allowed:
             await self.app(scope, receive, send)
             return
+        name = _name(host.decode("latin-1"))
         if scope["type"] != "http":  # a websocket: refused before it is accepted
             await send({"type": "websocket.close", "code": 1008})
             return
@@ -49,6 +63,9 @@ class AllowedHosts:
             [FieldError(("header", "Host"), "not an allowed host name")],
         )
         await problem_response(problem)(scope, receive, send)
+
+    def _allows(self, name: str) -> bool:
+        return name in self.exact or bool(self.suffixes and name.endswith(self.suffixes))
 
 
 def _name(host: str) -> str:

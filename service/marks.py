@@ -20,9 +20,13 @@ change (an operator's, a plateau's) lands up to that many steps later. Off by de
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -33,9 +37,13 @@ from .store import Store
 
 
 class _Raise:
+    """One run's raise in the group being gathered, and everyone waiting for it: threads on a
+    future, the event loop on its own futures, settled in one call per group (see _settle)."""
+
     def __init__(self, top: int) -> None:
         self.top = top
-        self.done: Future[int | None] = Future()
+        self.done: Future[int | None] | None = None
+        self.awaiting: list[asyncio.Future[int | None]] = []
 
 
 class GroupCommit:
@@ -60,22 +68,34 @@ class GroupCommit:
 
         Blocks until the group it joined is committed; database errors reach every caller.
         """
-        return reached(self.submit(name, top, version).result(), top)
-
-    def submit(self, name: str, top: int, version: int) -> Future[int | None]:
-        """`raise_mark` without waiting: the future of the mark its group commits (it may be
-        above `top`: see `reached`). The event loop awaits it with `asyncio.wrap_future`."""
         with self._wake:
-            waiting = self._waiting.get((name, version))
-            if waiting is None:
-                waiting = self._waiting[(name, version)] = _Raise(top)
-            else:
-                waiting.top = max(waiting.top, top)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="lrtower-marks", daemon=True)
-                self._thread.start()
-            self._wake.notify()
-        return waiting.done
+            waiting = self._join(name, top, version)
+            if waiting.done is None:
+                waiting.done = Future()
+            done = waiting.done
+        return reached(done.result(), top)
+
+    def raise_mark_on_loop(self, name: str, top: int, version: int) -> asyncio.Future[int | None]:
+        """`raise_mark` for the event loop: a future of the loop's own, to await, of the mark its
+        group commits (it may be above `top`: see `reached`). Every future of a group is settled
+        by one wake-up of the loop, not one per request."""
+        awaited: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        with self._wake:
+            self._join(name, top, version).awaiting.append(awaited)
+        return awaited
+
+    def _join(self, name: str, top: int, version: int) -> _Raise:
+        # Called holding self._wake.
+        waiting = self._waiting.get((name, version))
+        if waiting is None:
+            waiting = self._waiting[(name, version)] = _Raise(top)
+        else:
+            waiting.top = max(waiting.top, top)
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="lrtower-marks", daemon=True)
+            self._thread.start()
+        self._wake.notify()
+        return waiting
 
     def _run(self) -> None:
         while True:
@@ -94,15 +114,42 @@ class GroupCommit:
                 asked = [(name, version, waiting.top) for (name, version), waiting in group.items()]
                 marks = Store(session).raise_marks(asked, self.max_ahead, self.reserve)
         except BaseException as exc:  # the callers get the database's error, and answer 503
-            for waiting in group.values():
-                waiting.done.set_exception(exc)
+            error = exc
+            _settle_all(group, lambda _: error)
             return
         self.groups += 1
         self.raises += len(group)
         MARK_GROUPS.inc()
         MARK_RAISES.inc(len(group))
-        for key, waiting in group.items():
-            waiting.done.set_result(marks.get(key))
+        _settle_all(group, marks.get)
+
+
+def _settle_all(group: dict[tuple[str, int], _Raise], outcome: Callable[[tuple[str, int]], Any]) -> None:
+    """Wake everyone waiting on `group`: each raise's outcome (its mark, None, or an exception)."""
+    loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int | None], Any]]] = {}
+    for key, waiting in group.items():
+        result = outcome(key)
+        if waiting.done is not None:
+            if isinstance(result, BaseException):
+                waiting.done.set_exception(result)
+            else:
+                waiting.done.set_result(result)
+        for awaited in waiting.awaiting:
+            loops.setdefault(awaited.get_loop(), []).append((awaited, result))
+    for loop, settled in loops.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop (shutdown): no one awaits them
+            loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[int | None], Any]]) -> None:
+    # On the loop, once per group: far cheaper than a thread-safe wake-up per request.
+    for awaited, result in settled:
+        if awaited.done():  # its request was cancelled (the client left)
+            continue
+        if isinstance(result, BaseException):
+            awaited.set_exception(result)
+        else:
+            awaited.set_result(result)
 
 
 def reached(mark: int | None, top: int) -> int | None:

@@ -19,7 +19,6 @@ work is bounded by points x groups x the schedule's evaluation cost (`max_work`)
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from dataclasses import dataclass, replace
 
@@ -106,7 +105,7 @@ class Serving:
             answers = [timeline.at(s) for s in steps]
         except DomainError:
             return None
-        mark = reached(await asyncio.wrap_future(self.marks.submit(name, top, compiled.version)), top)
+        mark = reached(await self.marks.raise_mark_on_loop(name, top, compiled.version), top)
         if mark is None:
             return None
         self._keep(name, replace(compiled, mark=mark))

@@ -3,12 +3,17 @@ raises of one run coalesce, and every answer still leaves only after its mark is
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from lrtower_server.config import Settings
 from lrtower_server.db import make_engine
@@ -83,10 +88,41 @@ def test_a_window_gathers_raises_that_arrive_within_it_into_one_commit(database_
         runs.create(RunCreate(name=f"run-{i}", lr=1.0, schedule=SPEC), "test")
     marks = GroupCommit(engine, max_ahead=100, window=0.5)
     versions = {i: runs.get(f"run-{i}")[0].version for i in range(3)}
-    futures = []
-    for i in range(3):
-        futures.append(marks.submit(f"run-{i}", 4 + i, versions[i]))
-        time.sleep(0.05)  # well within the window, though the database is free
-    assert [f.result(timeout=30) for f in futures] == [4, 5, 6]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = []
+        for i in range(3):
+            futures.append(pool.submit(marks.raise_mark, f"run-{i}", 4 + i, versions[i]))
+            time.sleep(0.05)  # well within the window, though the database is free
+        assert [f.result(timeout=30) for f in futures] == [4, 5, 6]
     assert marks.groups == 1 and marks.raises == 3
+
+
+def test_the_event_loop_and_threads_wait_on_one_group_and_see_its_errors(database_url: str) -> None:
+    engine = make_engine(Settings(database_url=database_url))
+    runs = Runs(engine)
+    for i in range(4):
+        runs.create(RunCreate(name=f"run-{i}", lr=1.0, schedule=SPEC), "test")
+    version = runs.get("run-0")[0].version
+    marks = GroupCommit(engine, max_ahead=100, window=0.3)
+
+    async def on_loop() -> list[int | None]:
+        awaited = [marks.raise_mark_on_loop(f"run-{i}", 10 + i, version) for i in range(3)]
+        awaited.append(marks.raise_mark_on_loop("run-0", 20, version))  # coalesces with run-0's
+        awaited.append(marks.raise_mark_on_loop("run-3", 5, version + 1))  # a stale version
+        return list(await asyncio.gather(*awaited))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        threaded = pool.submit(marks.raise_mark, "run-3", 7, version)
+        assert asyncio.run(on_loop()) == [20, 11, 12, 20, None]
+        assert threaded.result(timeout=30) == 7
+    assert marks.groups == 1 and marks.raises == 5  # one commit; run-0's two raises coalesced
+
+    engine.dispose()
+    dead = GroupCommit(create_engine(f"sqlite:///{Path(tempfile.mkdtemp()) / 'no' / 'such.db'}"), 100)
+
+    async def failing() -> None:
+        await dead.raise_mark_on_loop("run-0", 1, 1)
+
+    with pytest.raises(OperationalError):
+        asyncio.run(failing())
     engine.dispose()
