@@ -55,6 +55,7 @@ class GroupCommit:
         self.reserve = reserve
         self.window = window
         self._waiting: dict[tuple[str, int], _Raise] = {}
+        self._in_flight: dict[tuple[str, int], _Raise] = {}
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self.groups = 0
@@ -86,6 +87,11 @@ class GroupCommit:
 
     def _join(self, name: str, top: int, version: int) -> _Raise:
         # Called holding self._wake.
+        flying = self._in_flight.get((name, version))
+        if flying is not None and flying.top >= top:
+            # The other ranks of a job, asking for the window one of them is raising: they wait
+            # for that commit instead of writing the same raise again in the next group.
+            return flying
         waiting = self._waiting.get((name, version))
         if waiting is None:
             waiting = self._waiting[(name, version)] = _Raise(top)
@@ -106,22 +112,26 @@ class GroupCommit:
                 time.sleep(self.window)
             with self._wake:
                 group, self._waiting = self._waiting, {}
+                self._in_flight = group
             self._commit(group)
 
     def _commit(self, group: dict[tuple[str, int], _Raise]) -> None:
+        outcome: Callable[[tuple[str, int]], Any]
         try:
             with Session(self._writer) as session, session.begin():
                 asked = [(name, version, waiting.top) for (name, version), waiting in group.items()]
-                marks = Store(session).raise_marks(asked, self.max_ahead, self.reserve)
+                outcome = Store(session).raise_marks(asked, self.max_ahead, self.reserve).get
         except BaseException as exc:  # the callers get the database's error, and answer 503
             error = exc
-            _settle_all(group, lambda _: error)
-            return
-        self.groups += 1
-        self.raises += len(group)
-        MARK_GROUPS.inc()
-        MARK_RAISES.inc(len(group))
-        _settle_all(group, marks.get)
+            outcome = lambda _: error  # noqa: E731
+        else:
+            self.groups += 1
+            self.raises += len(group)
+            MARK_GROUPS.inc()
+            MARK_RAISES.inc(len(group))
+        with self._wake:  # from here on, no one joins these raises: each waiter is settled below
+            self._in_flight = {}
+        _settle_all(group, outcome)
 
 
 def _settle_all(group: dict[tuple[str, int], _Raise], outcome: Callable[[tuple[str, int]], Any]) -> None:

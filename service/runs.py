@@ -247,21 +247,24 @@ class Runs:
             return run
 
     def post_metric(self, name: str, body: MetricIn, actor: str) -> MetricOut:
+        # Every rank of a job posts the job's all-reduced value: all but the first find it stored,
+        # and are answered from a read, without queueing for the run's write lock.
+        with Session(self.engine) as session, session.begin():
+            store = Store(session)
+            run = store.run(name)
+            if run is None:
+                raise NotFound(f"no run named {name!r}")
+            replayed = _replayed(store, run, body)
+        if replayed is not None:
+            return replayed
         with Session(self._writer) as session, session.begin():
             locked = self._locked(session, name)
             run, store = locked.run, locked.store
+            replayed = _replayed(store, run, body)  # posted meanwhile by another rank
+            if replayed is not None:
+                return replayed
             config = PlateauConfig.model_validate(run.plateau) if run.plateau else None
             metric = body.name or (config.metric if config else "loss")
-            seen = store.metric(run.id, metric, body.step)
-            if seen is not None:
-                value, stored = seen
-                if value == body.value:
-                    return MetricOut.model_validate(stored)  # the same post again: the same answer
-                raise Conflict(
-                    f"step {body.step} of {metric!r} was posted with value {value!r}; post one all-reduced "
-                    "value per step (for example from rank 0)",
-                    [FieldError(("body", "value"), f"already posted as {value!r}")],
-                )
             step = body.step if body.step > run.high_water else run.high_water + 1
             reduced = False
             lrs: list[float] | None
@@ -405,3 +408,21 @@ def _lrs_at(timeline: Timeline, step: int) -> list[float] | None:
         return timeline.at(step).lrs
     except DomainError:
         return None
+
+
+def _replayed(store: Store, run: RunRecord, body: MetricIn) -> MetricOut | None:
+    """The stored answer if this metric (name, step, value) was posted already; 409 if the step
+    was posted with another value; None if it is new."""
+    config = PlateauConfig.model_validate(run.plateau) if run.plateau else None
+    metric = body.name or (config.metric if config else "loss")
+    seen = store.metric(run.id, metric, body.step)
+    if seen is None:
+        return None
+    value, stored = seen
+    if value == body.value:
+        return MetricOut.model_validate(stored)  # the same post again: the same answer
+    raise Conflict(
+        f"step {body.step} of {metric!r} was posted with value {value!r}; post one all-reduced "
+        "value per step (for example from rank 0)",
+        [FieldError(("body", "value"), f"already posted as {value!r}")],
+    )

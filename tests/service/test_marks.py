@@ -17,9 +17,10 @@ from sqlalchemy.exc import OperationalError
 
 from lrtower_server.config import Settings
 from lrtower_server.db import make_engine
+from lrtower_server.errors import Conflict
 from lrtower_server.marks import GroupCommit
 from lrtower_server.runs import Runs
-from lrtower_server.schemas import RunCreate, ScaleIn
+from lrtower_server.schemas import MetricIn, RunCreate, ScaleIn
 from lrtower_server.serving import Limits, Serving
 
 SPEC = {"type": "StepLR", "step_size": 3, "gamma": 0.5}
@@ -50,14 +51,17 @@ def test_raises_waiting_at_once_share_one_commit(database_url: str) -> None:
         with database_held(database_url):
             first = pool.submit(serving.serve, "run-0", range(5, 6), True)
             time.sleep(0.3)  # its group is in flight, blocked
+            # Another rank asks for what is in flight: it waits for that commit, writes nothing.
+            again = pool.submit(serving.serve, "run-0", range(4, 6), True)
             others = [pool.submit(serving.serve, f"run-{i}", range(5, 6), True) for i in range(1, 10)]
             # Five ranks of one job ask for new steps of run-1 at once: one raise, to the highest.
             ranks = [pool.submit(serving.serve, "run-1", range(s, s + 1), True) for s in range(6, 11)]
             time.sleep(0.3)
-            assert not first.done() and not any(f.done() for f in others + ranks)  # nothing answered early
+            assert not any(f.done() for f in [first, again, *others, *ranks])  # nothing answered early
         answers = [f.result(timeout=30) for f in [first, *others, *ranks]]
+        assert [a.lrs for a in again.result(timeout=30)] == [[0.5**1], [0.5**1]]
     assert [a[0].lrs for a in answers[:10]] == [[0.5**1]] * 10
-    assert serving.marks.groups == 2 and serving.marks.raises == 10  # 15 requests, 10 raises, 2 commits
+    assert serving.marks.groups == 2 and serving.marks.raises == 10  # 16 requests, 10 raises, 2 commits
     for i in range(10):
         assert runs.get(f"run-{i}")[0].high_water == (10 if i == 1 else 5)  # durable
     engine.dispose()
@@ -125,4 +129,19 @@ def test_the_event_loop_and_threads_wait_on_one_group_and_see_its_errors(databas
 
     with pytest.raises(OperationalError):
         asyncio.run(failing())
+    engine.dispose()
+
+
+def test_the_same_metric_again_is_answered_without_the_write_lock(database_url: str) -> None:
+    engine = make_engine(Settings(database_url=database_url))
+    runs = Runs(engine)
+    runs.create(RunCreate(name="run-0", lr=1.0, schedule=SPEC, plateau={"patience": 0}), "test")
+    first = runs.post_metric("run-0", MetricIn(step=3, value=1.0), "rank-0")
+    with ThreadPoolExecutor(max_workers=2) as pool, database_held(database_url):
+        # The other ranks of the job post the same all-reduced value while a write holds the run.
+        again = pool.submit(runs.post_metric, "run-0", MetricIn(step=3, value=1.0), "rank-1")
+        assert again.result(timeout=5) == first
+        other = pool.submit(runs.post_metric, "run-0", MetricIn(step=3, value=2.0), "rank-2")
+        with pytest.raises(Conflict):
+            other.result(timeout=5)
     engine.dispose()
