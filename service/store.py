@@ -204,11 +204,15 @@ class Store:
         """Raise runs' high-water marks (never lower them), atomically: `raises` holds (name,
         version, step), and each raise, to `step + reserve`, is made on two conditions: the run is
         still at `version`, and `step` is at most `max_ahead` past its mark. The mark after the
-        raise of every (name, version) whose conditions held; the others are absent.
+        raise of every (name, version) whose conditions held, or that another process had raised
+        to `step` already (nothing is written then); the others are absent.
 
         One statement, not one per run: each costs more than the commit they share. On PostgreSQL
         the rows are locked first in name order, so that two processes raising overlapping groups
-        never wait on each other in a cycle (SQLite has one writer at a time)."""
+        never wait on each other in a cycle (SQLite has one writer at a time); rows already raised
+        that far are neither locked nor written, so replicas whose ranks ask for the same window
+        make one write between them."""
+        names, versions, tops = (list(column) for column in zip(*raises, strict=True))
         if _is_sqlite(self.session):
             rows = ", ".join(f"(:n{i}, :v{i}, :t{i})" for i in range(len(raises)))
             params: dict[str, Any] = {"ahead": max_ahead, "reserve": reserve}
@@ -218,29 +222,45 @@ class Store:
                 f"WITH asked(name, version, top) AS (VALUES {rows}) "
                 "UPDATE runs SET high_water = max(runs.high_water, asked.top + :reserve) FROM asked "
                 "WHERE runs.name = asked.name AND runs.version = asked.version "
-                "AND runs.high_water >= asked.top - :ahead "
+                "AND runs.high_water < asked.top AND runs.high_water >= asked.top - :ahead "
                 "RETURNING runs.name, runs.version, runs.high_water"
             )
             found = self.session.execute(statement, params).all()
         else:
             # Arrays, not a VALUES list: one statement shape whatever the group's size.
-            names, versions, tops = (list(column) for column in zip(*raises, strict=True))
+            asked = (
+                "unnest(CAST(:names AS text[]), CAST(:versions AS integer[]), CAST(:tops AS bigint[])) "
+                "AS asked(name, version, top)"
+            )
+            arrays = {"names": names, "versions": versions, "tops": tops}
             self.session.execute(
-                text("SELECT id FROM runs WHERE name = ANY(:names) ORDER BY name FOR UPDATE"),
-                {"names": names},
+                text(
+                    f"SELECT runs.id FROM runs JOIN {asked} ON runs.name = asked.name "
+                    "WHERE runs.high_water < asked.top ORDER BY runs.name FOR UPDATE OF runs"
+                ),
+                arrays,
             )
             found = self.session.execute(
                 text(
                     "UPDATE runs SET high_water = greatest(runs.high_water, asked.top + :reserve) "
-                    "FROM unnest(CAST(:names AS text[]), CAST(:versions AS integer[]), CAST(:tops AS bigint[])) "
-                    "AS asked(name, version, top) "
+                    f"FROM {asked} "
                     "WHERE runs.name = asked.name AND runs.version = asked.version "
-                    "AND runs.high_water >= asked.top - :ahead "
+                    "AND runs.high_water < asked.top AND runs.high_water >= asked.top - :ahead "
                     "RETURNING runs.name, runs.version, runs.high_water"
                 ),
-                {"names": names, "versions": versions, "tops": tops, "ahead": max_ahead, "reserve": reserve},
+                {**arrays, "ahead": max_ahead, "reserve": reserve},
             ).all()
-        return {(row[0], int(row[1])): int(row[2]) for row in found}
+        marks = {(row[0], int(row[1])): int(row[2]) for row in found}
+        missing = {(name, version): top for name, version, top in raises if (name, version) not in marks}
+        if missing:  # raised that far already (by another process), or a condition failed
+            current = self.session.execute(
+                select(Run.name, Run.version, Run.high_water).where(Run.name.in_({n for n, _ in missing}))
+            ).all()
+            for name, version, high_water in current:
+                top = missing.get((name, version))
+                if top is not None and high_water >= top:
+                    marks[(name, version)] = high_water
+        return marks
 
     def append_event(
         self,

@@ -145,3 +145,48 @@ def test_the_same_metric_again_is_answered_without_the_write_lock(database_url: 
         with pytest.raises(Conflict):
             other.result(timeout=5)
     engine.dispose()
+
+
+def _count_updates_of_runs(url: str) -> Engine:
+    """A trigger counting every row update of `runs` into `updates(n)`: writes, as the database
+    sees them, whoever makes them."""
+    engine = create_engine(url)
+    with engine.begin() as db:
+        db.execute(text("CREATE TABLE updates (n INTEGER NOT NULL)"))
+        db.execute(text("INSERT INTO updates VALUES (0)"))
+        if url.startswith("sqlite"):
+            db.execute(
+                text("CREATE TRIGGER counted AFTER UPDATE ON runs BEGIN UPDATE updates SET n = n + 1; END")
+            )
+        else:
+            db.execute(
+                text(
+                    "CREATE FUNCTION count_update() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN UPDATE updates SET n = n + 1; RETURN NEW; END $$"
+                )
+            )
+            db.execute(
+                text(
+                    "CREATE TRIGGER counted AFTER UPDATE ON runs FOR EACH ROW EXECUTE FUNCTION count_update()"
+                )
+            )
+    return engine
+
+
+def test_replicas_asking_for_a_window_another_raised_write_nothing(database_url: str) -> None:
+    engine = make_engine(Settings(database_url=database_url))
+    runs = Runs(engine)
+    runs.create(RunCreate(name="run-0", lr=1.0, schedule=SPEC), "test")
+    replicas = [Serving(engine), Serving(engine)]
+    for replica in replicas:
+        replica.serve("run-0", range(0, 4), True)  # both hold the run compiled, at mark 3
+    counter = _count_updates_of_runs(database_url)
+    first = replicas[0].serve("run-0", range(4, 8), True)
+    # The other replica's copy says mark 3: it tries its raise, finds 7, and writes nothing.
+    assert replicas[1].serve("run-0", range(4, 8), True) == first
+    assert replicas[1].serve("run-0", range(4, 6), True) == first[:2]  # from memory now
+    with counter.connect() as db:
+        assert db.execute(text("SELECT n FROM updates")).scalar_one() == 1
+    assert runs.get("run-0")[0].high_water == 7
+    counter.dispose()
+    engine.dispose()
