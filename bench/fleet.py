@@ -41,11 +41,17 @@ and lookahead (64 and 1), the fleet grows until one server process pinned to CPU
 generator on CPU 1) stops sustaining it: a fleet passes when window p99 < 50 ms, no rank waited
 for a prefetched window, no request failed, no two ranks got different LRs for a step, and the
 generator was not the limit. With lookahead 1 every step waits for its LR by design, so there the
-wait criterion is the p99 alone. The result is "ranks at T = 0.1 s per step".
+wait criterion is the p99 alone. The result is "ranks at T = 0.1 s per step". The machine may be
+shared: each fleet records the CPU other processes took meanwhile, and a failing fleet that was
+disturbed (over 0.25 cores) is measured again (`--retries`).
+
+`--metric-from rank0` has only the first rank of a job post its metric (the others then fetch a
+one-step window at each metric step, as LRFeed does), to see what the other ranks' identical
+posts cost.
 
     python bench/fleet.py                      # both databases, lookahead 64 and 1 (~10 min)
     python bench/fleet.py --quick              # a short check
-    python bench/fleet.py --db sqlite --lookahead 64 --ranks 2000   # one fleet, no search
+    python bench/fleet.py --db sqlite --lookahead 64 --ranks 2000   # one fleet, printed, nothing written
 
 Writes bench/results/fleet.json and fleet.md, and prints the figures. PostgreSQL is reached at
 $LRTOWER_BENCH_POSTGRES (default postgresql+psycopg://postgres@127.0.0.1:5432/postgres); each run
@@ -56,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -85,12 +92,15 @@ from lrtower_server.db import make_engine
 
 HERE = Path(__file__).resolve().parent
 SPEC = {"type": "CosineAnnealingLR", "T_max": 1_000_000, "eta_min": 1e-5}
-PLATEAU = {"metric": "loss", "patience": 1, "factor": 0.5, "min_lr": 1e-6}
+PLATEAU = {"metric": "loss", "patience": 0, "factor": 0.5, "min_lr": 1e-6}
 P99_GOAL_MS = 50.0
 GENERATOR_CPU_LIMIT = 0.9
 """Above this share of its core (or with its event loop late by over LAG_LIMIT_MS at p99), the
 generator may be what limits the fleet, and the figures are not the server's."""
 LAG_LIMIT_MS = 20.0
+DISTURBED_CORES = 0.25
+"""The machine is shared: a fleet during which other processes took more than this (in cores)
+was disturbed, and if it failed, it is measured again."""
 ADMIN_URL = os.environ.get("LRTOWER_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 USER_AGENT = f"lrtower-client/{lrtower.__version__}"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -168,6 +178,25 @@ def pinned(cpu: int, command: list[str]) -> list[str]:
         if shutil.which("taskset") and (os.cpu_count() or 1) > 1
         else command
     )
+
+
+def busy_cpu_seconds() -> tuple[float, float]:
+    """CPU seconds spent by the whole machine (all CPUs, /proc/stat), and by PostgreSQL's processes
+    (not pinned: part of the servers' work on PostgreSQL)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    machine_total = (user + nice + system + irq + softirq + steal) / TICK
+    postgres = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text_ = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text_.split(" (", 1)[1].rsplit(")", 1)
+        if name == "postgres":
+            found = rest.split()
+            postgres += (int(found[11]) + int(found[12])) / TICK
+    return machine_total, postgres
 
 
 def pin_self(cpu: int) -> None:
@@ -449,6 +478,13 @@ class Mix:
     """Every this many jobs, one has a plateau config (and a flat loss, so it reduces)."""
     scale_every: int = 25
     """Every this many jobs, an operator scales one halfway through the measurement."""
+    metric_from: str = "all"
+    """Which ranks post the job's metric: "all" (the same all-reduced value from every rank), or
+    "rank0" (only the first rank; the others then fetch one step alone at each metric step, as
+    LRFeed does when it expects a metric it does not post)."""
+    route: str = "spread"
+    """How ranks reach several servers: "spread" (one by one: a run's ranks hit different
+    replicas), or "run" (every rank of a run to one replica, as deploy/nginx.conf routes)."""
     warmup: float = 10.0
     """Seconds before the measurement: jobs start over its first 60%."""
     seconds: float = 15.0
@@ -459,6 +495,10 @@ class Tally:
     """What the ranks saw during the measurement (and, for windows, over the whole fleet's life)."""
 
     window_ms: list[float] = field(default_factory=list)
+    prefetch_ms: list[float] = field(default_factory=list)
+    """Of those, the windows fetched in the background..."""
+    waited_window_ms: list[float] = field(default_factory=list)
+    """...and those fetched while the rank waits."""
     metric_ms: list[float] = field(default_factory=list)
     wait_late_ms: list[float] = field(default_factory=list)
     waits_by_design: int = 0
@@ -483,7 +523,13 @@ class Fleet:
         self.done = False
         self.runs = [f"{prefix}-j{job}" for job in range(jobs)]
         self.ranks = [
-            Rank(self, run, job % mix.plateau_every == 0, wires[(job * mix.ranks_per_job + i) % len(wires)])
+            Rank(
+                self,
+                run,
+                job % mix.plateau_every == 0,
+                wires[(job if mix.route == "run" else job * mix.ranks_per_job + i) % len(wires)],
+                posts=mix.metric_from == "all" or i == 0,
+            )
             for job, run in enumerate(self.runs)
             for i in range(mix.ranks_per_job)
         ]
@@ -495,8 +541,8 @@ class Fleet:
 class Rank:
     """One rank: LRFeed's windows, prefetch and metric posts, on a simulated training clock."""
 
-    def __init__(self, fleet: Fleet, run: str, plateau: bool, wire: Wire) -> None:
-        self.fleet, self.run, self.plateau, self.wire = fleet, run, plateau, wire
+    def __init__(self, fleet: Fleet, run: str, plateau: bool, wire: Wire, posts: bool = True) -> None:
+        self.fleet, self.run, self.plateau, self.wire, self.posts = fleet, run, plateau, wire, posts
         self.lookahead = fleet.lookahead
         self.every = fleet.mix.metric_every
         self.period = fleet.mix.step_time
@@ -546,7 +592,7 @@ class Rank:
         loop = asyncio.get_running_loop()
         tally, measuring = self.fleet.tally, self.fleet.measuring
         blocked = False
-        if step and step % self.every == 0:
+        if self.posts and step and step % self.every == 0:
             started = loop.time()
             # Every rank posts the job's all-reduced value; a flat loss makes a plateau reduce.
             value = 1.0 if self.plateau else 1.0 / (1.0 + step / 1000)
@@ -574,7 +620,8 @@ class Rank:
                 self.collect()
                 late = True
             if step > self.top:
-                self.top = max(self.top, await self.fetch(step, max(self.window_end(step), step + 1)))
+                stop = max(self.window_end(step), step + 1)
+                self.top = max(self.top, await self.fetch(step, stop, waiting=True))
             if measuring:
                 if late:
                     tally.wait_late_ms.append((loop.time() - started) * 1e3)
@@ -614,7 +661,7 @@ class Rank:
                 candidates.append(refill)
         return max(step + 1, min(candidates))
 
-    async def fetch(self, start: int, stop: int) -> int:
+    async def fetch(self, start: int, stop: int, waiting: bool = False) -> int:
         """Fetch [start, stop); the last step now known (as if fetched, on a failure: LRFeed goes
         on with the last LR)."""
         tally = self.fleet.tally
@@ -627,6 +674,7 @@ class Rank:
             tally.error(type(exc).__name__)
         if self.fleet.measuring:
             tally.window_ms.append((loop.time() - started) * 1e3)
+            (tally.waited_window_ms if waiting else tally.prefetch_ms).append(tally.window_ms[-1])
             tally.requests += 1
             if status != 200:
                 tally.error(f"window {status}")
@@ -713,6 +761,10 @@ async def drive(
     loop = asyncio.get_running_loop()
     wires = make_wires(urls, client, pool)
     fleet = Fleet(mix, jobs, lookahead, wires, prefix)
+    # The ranks are long-lived: keep the collector from walking them in the loop's way.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
     await create_runs(urls, fleet.runs, mix)
     rng = random.Random(jobs * 1000 + lookahead)
     begin = loop.time() + 0.5
@@ -728,17 +780,23 @@ async def drive(
     fleet.measuring = True
     started, cpu_started = loop.time(), time.process_time()
     steps_started = fleet.steps_done(started)
-    on_servers = servers_cpu()
+    on_servers, (on_machine, on_postgres) = servers_cpu(), busy_cpu_seconds()
     await asyncio.sleep(mix.seconds / 2)
     scaled = await operator(urls, fleet.runs, mix, fleet.tally)
     await asyncio.sleep(max(0.0, started + mix.seconds - loop.time()))
     ended = loop.time()
     fleet.measuring = False
+    server_cpu, generator_cpu = servers_cpu() - on_servers, time.process_time() - cpu_started
+    off_machine, off_postgres = busy_cpu_seconds()
+    # What the machine's other users took meanwhile (other engineers' tests): in cores.
+    others = off_machine - on_machine - server_cpu - generator_cpu - (off_postgres - on_postgres)
     figures = {
         "seconds": ended - started,
         "rank_steps": fleet.steps_done(ended) - steps_started,
-        "server_cpu_s": servers_cpu() - on_servers,
-        "generator_cpu": (time.process_time() - cpu_started) / (ended - started),
+        "server_cpu_s": server_cpu,
+        "postgres_cpu_s": off_postgres - on_postgres,
+        "others_cores": others / (ended - started),
+        "generator_cpu": generator_cpu / (ended - started),
         "lag_p99_ms": percentile(lag.samples, 0.99),
         "scaled": scaled,
     }
@@ -845,6 +903,9 @@ def summarize(
         else math.nan,
         "window_p50_ms": percentile(tally.window_ms, 0.50),
         "window_p99_ms": percentile(tally.window_ms, 0.99),
+        "prefetch_p50_ms": percentile(tally.prefetch_ms, 0.50),
+        "prefetch_p99_ms": percentile(tally.prefetch_ms, 0.99),
+        "waiting_window_p99_ms": percentile(tally.waited_window_ms, 0.99),
         "metric_p50_ms": percentile(tally.metric_ms, 0.50),
         "metric_p99_ms": percentile(tally.metric_ms, 0.99),
         "waited_late_share": len(tally.wait_late_ms) / rank_steps if rank_steps else math.nan,
@@ -871,8 +932,11 @@ def summarize(
         result["db_commits"] = after_db["xact_commit"] - before_db["xact_commit"]
         # Each plateau reduction and each scale bumps its run's version: one update each.
         result["writes_per_new_window_db"] = (updates - changes) / new_windows if new_windows else math.nan
-    result["generator_bound"] = (
-        figures["generator_cpu"] > GENERATOR_CPU_LIMIT or figures["lag_p99_ms"] > LAG_LIMIT_MS
+    result["postgres_cpu_share"] = figures["postgres_cpu_s"] / seconds
+    result["others_cores"] = figures["others_cores"]
+    result["disturbed"] = figures["others_cores"] > DISTURBED_CORES
+    result["generator_bound"] = figures["generator_cpu"] > GENERATOR_CPU_LIMIT or (
+        figures["lag_p99_ms"] > LAG_LIMIT_MS and not result["disturbed"]
     )
     result["passes"] = (
         result["window_p99_ms"] < P99_GOAL_MS
@@ -892,6 +956,8 @@ def show(result: dict[str, Any]) -> str:
     flags = "pass" if r["passes"] else "FAIL"
     if r["generator_bound"]:
         flags += " (generator-bound)"
+    if r["disturbed"]:
+        flags += f" (disturbed: others took {r['others_cores']:.2f} cores)"
     writes = f"{r['writes_per_new_window_server']:.2f}"
     if "writes_per_new_window_db" in r:
         writes += f"/{r['writes_per_new_window_db']:.2f}db"
@@ -899,24 +965,37 @@ def show(result: dict[str, Any]) -> str:
         f"{r['ranks']:>6} ranks L{r['lookahead']:<3} {r['rank_steps_per_s']:>8.0f} steps/s "
         f"pace {r['pace']:.2f} {r['requests_per_s']:>6.0f} req/s cpu {r['server_cpu_share']:.2f} "
         f"({r['server_cpu_s_per_1000_rank_steps']:.3f} s/1k steps) p50 {r['window_p50_ms']:.1f} "
-        f"p99 {r['window_p99_ms']:.1f} ms waited {r['waited_share']:.4f} late {r['waited_late_share']:.4f} "
+        f"p99 {r['window_p99_ms']:.1f} ms (prefetch p99 {r['prefetch_p99_ms']:.1f}, waited-for p99 {r['waiting_window_p99_ms']:.1f}) metric p50 {r['metric_p50_ms']:.0f} p99 {r['metric_p99_ms']:.0f} waited {r['waited_share']:.4f} late {r['waited_late_share']:.4f} "
         f"writes/window {writes} gen {r['generator_cpu_share']:.2f} lag {r['generator_lag_p99_ms']:.1f} ms "
         f"err {sum(r['errors'].values())} 5xx {r['server_5xx']:.0f} -> {flags}"
     )
 
 
 def capacity(
-    database: Database, mix: Mix, lookahead: int, start: int, trials: int, client: str, pool: int
+    database: Database,
+    mix: Mix,
+    lookahead: int,
+    start: int,
+    trials: int,
+    client: str,
+    pool: int,
+    retries: int = 1,
 ) -> dict[str, Any]:
     """Grow the fleet until it stops passing, then narrow down: the largest fleet that passed."""
     passed: dict[str, Any] | None = None
     failed: dict[str, Any] | None = None
-    rows = []
+    rows: list[dict[str, Any]] = []
     ranks = start
-    for trial in range(trials):
-        result = measure(database, mix, ranks, lookahead, client=client, pool=pool, label=f"c{trial}-")
+    trial = 0
+    while trial < trials:
+        result = measure(database, mix, ranks, lookahead, client=client, pool=pool, label=f"c{len(rows)}-")
         rows.append(result)
         print(f"  {database.kind:<10} {show(result)}", flush=True)
+        if result["disturbed"] and not result["passes"] and retries:
+            retries -= 1
+            time.sleep(5)
+            continue  # the same size again, hopefully alone on the machine
+        trial += 1
         if result["passes"]:
             if passed is None or result["ranks"] > passed["ranks"]:
                 passed = result
@@ -935,7 +1014,7 @@ def capacity(
         else:
             ranks = round(ranks / 2)
         ranks = max(mix.ranks_per_job, round(ranks / mix.ranks_per_job) * mix.ranks_per_job)
-        if any(r["ranks"] == ranks for r in rows):
+        if any(r["ranks"] == ranks and not r["disturbed"] for r in rows):
             break
     return {
         "database": database.kind,
@@ -982,17 +1061,18 @@ def write(out: Path, result: dict[str, Any]) -> None:
         )
     md += [
         "",
-        f"Mix: {mix['ranks_per_job']} ranks per job; a metric every {mix['metric_every']} steps (all ranks post "
-        f"the job's value); every {mix['plateau_every']}th run reduces on a plateau (a flat loss); an operator "
+        f"Mix: {mix['ranks_per_job']} ranks per job; a metric every {mix['metric_every']} steps ("
+        f"{'all ranks post' if mix['metric_from'] == 'all' else 'rank 0 posts'} the job's value); every {mix['plateau_every']}th run reduces on a plateau (a flat loss); an operator "
         f"scales every {mix['scale_every']}th run halfway; {mix['warmup']:.0f} s warm-up, {mix['seconds']:.0f} s "
         "measured per fleet size. Steps waiting for the LR: with lookahead 1 every step (by design); with 64, "
         "the window after a plateau run's metric step, which cannot be fetched before the metric is posted.",
         "",
         "Every fleet size tried:",
         "",
-        "| database | lookahead | ranks | rank-steps/s | req/s | server CPU | window p50 / p99 ms | late waits | "
-        "writes per new window | generator CPU / lag p99 | passes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| database | lookahead | ranks | rank-steps/s | req/s | server CPU | window p50 / p99 ms | "
+        "p99 ms: prefetched / waited-for windows | metric post p50 / p99 ms | late waits | "
+        "writes per new window | generator CPU / lag p99 | other users' load (cores) | passes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in result["capacity"]:
         for r in c["trials"]:
@@ -1005,8 +1085,9 @@ def write(out: Path, result: dict[str, Any]) -> None:
             md.append(
                 f"| {c['database']} | {r['lookahead']} | {r['ranks']:,} | {r['rank_steps_per_s']:,.0f} | "
                 f"{r['requests_per_s']:,.0f} | {r['server_cpu_share']:.0%} | {r['window_p50_ms']:.1f} / "
-                f"{r['window_p99_ms']:.1f} | {r['waited_late_share']:.2%} | {writes} | "
-                f"{r['generator_cpu_share']:.0%} / {r['generator_lag_p99_ms']:.0f} ms | {verdict} |"
+                f"{r['window_p99_ms']:.1f} | {r['prefetch_p99_ms']:.1f} / {r['waiting_window_p99_ms']:.1f} | "
+                f"{r['metric_p50_ms']:.0f} / {r['metric_p99_ms']:.0f} | {r['waited_late_share']:.2%} | {writes} | "
+                f"{r['generator_cpu_share']:.0%} / {r['generator_lag_p99_ms']:.0f} ms | {r['others_cores']:.2f} | {verdict} |"
             )
     m = result["machine"]
     md += ["", f"Machine: {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}; client: {result['client']}."]
@@ -1019,14 +1100,18 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--lookahead", type=int, nargs="+", default=[64, 1])
     parser.add_argument("--ranks", type=int, help="measure this one fleet size (no search)")
-    parser.add_argument("--start", type=int, nargs=2, default=[1600, 160], metavar=("L64", "L1"),
+    parser.add_argument("--start", type=int, nargs=2, default=[160, 160], metavar=("L64", "L1"),
                         help="the first fleet size of the search, for lookahead 64 and for 1")  # fmt: skip
-    parser.add_argument("--trials", type=int, default=5, help="fleet sizes tried per search")
+    parser.add_argument("--trials", type=int, default=4, help="fleet sizes tried per search")
+    parser.add_argument(
+        "--retries", type=int, default=1, help="disturbed failing trials measured again, per search"
+    )
     parser.add_argument("--warmup", type=float, default=Mix.warmup)
     parser.add_argument("--seconds", type=float, default=Mix.seconds)
     parser.add_argument("--ranks-per-job", type=int, default=Mix.ranks_per_job)
     parser.add_argument("--metric-every", type=int, default=Mix.metric_every)
     parser.add_argument("--step-time", type=float, default=Mix.step_time)
+    parser.add_argument("--metric-from", choices=["all", "rank0"], default=Mix.metric_from)
     parser.add_argument("--client", choices=["raw", "lrtower"], default="raw",
                         help="raw: LRFeed's requests over a lean pool; lrtower: through lrtower.AsyncClient")  # fmt: skip
     parser.add_argument("--pool", type=int, default=64, help="connections per server (raw client)")
@@ -1043,6 +1128,7 @@ def main() -> None:
         ranks_per_job=args.ranks_per_job,
         step_time=args.step_time,
         metric_every=args.metric_every,
+        metric_from=args.metric_from,
         warmup=args.warmup,
         seconds=args.seconds,
     )
@@ -1069,14 +1155,25 @@ def main() -> None:
                     )
                     continue
                 start = args.start[0] if lookahead > 1 else args.start[1]
-                found.append(capacity(database, mix, lookahead, start, args.trials, args.client, args.pool))
+                found.append(
+                    capacity(
+                        database, mix, lookahead, start, args.trials, args.client, args.pool, args.retries
+                    )
+                )
         finally:
             database.drop()
     if args.ranks:
         for c in found:
             print(json.dumps(c["at_capacity"], indent=2, default=str))
         return
-    result = {"machine": machine(), "mix": asdict(mix), "client": args.client, "capacity": found}
+    search = {"trials": args.trials, "retries": args.retries, "start": args.start}
+    result = {
+        "machine": machine(),
+        "mix": asdict(mix),
+        "client": args.client,
+        "search": search,
+        "capacity": found,
+    }
     write(args.out, result)
 
 
