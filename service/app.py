@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import errors, migrate
+from . import errors, migrate, openapi
 from .auth import Tokens
 from .config import Settings
 from .db import make_engine
@@ -91,7 +91,9 @@ def create_app(settings: Settings | None = None) -> App:
         summary="A control tower for learning rates",
         version="0.1.0",
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
+    openapi.install(app)
     app.state.engine = engine
     app.state.runs = Runs(engine)
     app.state.serving = Serving(

@@ -403,4 +403,5 @@ PROBLEM_TITLES = {
     413: "Request body too large",
     429: "Over the token's rate of writes or run creations: retry after `Retry-After` seconds",
     422: "Invalid request: every bad field is named",
+    503: "The database is unreachable or busy (or, for /readyz, not migrated): retry shortly",
 }

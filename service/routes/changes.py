@@ -45,7 +45,7 @@ def change_schedule(
     return runs.change_schedule(run, body, caller.name, key)
 
 
-@router.post("/runs/{run}/scale", response_model=ChangeResult)
+@router.post("/runs/{run}/scale", response_model=ChangeResult, name="scale_run")
 def scale(
     run: RunPath, body: ScaleIn, runs: RunsDep, caller: Writer, key: IdempotencyKey = None
 ) -> ChangeResult:
@@ -68,7 +68,7 @@ def set_state(run: RunPath, body: StateIn, runs: RunsDep, caller: Writer) -> Run
     return run_out(*runs.get(run))
 
 
-@router.get("/runs/{run}/events", response_model=EventPage)
+@router.get("/runs/{run}/events", response_model=EventPage, name="list_events")
 def events(
     run: RunPath,
     runs: RunsDep,
@@ -82,7 +82,7 @@ def events(
     return EventPage(run=run, events=[EventOut.model_validate(e, from_attributes=True) for e in found])
 
 
-@router.get("/runs/{run}/events/verify", response_model=VerifyOut)
+@router.get("/runs/{run}/events/verify", response_model=VerifyOut, name="verify_events")
 def verify(run: RunPath, runs: RunsDep, caller: Reader) -> VerifyOut:
     """Recompute the hash chain of the audit trail: any edited or deleted event breaks it."""
     return runs.verify(run)

@@ -10,17 +10,22 @@ from .. import migrate
 from ..deps import Reader
 from ..errors import PROBLEM_JSON
 from ..observability import metrics_body
+from ..schemas import problems
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", openapi_extra={"security": []})
 def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}, **problems(401, 403)},
+)
 def metrics(request: Request, caller: Reader) -> Response:
     """Prometheus metrics (text format): requests and latency per route, the hot path's answers by
     source, served steps, changes by kind, database errors, the connection pool."""
@@ -29,7 +34,7 @@ def metrics(request: Request, caller: Reader) -> Response:
     return Response(body, media_type=content_type)
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, responses=problems(503), openapi_extra={"security": []})
 def readyz(request: Request) -> dict[str, str] | JSONResponse:
     """The database is reachable and its schema is at the latest migration."""
     try:

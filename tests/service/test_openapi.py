@@ -49,3 +49,26 @@ def test_the_document_carries_the_examples(client: TestClient) -> None:
     components = client.get("/openapi.json").json()["components"]["schemas"]
     for model in EXAMPLED:
         assert components[model.__name__]["examples"], model.__name__
+
+
+def test_the_document_tells_a_generator_what_the_server_sends(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    operations = [op for ops in document["paths"].values() for op in ops.values()]
+    ids = [op["operationId"] for op in operations]
+    assert len(set(ids)) == len(ids) and all(i.isalnum() and i[0].islower() for i in ids)
+    assert {"createRun", "getLr", "scaleRun", "listEvents", "verifyEvents", "postMetric"} <= set(ids)
+    for op in operations:
+        for status, answer in op["responses"].items():
+            if status.startswith(("4", "5")):  # the problem model, under the type actually sent
+                assert answer["content"] == {
+                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemOut"}}
+                }, (op["operationId"], status)
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`lrtower token create NAME`",
+    }
+    assert document["security"] == [{"bearer": []}]
+    paths = document["paths"]
+    assert paths["/healthz"]["get"]["security"] == [] and paths["/readyz"]["get"]["security"] == []
+    assert "401" in paths["/metrics"]["get"]["responses"] and "503" in paths["/readyz"]["get"]["responses"]
