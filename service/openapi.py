@@ -8,7 +8,9 @@ FastAPI's own document describes every route, but three things in it mislead a g
 - nothing says how to authenticate: here a bearer scheme, required everywhere but `/healthz`
   and `/readyz` (a server without tokens ignores it);
 - operation ids are FastAPI's defaults (`get_lr_runs__run__lr_get`): here each route's function
-  name in camelCase (`getLr`, `createRun`), short and stable.
+  name in camelCase (`getLr`, `createRun`), short and stable;
+- nothing links the operations: here creating a run links to every operation on `/runs/{run}`,
+  with the name it answered (OpenAPI links, which stateful testers and generators follow).
 """
 
 from __future__ import annotations
@@ -44,9 +46,27 @@ def install(app: FastAPI) -> None:
                             and "application/json" in content
                         ):
                             content[PROBLEM_JSON] = content.pop("application/json")
+            _link_runs(schema)
             schema.setdefault("components", {})["securitySchemes"] = BEARER
             schema["security"] = [{"bearer": []}]
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = document  # type: ignore[method-assign]
+
+
+def _link_runs(schema: dict[str, Any]) -> None:
+    """Links from createRun's answers to every operation with a `run` path parameter."""
+    targets = [
+        op["operationId"]
+        for path, operations in schema["paths"].items()
+        if "{run}" in path
+        for op in operations.values()
+    ]
+    links = {
+        target[0].upper() + target[1:]: {"operationId": target, "parameters": {"run": "$response.body#/name"}}
+        for target in targets
+    }
+    for status, answer in schema["paths"]["/runs"]["post"]["responses"].items():
+        if status in ("200", "201"):
+            answer["links"] = links
