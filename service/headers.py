@@ -34,8 +34,10 @@ def read_headers(raw: Sequence[tuple[bytes, bytes]]) -> RequestHeaders:
     twice = False
     for name, value in raw:
         if name == b"authorization":
-            twice = authorization is not None
-            authorization = authorization if twice else value
+            if authorization is None:
+                authorization = value
+            else:
+                twice = True
         elif name == b"accept" and accept is None:
             accept = value
         elif name == b"x-request-id" and request_id is None:

@@ -47,30 +47,30 @@ class AllowedHosts:
                 break
         allowed = self._verdicts.get(host)
         if allowed is None:
-            allowed = self._allows(_name(host.decode("latin-1")))
+            allowed = self._allows(host)
             if len(self._verdicts) < VERDICTS:  # past the bound, a name is checked anew (cheaply)
                 self._verdicts[host] = allowed
         if allowed:
             await self.app(scope, receive, send)
             return
-        name = _name(host.decode("latin-1"))
         if scope["type"] != "http":  # a websocket: refused before it is accepted
             await send({"type": "websocket.close", "code": 1008})
             return
         problem = Problem(
             f"this server runs without tokens and answers only to the host names it knows; "
-            f"{name or 'no host'!r} is not one of them (LRTOWER_ALLOWED_HOSTS)",
+            f"{_name(host) or 'no host'!r} is not one of them (LRTOWER_ALLOWED_HOSTS)",
             [FieldError(("header", "Host"), "not an allowed host name")],
         )
         await problem_response(problem)(scope, receive, send)
 
-    def _allows(self, name: str) -> bool:
+    def _allows(self, host: bytes) -> bool:
+        name = _name(host)
         return name in self.exact or bool(self.suffixes and name.endswith(self.suffixes))
 
 
-def _name(host: str) -> str:
+def _name(header: bytes) -> str:
     """The host name of a Host header, without its port: `[::1]:8000` -> `::1`."""
-    host = host.strip().lower()
+    host = header.decode("latin-1").strip().lower()
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host

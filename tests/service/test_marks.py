@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from lrtower_server.app import POSTGRES_MARK_WINDOW_MS, mark_window_ms
 from lrtower_server.config import Settings
 from lrtower_server.db import make_engine
 from lrtower_server.errors import Conflict
@@ -189,4 +190,13 @@ def test_replicas_asking_for_a_window_another_raised_write_nothing(database_url:
         assert db.execute(text("SELECT n FROM updates")).scalar_one() == 1
     assert runs.get("run-0")[0].high_water == 7
     counter.dispose()
+    engine.dispose()
+
+
+def test_the_window_is_none_on_sqlite_and_a_millisecond_on_postgresql_unless_set(database_url: str) -> None:
+    engine = make_engine(Settings(database_url=database_url))
+    expected = 0.0 if database_url.startswith("sqlite") else POSTGRES_MARK_WINDOW_MS
+    assert mark_window_ms(Settings(database_url=database_url), engine) == expected
+    assert mark_window_ms(Settings(database_url=database_url, mark_window_ms=4), engine) == 4
+    assert mark_window_ms(Settings(database_url=database_url, mark_window_ms=0), engine) == 0
     engine.dispose()
