@@ -118,7 +118,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SpecError)
     async def _spec(_: Request, exc: SpecError) -> JSONResponse:
-        return problem_response(Invalid("the request is invalid", exc.errors))
+        # Specs arrive only in bodies: name the field as the body's own validation does.
+        return problem_response(Invalid("the request is invalid", exc.prefixed("body").errors))
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:

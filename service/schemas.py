@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from .schedules import STEP_MAX
+from .schedules import STEP_MAX, WholeNumber
 from .schedules.plateau import PlateauConfig
 
 RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -17,7 +17,7 @@ MAX_GROUPS = 64
 MAX_LABELS = 32
 
 RunName = Annotated[str, Field(pattern=RUN_NAME, examples=["resnet50-lr-sweep-3"])]
-Step = Annotated[int, Field(ge=0, le=STEP_MAX)]
+Step = Annotated[int, Field(ge=0, le=STEP_MAX), WholeNumber]
 LR = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 SEQ_MAX = 2**31 - 1
 """The highest seq an event can have: `events.seq` is a 32-bit integer on every database."""
@@ -214,7 +214,7 @@ class PreviewIn(Strict):
     schedule: ScheduleSpec
     start: Step = 0
     stop: Step = 1000
-    stride: Annotated[int, Field(ge=1, le=STEP_MAX)] = 1
+    stride: Annotated[int, Field(ge=1, le=STEP_MAX), WholeNumber] = 1
 
     @property
     def base_lrs(self) -> list[float] | None:
@@ -298,7 +298,7 @@ class MetricIn(Strict):
         json_schema_extra={"examples": [{"step": 12, "value": 0.731, "name": "val_loss"}]},
     )
 
-    step: Annotated[int, Field(ge=1, le=STEP_MAX)] = Field(
+    step: Annotated[int, Field(ge=1, le=STEP_MAX), WholeNumber] = Field(
         description="torch's step(metric) count: the first is 1"
     )
     value: Annotated[float, Field(allow_inf_nan=False)]

@@ -1,9 +1,12 @@
 """The query of `GET /runs/{run}/lr` and `/curve`: one strict parser for the hot path and the routes.
 
-Step numbers are decimal digits only. Python's `int()`, and so FastAPI's query parsing, also
+A step is a number as JSON writes it, with a whole value: `5`, `5.0` or `5e3`, exactly what an
+integer field of a body takes (`schedules.base.whole_number`), so that body and query agree and
+both match JSON Schema's `integer`. Python's `int()`, and so FastAPI's own query parsing, also
 reads `5_0` as 50 and accepts `+5`, ` 5` or full-width digits: a typo would then serve (and
-freeze) steps nobody meant. A parameter given twice is refused rather than resolved one way
-here and another way there.
+freeze) steps nobody meant, so those are refused, as is a fraction. A parameter given twice is
+refused rather than resolved one way here and another way there. Every other integer of a query
+(`limit`, `after`, the console's) is read by the same rule (`QueryInt`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BeforeValidator
 
 from .errors import Invalid
 from .schedules import STEP_MAX, FieldError
@@ -19,6 +25,39 @@ MAX_POINTS = 100_000
 """The most steps one range request may ask for."""
 STEP_KEYS = ("step", "start", "stop", "stride")
 _DECIMAL = re.compile(r"[0-9]{1,16}")  # STEP_MAX = 2**53 has 16 digits
+_NUMBER = re.compile(r"-?[0-9]+(?P<float>(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)")
+"""JSON's number, leading zeros allowed."""
+_LONGEST_NUMBER = 64
+
+
+def whole_number(text: str) -> int | None:
+    """The integer `text` writes as a JSON number with no fraction (`5`, `5.0`, `5e3`), or None.
+
+    A number with a fraction or an exponent is read as a double, as a JSON body's is, so that
+    both round alike; plain digits are read exactly."""
+    if _DECIMAL.fullmatch(text):  # the usual case, first
+        return int(text)
+    number = _NUMBER.fullmatch(text) if len(text) <= _LONGEST_NUMBER else None
+    if number is None:
+        return None
+    if not number.group("float"):
+        return int(text)
+    value = float(text)
+    return int(value) if value.is_integer() else None
+
+
+def integer_text(value: Any) -> Any:
+    """A query's or a form's text as the integer `whole_number` reads in it; ValueError if none."""
+    if not isinstance(value, str):
+        return value
+    number = whole_number(value)
+    if number is None:
+        raise ValueError("must be a whole number written in digits (`5`, `5.0` or `5e3`)")
+    return number
+
+
+QueryInt = BeforeValidator(integer_text)
+"""Makes an integer query parameter read by `whole_number`; place it after `Query(...)`."""
 
 
 @dataclass(frozen=True)
@@ -42,14 +81,12 @@ def parse_step_query(items: Sequence[tuple[str, str]], default_range: range | No
         if key in values or any(e.loc == ("query", key) for e in errors):
             errors.append(FieldError(("query", key), "given more than once: give each parameter once"))
             continue
-        number = _integer(text)
+        number = whole_number(text)
         low = 1 if key == "stride" else 0
         if number is None or not low <= number <= STEP_MAX:
             shown = text if len(text) <= 40 else text[:40] + "..."
             errors.append(
-                FieldError(
-                    ("query", key), f"must be a decimal integer from {low} to {STEP_MAX}, got {shown!r}"
-                )
+                FieldError(("query", key), f"must be a whole number from {low} to {STEP_MAX}, got {shown!r}")
             )
             continue
         values[key] = number
@@ -89,10 +126,6 @@ def steps_of(start: int | None, stop: int | None, stride: int, where: str = "que
     return steps
 
 
-def _integer(text: str) -> int | None:
-    return int(text) if _DECIMAL.fullmatch(text) else None
-
-
 STEP_PARAMETERS = [
     {
         "name": name,
@@ -102,7 +135,7 @@ STEP_PARAMETERS = [
         "description": description,
     }
     for name, description in (
-        ("step", "One step: the answer is that step's LR. Decimal digits only."),
+        ("step", "One step: the answer is that step's LR. A whole number: `5`, `5.0` or `5e3`."),
         ("start", "The first step of a range (with `stop`)."),
         ("stop", f"The end of a range, excluded; at most {MAX_POINTS} points."),
         ("stride", "Every stride-th step of the range (default 1)."),

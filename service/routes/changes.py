@@ -21,6 +21,7 @@ from ..schemas import (
     VerifyOut,
     problems,
 )
+from ..wire import QueryInt
 from .runs import run_out
 
 router = APIRouter(tags=["changes"], responses=problems(401, 403, 404, 409, 413, 422, 429))
@@ -73,8 +74,8 @@ def events(
     run: RunPath,
     runs: RunsDep,
     caller: Reader,
-    after: Annotated[int, Query(ge=0, le=SEQ_MAX)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[int, Query(ge=0, le=SEQ_MAX), QueryInt] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000), QueryInt] = 100,
 ) -> EventPage:
     """The audit trail, oldest first, from after `after` (a seq). An event edited in the database
     so that a field can no longer be read shows that field as null, named in `damaged`."""

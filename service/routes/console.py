@@ -34,6 +34,7 @@ from ..schemas import LR, RUN_NAME, ScaleIn, ScheduleChangeIn, StateIn
 from ..serving import timeline_of
 from ..svg import Marker, curve_svg, sparkline
 from ..timeline import Answer, Timeline
+from ..wire import QueryInt, integer_text
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=str(files("lrtower_server") / "templates"))
@@ -173,8 +174,8 @@ def sparkline_image(
     run: RunName,
     runs: RunsDep,
     viewer: Viewer,
-    v: Annotated[int | None, Query(ge=0)] = None,
-    mark: Annotated[int | None, Query(ge=-1, le=STEP_MAX)] = None,
+    v: Annotated[int | None, Query(ge=0), QueryInt] = None,
+    mark: Annotated[int | None, Query(ge=-1, le=STEP_MAX), QueryInt] = None,
 ) -> Response:
     """A run's planned curve in about 60 points, with its LR at the mark (`mark`, the run's own by
     default). A run's plan only changes with its version, so the answer for the version it names
@@ -204,8 +205,8 @@ def run_page(
     run: RunName,
     runs: RunsDep,
     viewer: Viewer,
-    start: Annotated[int, Query(ge=0, le=STEP_MAX)] = 0,
-    stop: Annotated[int | None, Query(ge=1, le=STEP_MAX)] = None,
+    start: Annotated[int, Query(ge=0, le=STEP_MAX), QueryInt] = 0,
+    stop: Annotated[int | None, Query(ge=1, le=STEP_MAX), QueryInt] = None,
     log: bool = False,
 ) -> Response:
     return _run_view(request, run, runs, viewer, start, stop, log)
@@ -283,8 +284,8 @@ def playground(
     viewer: Viewer,
     spec: Annotated[str, Query(max_length=100_000)] = EXAMPLE_SPEC,
     lr: Annotated[str, Query(max_length=1000)] = "0.1",
-    start: Annotated[int, Query(ge=0, le=STEP_MAX)] = 0,
-    stop: Annotated[int, Query(ge=1, le=STEP_MAX)] = 1000,
+    start: Annotated[int, Query(ge=0, le=STEP_MAX), QueryInt] = 0,
+    stop: Annotated[int, Query(ge=1, le=STEP_MAX), QueryInt] = 1000,
     log: bool = False,
 ) -> Response:
     """A spec's curve as it is edited, with each invalid field named next to the editor."""
@@ -383,7 +384,7 @@ async def scale_form(request: Request, run: RunName, runs: RunsDep, viewer: View
     try:
         body = ScaleIn(
             factor=float(form.get("factor", "")),
-            from_step=int(form["from_step"]) if form.get("from_step") else None,
+            from_step=integer_text(form["from_step"]) if form.get("from_step") else None,
             reason=form.get("reason") or None,
         )
         await anyio.to_thread.run_sync(runs.scale, run, body, viewer.name)
@@ -400,7 +401,7 @@ async def schedule_form(request: Request, run: RunName, runs: RunsDep, viewer: V
     try:
         body = ScheduleChangeIn(
             schedule=_load_json(form.get("schedule", "")),
-            from_step=int(form["from_step"]) if form.get("from_step") else None,
+            from_step=integer_text(form["from_step"]) if form.get("from_step") else None,
             restart=form.get("restart") == "1",
             reason=form.get("reason") or None,
         )

@@ -13,7 +13,7 @@ from ..observability import FROM_ROUTE, SERVED_STEPS
 from ..schemas import RUN_NAME, ChangeOut, LrOut, RangeOut, RunCreate, RunOut, RunPage, problems
 from ..store import ChangeRecord, RunRecord
 from ..timeline import Answer
-from ..wire import STEP_PARAMETERS, parse_step_query
+from ..wire import STEP_PARAMETERS, QueryInt, parse_step_query
 
 router = APIRouter(tags=["runs"], responses=problems(401, 403, 404, 409, 413, 422, 429))
 LabelFilter = Annotated[str, Field(pattern=r"^[^=\x00-\x1f\x7f-\x9f]{1,64}=[^\x00-\x1f\x7f-\x9f]{0,256}$")]
@@ -73,7 +73,7 @@ def list_runs(
     runs: RunsDep,
     caller: Reader,
     after: Annotated[str | None, Query(pattern=RUN_NAME)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000), QueryInt] = 100,
     label: Annotated[list[LabelFilter], Query(max_length=16)] = [],  # noqa: B006  # FastAPI copies defaults
 ) -> RunPage:
     """Runs by name, a page at a time; `label=key=value` (repeatable) keeps runs with those labels."""

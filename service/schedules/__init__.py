@@ -10,6 +10,7 @@ from .base import (
     Schedule,
     SpecError,
     SpecModel,
+    WholeNumber,
 )
 from .registry import build_schedule, parse_spec
 
@@ -23,6 +24,7 @@ __all__ = [
     "Schedule",
     "SpecError",
     "SpecModel",
+    "WholeNumber",
     "build_schedule",
     "parse_spec",
 ]

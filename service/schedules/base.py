@@ -22,18 +22,33 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 STEP_MAX = 2**53
 """The largest step the engine answers (SPEC §2): every step is exact as a float."""
 
 Loc = tuple[str | int, ...]
 
-Steps = Annotated[int, Field(ge=0, le=STEP_MAX)]
+
+def whole_number(value: Any) -> Any:
+    """A whole-number float as the int it is (`20000.0` -> 20000); anything else unchanged.
+
+    JSON has one number type, and JSON Schema's `integer` is any number whose fraction is zero,
+    so `20000.0` and `2e4` are integers to every generated client; a serializer that writes
+    floats (Python's `json` for `total / 10`) sends them so. A fraction, a bool or a string
+    still fails the strict int validation that follows. The query reads the same numbers
+    (`service/wire.py`)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = BeforeValidator(whole_number)
+"""Makes an integer field of a JSON body take whole-number floats. Place it after the field's
+bounds in `Annotated`, so that they stay in its JSON schema (`minimum`, `maximum`)."""
+Steps = Annotated[int, Field(ge=0, le=STEP_MAX), WholeNumber]
 """A count of steps, 0 to 2**53."""
-PositiveSteps = Annotated[int, Field(ge=1, le=STEP_MAX)]
+PositiveSteps = Annotated[int, Field(ge=1, le=STEP_MAX), WholeNumber]
 """A count of steps that is at least 1 (a length something is divided by)."""
-SignedSteps = Annotated[int, Field(ge=-STEP_MAX, le=STEP_MAX)]
+SignedSteps = Annotated[int, Field(ge=-STEP_MAX, le=STEP_MAX), WholeNumber]
 """A step that may lie before step 0 (optax's boundaries, Keras' boundaries)."""
 NonNegative = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]

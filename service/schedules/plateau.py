@@ -33,13 +33,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from .base import NonNegative, SpecError, SpecModel
+from .base import NonNegative, SpecError, SpecModel, WholeNumber
 
 MetricName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")]
 COUNT_MAX = 2**31 - 1
 """The largest patience or cooldown: the service persists the counters that count up to them
 (bad epochs, cooldown left) as 32-bit integers, which is what both its databases store there."""
-Count = Annotated[int, Field(ge=0, le=COUNT_MAX)]
+Count = Annotated[int, Field(ge=0, le=COUNT_MAX), WholeNumber]
 
 
 class PlateauConfig(SpecModel):

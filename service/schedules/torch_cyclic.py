@@ -287,7 +287,7 @@ class CosineAnnealingWarmRestarts(TorchSpec):
 
     type: Literal["CosineAnnealingWarmRestarts"] = "CosineAnnealingWarmRestarts"
     T_0: PositiveSteps
-    T_mult: Annotated[int, Field(ge=1, le=STEP_MAX)] = 1
+    T_mult: PositiveSteps = 1
     eta_min: NonNegative = 0.0
 
     def build(self, ctx: BuildContext) -> TorchNode:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 
 import pytest
 
-from lrtower_server.schedules import STEP_MAX, DomainError, Schedule
+from lrtower_server.schedules import STEP_MAX, DomainError, Schedule, build_schedule
+from lrtower_server.schedules.examples import EXAMPLES
 
 
 class Stub(Schedule):
@@ -54,3 +56,33 @@ def test_steps_outside_the_range_are_refused() -> None:
     for step in (-1, STEP_MAX + 1):
         with pytest.raises(DomainError, match="2\\*\\*53"):
             Stub(lambda t: [1.0]).at(step)
+
+
+def _ints_as_floats(value: object) -> object:
+    """Every int of a JSON value written as the float JSON would also allow (10 -> 10.0)."""
+    if isinstance(value, dict):
+        return {k: _ints_as_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints_as_floats(v) for v in value]
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+WITH_INTEGERS = sorted(n for n, s in EXAMPLES.items() if json.dumps(_ints_as_floats(s)) != json.dumps(s))
+
+
+@pytest.mark.parametrize("name", WITH_INTEGERS)
+def test_whole_number_floats_are_the_integers_they_write(name: str) -> None:
+    """JSON Schema's `integer` takes 10.0: every spec reads the same with its ints as floats."""
+    spec = EXAMPLES[name]
+    floated = _ints_as_floats(spec)
+    base = [0.1, 0.01]
+    exact, written = build_schedule(spec, base), build_schedule(floated, base)
+    for step in (0, 10, 999, 1000, 123_457, 10**12):
+        assert _answer(exact, step) == _answer(written, step), step
+
+
+def _answer(schedule: Schedule, step: int) -> object:
+    try:
+        return schedule.at(step)
+    except DomainError as exc:
+        return exc.reason

@@ -366,7 +366,7 @@ INVALID: list[rv.Invalid] = [
     ({**FAC, "stop_factor_lr": float("inf")}, ("stop_factor_lr",), None),
     ({**FAC, "warmup_begin_lr": 0.1}, ("warmup_begin_lr",), 0.1),
     ({**FAC, "warmup_steps": -1}, ("warmup_steps",), -1),
-    ({**FAC, "warmup_steps": 5.0}, ("warmup_steps",), 5.0),
+    ({**FAC, "warmup_steps": 5.5}, ("warmup_steps",), 5.5),
     ({**FAC, "warmup_mode": "cosine"}, ("warmup_mode",), "cosine"),
     ({**MUL, "step": []}, ("step",), []),
     ({**MUL, "step": [10, 10]}, ("step",), [10, 10]),

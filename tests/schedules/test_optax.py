@@ -117,7 +117,7 @@ INVALID: list[rv.Invalid] = [
     ({"type": "optax.constant_schedule", "value": -0.1}, ("value",), -0.1),
     ({"type": "optax.constant_schedule", "value": "0.1"}, ("value",), "0.1"),
     ({**LIN, "init_value": -1.0}, ("init_value",), -1.0),
-    ({**LIN, "transition_steps": 10.0}, ("transition_steps",), 10.0),
+    ({**LIN, "transition_steps": 10.5}, ("transition_steps",), 10.5),
     ({**LIN, "transition_steps": True}, ("transition_steps",), True),
     ({**LIN, "transition_steps": 2**53 + 1}, ("transition_steps",), 2**53 + 1),
     ({**LIN, "transition_begin": -1}, ("transition_begin",), -1),

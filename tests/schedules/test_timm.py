@@ -31,7 +31,7 @@ def test_vectors_cover_every_type() -> None:
 
 INVALID: list[rv.Invalid] = [
     ({"type": "timm.cosine", "t_initial": 0}, ("t_initial",), 0),
-    ({"type": "timm.cosine", "t_initial": 10.0}, ("t_initial",), 10.0),
+    ({"type": "timm.cosine", "t_initial": 10.5}, ("t_initial",), 10.5),
     ({"type": "timm.cosine", "t_initial": 10, "lr_min": -1e-6}, ("lr_min",), -1e-6),
     ({"type": "timm.cosine", "t_initial": 10, "cycle_mul": 0.0}, ("cycle_mul",), 0.0),
     ({"type": "timm.cosine", "t_initial": 10, "cycle_decay": -0.5}, ("cycle_decay",), -0.5),

@@ -53,7 +53,7 @@ def test_bad_changes(client: TestClient) -> None:
     make(client)
     assert client.post("/runs/job/scale", json={"factor": 0}).status_code == 422
     bad = client.post("/runs/job/schedule", json={"schedule": {"type": "StepLR", "step_size": -1}})
-    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "schedule.step_size"
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "body.schedule.step_size"
     assert client.post("/runs/nope/scale", json={"factor": 0.5}).status_code == 404
 
 

@@ -20,6 +20,7 @@ from lrtower_server.db import make_engine
 from servers import Server
 
 STEP = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
+JSON = {"content-type": "application/json"}
 
 
 def _create(url: str, name: str) -> None:
@@ -254,3 +255,37 @@ def test_requests_that_trickle_in_are_closed_within_the_read_timeout(
         if parts is not slow[1]:  # no answer had begun: a 408 problem says why
             assert answer.startswith(b"HTTP/1.1 408 ") and b"LRTOWER_READ_TIMEOUT" in answer
     assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_integers_take_whole_number_floats_in_bodies_and_queries_alike(client: TestClient) -> None:
+    """JSON Schema's `integer` is any number without a fraction: `20000.0` and `2e4` are integers
+    to a generated client, in a body and in a query alike; a fraction is refused in both."""
+    spec = {"type": "StepLR", "step_size": 10.0, "gamma": 0.5}
+    created = client.post(
+        "/runs", json={"name": "w", "lr": 0.1, "schedule": spec, "plateau": {"patience": 2.0}}
+    )
+    assert created.status_code == 201, created.text
+    assert client.get("/runs/w/lr", params={"step": "1e1"}).json()["lr"] == 0.05  # step 10: one decay
+    scaled = client.post("/runs/w/scale", headers=JSON, content=b'{"factor": 0.5, "from_step": 2e4}')
+    assert scaled.status_code == 200 and scaled.json()["effective_step"] == 20000
+    posted = client.post("/runs/w/metrics", headers=JSON, content=b'{"step": 11.0, "value": 1.5}')
+    assert posted.status_code == 200 and posted.json()["accepted"] is True
+    assert client.get("/runs/w/events", params={"limit": "2.0"}).json()["events"][1]["seq"] == 2
+    for url, body in (
+        ("/runs/w/scale", b'{"factor": 0.5, "from_step": 20000.5}'),
+        ("/runs/w/metrics", b'{"step": 1e400, "value": 1.5}'),
+        ("/schedules/preview", b'{"lr": 0.1, "schedule": {"type": "StepLR", "step_size": 2.5}}'),
+    ):
+        refused = client.post(url, headers=JSON, content=body)
+        assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["errors"][0]["field"] in (
+            "body.from_step",
+            "body.step",
+            "body.schedule.step_size",
+        )
+    for query in ("limit=2.5", "limit=5_0", "limit=%2B5", "after=1e-1"):
+        refused = client.get(f"/runs/w/events?{query}")
+        assert (
+            refused.status_code == 422
+            and refused.json()["errors"][0]["field"] == f"query.{query.split('=')[0]}"
+        )
