@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> App:
         version="0.1.0",
         lifespan=lifespan,
         generate_unique_id_function=openapi.operation_id,
+        separate_input_output_schemas=False,  # one schema per model: a spec given is a spec shown
     )
     openapi.install(app)
     app.state.engine = engine

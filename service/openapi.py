@@ -10,7 +10,10 @@ FastAPI's own document describes every route, but three things in it mislead a g
 - operation ids are FastAPI's defaults (`get_lr_runs__run__lr_get`): here each route's function
   name in camelCase (`getLr`, `createRun`), short and stable;
 - nothing links the operations: here creating a run links to every operation on `/runs/{run}`,
-  with the name it answered (OpenAPI links, which stateful testers and generators follow).
+  with the name it answered (OpenAPI links, which stateful testers and generators follow);
+- schedule specs would be named after their Python classes (`Cosine`, or
+  `lrtower_server__schedules__hf__Cosine` where two families share one): here each is named by
+  its `type` (`hf.cosine`), and every union of them says it is discriminated on `type`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from .errors import PROBLEM_JSON
+from .schedules.registry import TYPE_NAMES
+
+SCHEMAS = "#/components/schemas/"
 
 BEARER = {"bearer": {"type": "http", "scheme": "bearer", "description": "`lrtower token create NAME`"}}
 
@@ -47,6 +53,7 @@ def install(app: FastAPI) -> None:
                         ):
                             content[PROBLEM_JSON] = content.pop("application/json")
             _link_runs(schema)
+            _name_specs(schema)
             schema.setdefault("components", {})["securitySchemes"] = BEARER
             schema["security"] = [{"bearer": []}]
             app.openapi_schema = schema
@@ -70,3 +77,55 @@ def _link_runs(schema: dict[str, Any]) -> None:
     for status, answer in schema["paths"]["/runs"]["post"]["responses"].items():
         if status in ("200", "201"):
             answer["links"] = links
+
+
+def _name_specs(schema: dict[str, Any]) -> None:
+    """Name every schedule spec's component by its type, and discriminate their unions on it.
+
+    A spec's schema carries its type as its title (`schedules.base`)."""
+    components = schema["components"]["schemas"]
+    names = {
+        key: body["title"]
+        for key, body in components.items()
+        if body.get("title") in TYPE_NAMES and key != body["title"]
+    }
+    for key, name in names.items():
+        components[name] = components.pop(key)
+    _rename_refs(schema, {SCHEMAS + key: SCHEMAS + name for key, name in names.items()})
+    _discriminate(schema, components)
+
+
+def _rename_refs(node: Any, refs: dict[str, str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref in refs:
+            node["$ref"] = refs[ref]
+        for value in node.values():
+            _rename_refs(value, refs)
+    elif isinstance(node, list):
+        for value in node:
+            _rename_refs(value, refs)
+
+
+def _discriminate(node: Any, components: dict[str, Any]) -> None:
+    """Add OpenAPI's `discriminator` to every `oneOf` of schedule specs: each spelling of `type`
+    (`StepLR`, `torch.StepLR`) maps to its spec's schema."""
+    if isinstance(node, list):
+        for value in node:
+            _discriminate(value, components)
+        return
+    if not isinstance(node, dict):
+        return
+    options = node.get("oneOf")
+    refs = [option.get("$ref", "") for option in options] if isinstance(options, list) else []
+    if refs and all(ref.removeprefix(SCHEMAS) in TYPE_NAMES for ref in refs):
+        node["discriminator"] = {
+            "propertyName": "type",
+            "mapping": {
+                spelling: ref
+                for ref in refs
+                for spelling in components[ref.removeprefix(SCHEMAS)]["properties"]["type"]["enum"]
+            },
+        }
+    for value in node.values():
+        _discriminate(value, components)

@@ -7,10 +7,21 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    RootModel,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from .schedules import STEP_MAX, WholeNumber
 from .schedules.plateau import PlateauConfig
+from .schedules.registry import SPEC_ADAPTER
 
 RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_GROUPS = 64
@@ -67,7 +78,22 @@ def bounded_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-ScheduleSpec = Annotated[dict[str, Any], AfterValidator(bounded_spec)]
+class _PublishedAsSpecUnion:
+    """Publishes a field's JSON schema as the engine's discriminated union of every schedule type
+    (one schema per type, discriminated on `type`), so that generated clients get typed specs.
+    The field itself stays a JSON object: the engine parses it (`schedules.registry.parse_spec`),
+    checking its size first and naming errors by the spec's own paths."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return handler(SPEC_ADAPTER.core_schema)
+
+
+ScheduleSpec = Annotated[dict[str, Any], AfterValidator(bounded_spec), _PublishedAsSpecUnion()]
+"""A schedule spec in a request."""
+StoredSpec = Annotated[dict[str, Any], _PublishedAsSpecUnion()]
+"""A schedule spec in an answer: as it was given."""
 
 
 class Strict(BaseModel):
@@ -124,7 +150,7 @@ class ChangeOut(BaseModel):
     seq: int
     kind: Literal["schedule", "scale", "plateau"]
     effective_step: int
-    schedule: dict[str, Any] | None = None
+    schedule: StoredSpec | None = None
     restart: bool = False
     factor: float | None = None
     factors: list[float] | None = None
@@ -134,7 +160,7 @@ class ChangeOut(BaseModel):
 class RunOut(BaseModel):
     name: str
     lrs: list[float] | None
-    schedule: dict[str, Any]
+    schedule: StoredSpec
     plateau: dict[str, Any] | None
     labels: dict[str, str]
     state: Literal["live", "finished", "archived"]
@@ -192,6 +218,10 @@ class RangeOut(BaseModel):
     lr: list[float] = Field(description="The first group's LR at every step")
     lrs: list[list[float]] | None = Field(None, description="Every group's LR at every step (several groups)")
     momentum: list[list[float]] | None = None
+
+
+class LrAnswer(RootModel[LrOut | RangeOut]):
+    """What `GET /runs/{run}/lr` answers: one step's LR (`step=N`), or a range's."""
 
 
 class PreviewIn(Strict):

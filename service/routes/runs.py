@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ..deps import Creator, Reader, RunPath, RunsDep, ServingDep
 from ..observability import FROM_ROUTE, SERVED_STEPS
-from ..schemas import RUN_NAME, ChangeOut, LrOut, RangeOut, RunCreate, RunOut, RunPage, problems
+from ..schemas import RUN_NAME, ChangeOut, LrAnswer, LrOut, RangeOut, RunCreate, RunOut, RunPage, problems
 from ..store import ChangeRecord, RunRecord
 from ..timeline import Answer
 from ..wire import STEP_PARAMETERS, QueryInt, parse_step_query
@@ -92,7 +92,7 @@ def get_run(run: RunPath, runs: RunsDep, caller: Reader) -> RunOut:
 
 @router.get(
     "/runs/{run}/lr",
-    response_model=LrOut | RangeOut,
+    response_model=LrAnswer,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string", "example": "0.001"}}}}},
     openapi_extra={"parameters": STEP_PARAMETERS},
 )

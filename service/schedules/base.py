@@ -294,10 +294,29 @@ class RelativeSchedule(Schedule):
         return [self._value(step, base) for base in self._bases]
 
 
+def _published_schema(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """A schedule spec's JSON schema as a generated client needs it: titled by its type, with
+    `type` required and spelled every way it may be (the API's union is discriminated on it).
+    The API document names each spec's component by this title (`service/openapi.py`)."""
+    if not issubclass(model, SpecModel) or "type" not in model.model_fields:
+        return  # a base class, or the plateau's config
+    names = model.type_names()
+    schema["title"] = names[0]
+    schema["properties"]["type"] = {"type": "string", "enum": names}
+    schema["required"] = ["type", *(field for field in schema.get("required", []) if field != "type")]
+
+
 class SpecModel(BaseModel):
     """Base of every schedule spec: strict about unknown fields, immutable once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, json_schema_extra=_published_schema
+    )
+
+    @classmethod
+    def type_names(cls) -> list[str]:
+        """Every way `type` may name this spec, the usual one first."""
+        return [cls.model_fields["type"].default]
 
     def build(self, ctx: BuildContext) -> Schedule:
         raise NotImplementedError

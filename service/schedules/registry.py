@@ -56,7 +56,7 @@ else:
         Union[tuple(Annotated[model, Tag(name)] for name, model in TYPE_NAMES.items())],  # noqa: UP007
         Discriminator(_type_tag),
     ]
-_ADAPTER: TypeAdapter[SpecModel] = TypeAdapter(ScheduleSpec)
+SPEC_ADAPTER: TypeAdapter[SpecModel] = TypeAdapter(ScheduleSpec)
 
 
 def _check_size(spec: Any) -> None:
@@ -132,7 +132,7 @@ def parse_spec(spec: Any) -> SpecModel:
     """Validate a JSON schedule spec into its model. Raises SpecError naming every bad field."""
     _check_size(spec)
     try:
-        return _ADAPTER.validate_python(spec)
+        return SPEC_ADAPTER.validate_python(spec)
     except ValidationError as exc:
         raise SpecError(_field_errors(exc)) from None
 

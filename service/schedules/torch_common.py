@@ -35,6 +35,11 @@ class TorchSpec(SpecModel):
     def _strip_prefix(cls, value: object) -> object:
         return value.removeprefix("torch.") if isinstance(value, str) else value
 
+    @classmethod
+    def type_names(cls) -> list[str]:
+        name = cls.model_fields["type"].default
+        return [name, f"torch.{name}"]
+
 
 def capture_initial_lrs(ctx: BuildContext) -> tuple[float, ...]:
     """The `initial_lr` a torch scheduler sees at construction (the first one records it)."""

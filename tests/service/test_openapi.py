@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema_rs
+import pytest
 from fastapi.testclient import TestClient
 
 from lrtower_server import schemas
+from lrtower_server.schedules.examples import EXAMPLES
+from lrtower_server.schedules.registry import TYPE_NAMES
 
 EXAMPLED = [
     schemas.RunCreate,
@@ -84,3 +88,56 @@ def test_creating_a_run_links_to_every_operation_on_it(client: TestClient) -> No
     assert all(link["parameters"] == {"run": "$response.body#/name"} for link in links.values())
     created = client.post("/runs", json=example(schemas.RunCreate)).json()
     assert client.get(f"/runs/{created['name']}").status_code == 200  # the link's expression names it
+
+
+def _validator(document: dict[str, Any], component: str) -> Any:
+    """A JSON Schema validator (2020-12, OpenAPI 3.1's dialect) of one component of the document."""
+    return jsonschema_rs.Draft202012Validator(
+        {"$ref": f"#/components/schemas/{component}", "components": document["components"]}
+    )
+
+
+def test_schedule_specs_are_published_as_a_union_discriminated_on_type(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    components = document["components"]["schemas"]
+    for name, model in TYPE_NAMES.items():  # one component per type, named by it
+        spec = components[name]
+        assert spec["required"][0] == "type" and spec["properties"]["type"]["enum"] == model.type_names()
+    union = components["RunCreate"]["properties"]["schedule"]
+    assert {ref["$ref"].rsplit("/", 1)[1] for ref in union["oneOf"]} == set(TYPE_NAMES)
+    spellings = union["discriminator"]["mapping"]
+    assert spellings["torch.StepLR"] == spellings["StepLR"] == "#/components/schemas/StepLR"
+    assert spellings["hf.cosine"] == "#/components/schemas/hf.cosine" and len(spellings) > len(TYPE_NAMES)
+    # A composite's children: torch schedulers only, discriminated too.
+    children = components["SequentialLR"]["properties"]["schedulers"]["items"]
+    assert "torch.LinearLR" in children["discriminator"]["mapping"] and "hf.cosine" not in children["oneOf"]
+    for model in ("ScheduleChangeIn", "PreviewIn", "RunOut"):
+        assert components[model]["properties"]["schedule"]["oneOf"] == union["oneOf"], model
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_every_spec_the_engine_takes_matches_exactly_one_published_schema(
+    client: TestClient, name: str
+) -> None:
+    document = client.get("/openapi.json").json()
+    validator = _validator(document, "RunCreate")
+    body = {"name": "r", "lrs": [0.1, 0.01], "schedule": EXAMPLES[name]}
+    validator.validate(body)  # `oneOf`: exactly one schema matches
+    assert client.post("/runs", json=body).status_code == 201
+    for wrong in ({**EXAMPLES[name], "type": name + "X"}, {**EXAMPLES[name], "sheduel": 1}):
+        assert not validator.is_valid({**body, "schedule": wrong})
+        assert client.post("/runs", json={**body, "name": "s", "schedule": wrong}).status_code == 422
+
+
+def test_the_lr_answer_is_a_named_union_of_its_two_shapes(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    answer = document["paths"]["/runs/{run}/lr"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert answer["schema"] == {"$ref": "#/components/schemas/LrAnswer"}
+    validator = _validator(document, "LrAnswer")
+    client.post("/runs", json=example(schemas.RunCreate))
+    name = example(schemas.RunCreate)["name"]
+    one, several = (
+        client.get(f"/runs/{name}/lr", params=params).json()
+        for params in ({"step": 3}, {"start": 0, "stop": 4})
+    )
+    assert validator.is_valid(one) and validator.is_valid(several) and not validator.is_valid({"step": 3})
