@@ -9,12 +9,13 @@ It needs only httpx. The torch, transformers and Keras integrations import their
 when they are first used.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # written here alone: pyproject.toml and the server read it
 
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 from ._client import AsyncClient, Client  # after __version__, which the core reads
-from ._core import Retry
+from ._core import UNSET, Retry, Unset
 from .errors import (
     APIError,
     Conflict,
@@ -60,6 +61,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "LR",
+    "UNSET",
     "APIError",
     "AsyncClient",
     "Change",
@@ -75,7 +77,6 @@ __all__ = [
     "LrtowerError",
     "MetricResult",
     "NotFound",
-    "RemoteScheduler",
     "Retry",
     "Run",
     "RunPage",
@@ -84,7 +85,9 @@ __all__ = [
     "TooLarge",
     "Unauthorized",
     "UnreadableAnswer",
+    "Unset",
     "Verification",
     "__version__",
-    "from_torch",
 ]
+if find_spec("torch") is not None:  # `from lrtower import *` works without torch, and omits them
+    __all__ += ["RemoteScheduler", "from_torch"]

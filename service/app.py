@@ -7,6 +7,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from importlib.metadata import version
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
@@ -89,7 +90,7 @@ def create_app(settings: Settings | None = None) -> App:
     app = App(
         title="lrtower",
         summary="A control tower for learning rates",
-        version="0.1.0",
+        version=version("lrtower"),
         lifespan=lifespan,
         generate_unique_id_function=openapi.operation_id,
         separate_input_output_schemas=False,  # one schema per model: a spec given is a spec shown
