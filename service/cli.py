@@ -15,12 +15,13 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from . import migrate
-from .auth import SCOPES, Tokens
+from .auth import Tokens
 from .config import Settings
 from .db import make_engine
 from .errors import Problem
 from .observability import log_config
 from .protocol import ReadDeadline
+from .vocabulary import SCOPES, Scope
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -95,7 +96,7 @@ def token() -> None:
 @token.command("create")
 @click.argument("name")
 @click.option("--scope", type=click.Choice(SCOPES), default="write", show_default=True)
-def token_create(name: str, scope: str) -> None:
+def token_create(name: str, scope: Scope) -> None:
     """Create a token and print its secret, once."""
     try:
         secret = Tokens(_migrated_engine()).create(name, scope)

@@ -14,6 +14,7 @@ from .runs import Runs
 from .schedules import FieldError
 from .schemas import RUN_NAME
 from .serving import Serving
+from .vocabulary import Scope
 
 
 def get_runs(request: Request) -> Runs:
@@ -26,7 +27,7 @@ def get_serving(request: Request) -> Serving:
     return serving
 
 
-def _caller(needed: str) -> object:
+def _caller(needed: Scope) -> object:
     def dependency(request: Request) -> Caller:
         if read_headers(request.scope["headers"]).authorization_twice:
             raise Problem(

@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from .vocabulary import CHANGE_KINDS, RUN_STATES, SCOPES, ChangeKind, RunState, Scope
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -32,9 +34,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-RUN_STATES = ("live", "finished", "archived")
-CHANGE_KINDS = ("schedule", "scale", "plateau")
-SCOPES = ("read", "write", "admin")
 
 
 class Base(DeclarativeBase):
@@ -65,7 +64,7 @@ class Run(Base):
     definition_hash: Mapped[str] = mapped_column(String(64))
     """sha256 of the canonical definition (lrs, spec, plateau, labels): creating the same run
     again is recognised by it."""
-    state: Mapped[str] = mapped_column(String(16), default="live")
+    state: Mapped[RunState] = mapped_column(String(16), default="live")
     version: Mapped[int] = mapped_column(Integer, default=0)
     """Bumped by every change to what the run answers: a cached copy is current iff its
     version is."""
@@ -89,7 +88,7 @@ class Change(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="RESTRICT"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[ChangeKind] = mapped_column(String(16))
     effective_step: Mapped[int] = mapped_column(BigInteger)
     spec: Mapped[dict[str, Any] | None]
     restart: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -173,7 +172,7 @@ class Token(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    scope: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[Scope] = mapped_column(String(16))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from . import audit
 from .db import writer
-from .errors import Conflict, Invalid, NotFound
+from .errors import Conflict, Invalid
 from .observability import CHANGES
 from .schedules import DomainError, FieldError, SpecError, build_schedule
 from .schedules import plateau as plateau_rule
@@ -35,19 +35,9 @@ from .schemas import (
     VerifyOut,
 )
 from .serving import timeline_of
-from .store import ChangeRecord, PlateauRecord, RunRecord, Store, StoredEvent, event_payload
+from .store import ChangeRecord, PlateauRecord, RunRecord, Store, StoredEvent
 from .timeline import Change, PlateauChange, ScaleChange, ScheduleChange, Timeline
-
-
-def definition_hash(body: RunCreate) -> str:
-    """What makes two creations of a run the same: its base LRs, schedule, plateau and labels."""
-    definition = {
-        "lrs": body.base_lrs,
-        "schedule": body.schedule,
-        "plateau": body.plateau.model_dump() if body.plateau else None,
-        "labels": body.labels,
-    }
-    return hashlib.sha256(audit.canonical(definition)).hexdigest()
+from .vocabulary import EventKind
 
 
 def _prefixed(exc: SpecError, field: str) -> SpecError:
@@ -72,7 +62,7 @@ class Runs:
                 body.plateau.min_lrs(schedule.n_groups)
             except SpecError as exc:
                 raise exc.prefixed("plateau") from None
-        digest = definition_hash(body)
+        digest = audit.definition_hash(body)
         lrs_at_zero = schedule.at(0)[0]
         try:
             with Session(self._writer) as session, session.begin():
@@ -84,7 +74,7 @@ class Runs:
                 run = store.insert_run(
                     name=body.name,
                     lrs=body.base_lrs,
-                    spec=body.schedule,
+                    schedule=body.schedule,
                     plateau=body.plateau.model_dump() if body.plateau else None,
                     labels=body.labels,
                     definition_hash=digest,
@@ -120,9 +110,7 @@ class Runs:
     def get(self, name: str) -> tuple[RunRecord, list[ChangeRecord]]:
         with Session(self.engine) as session, session.begin():
             store = Store(session)
-            run = store.run(name)
-            if run is None:
-                raise NotFound(f"no run named {name!r}")
+            run = store.require_run(name)
             return run, store.changes(run.id)
 
     def page(
@@ -137,8 +125,6 @@ class Runs:
     def _locked(self, session: Session, name: str) -> _Locked:
         store = Store(session)
         run = store.lock_run(name)
-        if run is None:
-            raise NotFound(f"no run named {name!r}")
         return _Locked(store, run, timeline_of(run, store.changes(run.id)), datetime.now(UTC))
 
     def change_schedule(
@@ -198,7 +184,7 @@ class Runs:
         return result
 
     def _apply(
-        self, locked: _Locked, change: Change, kind: str, actor: str, reason: str | None
+        self, locked: _Locked, change: Change, kind: EventKind, actor: str, reason: str | None
     ) -> ChangeResult:
         run, store, step = locked.run, locked.store, change.effective_step
         before = _lrs_at(locked.timeline, step)  # None where the old plan has no value (it ended)
@@ -213,7 +199,7 @@ class Runs:
                 extra={"step": step},
             ) from None
         if isinstance(change, ScheduleChange):
-            store.add_change(run, "schedule", step, locked.now, spec=change.spec, restart=change.restart)
+            store.add_change(run, "schedule", step, locked.now, schedule=change.spec, restart=change.restart)
             details: dict[str, Any] = {"schedule": change.spec, "restart": change.restart}
         elif isinstance(change, ScaleChange):
             store.add_change(run, "scale", step, locked.now, factor=change.factor)
@@ -237,23 +223,19 @@ class Runs:
             locked.store.append_event(
                 locked.run,
                 actor,
-                f"run_{body.state}",
+                "run_finished" if body.state == "finished" else "run_archived",
                 locked.now,
                 reason=body.reason,
                 details={"state": body.state},
             )
-            run = locked.store.run(name)
-            assert run is not None  # locked above
-            return run
+            return locked.store.require_run(name)
 
     def post_metric(self, name: str, body: MetricIn, actor: str) -> MetricOut:
         # Every rank of a job posts the job's all-reduced value: all but the first find it stored,
         # and are answered from a read, without queueing for the run's write lock.
         with Session(self.engine) as session, session.begin():
             store = Store(session)
-            run = store.run(name)
-            if run is None:
-                raise NotFound(f"no run named {name!r}")
+            run = store.require_run(name)
             replayed = _replayed(store, run, body)
         if replayed is not None:
             return replayed
@@ -309,26 +291,20 @@ class Runs:
         """The run's events after seq `after`, by seq: at most `limit` of them (None: all)."""
         with Session(self.engine) as session, session.begin():
             store = Store(session)
-            run = store.run(name)
-            if run is None:
-                raise NotFound(f"no run named {name!r}")
+            run = store.require_run(name)
             return store.events(run.id, after, limit)
 
     def recent_metrics(self, name: str, limit: int = 50) -> list[tuple[str, int, float]]:
         with Session(self.engine) as session, session.begin():
             store = Store(session)
-            run = store.run(name)
-            if run is None:
-                raise NotFound(f"no run named {name!r}")
+            run = store.require_run(name)
             return store.recent_metrics(run.id, limit)
 
     def verify(self, name: str) -> VerifyOut:
         with Session(self.engine) as session, session.begin():
             store = Store(session)
-            run = store.run(name)
-            if run is None:
-                raise NotFound(f"no run named {name!r}")
-            return verify_chain(run.name, store.events(run.id, written_order=True))
+            run = store.require_run(name)
+            return audit.verify_chain(run.name, store.events(run.id, written_order=True))
 
 
 @dataclass(frozen=True)
@@ -373,26 +349,6 @@ def _state_of(
         factors=tuple(record.factors),
         reductions=record.reductions,
     )
-
-
-def verify_chain(run_name: str, events: Sequence[StoredEvent]) -> VerifyOut:
-    """Recompute the hash chain over `events` in the order they were written: an edited,
-    inserted or deleted event breaks it, and so does a stored value that cannot be read back as
-    its type. The first bad event is named by its seq, or by the seq it should have where that
-    is what cannot be read."""
-    prev = audit.GENESIS
-    for expected_seq, event in enumerate(events, start=1):
-        record = event.record()
-        if (
-            record is None
-            or record.seq != expected_seq
-            or record.prev_hash != prev
-            or record.hash != audit.chain_hash(prev, event_payload(run_name, record))
-        ):
-            bad = expected_seq if event.seq is None else event.seq
-            return VerifyOut(ok=False, count=len(events), first_bad_seq=bad)
-        prev = record.hash
-    return VerifyOut(ok=True, count=len(events))
 
 
 def planned(base_lrs: list[float] | None, spec: dict[str, Any]) -> Timeline:

@@ -22,6 +22,7 @@ from pydantic_core import CoreSchema
 from .schedules import STEP_MAX, WholeNumber
 from .schedules.plateau import PlateauConfig
 from .schedules.registry import SPEC_ADAPTER
+from .vocabulary import ChangeKind, RunState
 
 RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_GROUPS = 64
@@ -148,7 +149,7 @@ class RunCreate(Strict):
 
 class ChangeOut(BaseModel):
     seq: int
-    kind: Literal["schedule", "scale", "plateau"]
+    kind: ChangeKind
     effective_step: int
     schedule: StoredSpec | None = None
     restart: bool = False
@@ -163,7 +164,7 @@ class RunOut(BaseModel):
     schedule: StoredSpec
     plateau: dict[str, Any] | None
     labels: dict[str, str]
-    state: Literal["live", "finished", "archived"]
+    state: RunState
     version: int
     high_water: int = Field(description="The highest step served so far (-1: none yet)")
     changes: list[ChangeOut]

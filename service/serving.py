@@ -198,9 +198,7 @@ class Serving:
             if cached is not None and cached.version == version:
                 compiled = replace(cached, mark=max(mark, cached.mark))
             else:
-                run = store.run(name)
-                if run is None:  # pragma: no cover - read in this same transaction
-                    raise NotFound(f"no run named {name!r}")
+                run = store.require_run(name)
                 # The row's own version: a change may have committed since the first read.
                 compiled = _compile(run, store.changes(run.id), run.version, max(mark, run.high_water))
         self._keep(name, compiled)
@@ -243,12 +241,12 @@ class Serving:
 def timeline_of(run: RunRecord, changes: list[ChangeRecord]) -> Timeline:
     """The run's compiled history: its definition and every change."""
     plateau = PlateauConfig.model_validate(run.plateau) if run.plateau else None
-    return Timeline(run.lrs, run.spec, plateau, [_change(c) for c in changes])
+    return Timeline(run.lrs, run.schedule, plateau, [_change(c) for c in changes])
 
 
 def _change(record: ChangeRecord) -> Change:
-    if record.kind == "schedule" and record.spec is not None:
-        return ScheduleChange(record.effective_step, record.spec, record.restart)
+    if record.kind == "schedule" and record.schedule is not None:
+        return ScheduleChange(record.effective_step, record.schedule, record.restart)
     if record.kind == "scale" and record.factor is not None:
         return ScaleChange(record.effective_step, record.factor)
     if record.kind == "plateau" and record.factors is not None:
@@ -258,7 +256,7 @@ def _change(record: ChangeRecord) -> Change:
 
 def _compile(run: RunRecord, changes: list[ChangeRecord], version: int, mark: int) -> Compiled:
     timeline = timeline_of(run, changes)
-    specs = [repr(run.spec), *(repr(c.spec) for c in changes if c.spec)]
+    specs = [repr(run.schedule), *(repr(c.schedule) for c in changes if c.schedule)]
     size = (
         RUN_OVERHEAD_BYTES
         + sum(SCHEDULE_BYTES * text.count("'type'") + SPEC_BYTES_FACTOR * len(text) for text in specs)

@@ -1,4 +1,5 @@
-"""All SQL: runs, changes, events. The store never commits: its caller owns the transaction.
+"""All SQL: runs, changes, events, tokens. The store never commits: its caller owns the
+transaction.
 
 ORM objects stay in here; callers get frozen records.
 """
@@ -16,7 +17,9 @@ from sqlalchemy import ColumnElement, LargeBinary, Text, cast, exists, func, sel
 from sqlalchemy.orm import Session
 
 from . import audit
-from .models import Change, Event, IdempotentWrite, Metric, PlateauState, Run
+from .errors import NotFound
+from .models import Change, Event, IdempotentWrite, Metric, PlateauState, Run, Token
+from .vocabulary import ChangeKind, EventKind, RunState, Scope
 
 
 def utc(moment: datetime) -> datetime:
@@ -29,11 +32,11 @@ class RunRecord:
     id: int
     name: str
     lrs: list[float] | None
-    spec: dict[str, Any]
+    schedule: dict[str, Any]
     plateau: dict[str, Any] | None
     labels: dict[str, str]
     definition_hash: str
-    state: str
+    state: RunState
     version: int
     high_water: int
     created_at: datetime
@@ -43,9 +46,9 @@ class RunRecord:
 @dataclass(frozen=True)
 class ChangeRecord:
     seq: int
-    kind: str
+    kind: ChangeKind
     effective_step: int
-    spec: dict[str, Any] | None
+    schedule: dict[str, Any] | None
     restart: bool
     factor: float | None
     factors: list[float] | None
@@ -112,7 +115,7 @@ def _run(row: Run) -> RunRecord:
         id=row.id,
         name=row.name,
         lrs=row.lrs,
-        spec=row.spec,
+        schedule=row.spec,
         plateau=row.plateau,
         labels=row.labels,
         definition_hash=row.definition_hash,
@@ -131,6 +134,13 @@ class Store:
     def run(self, name: str) -> RunRecord | None:
         row = self.session.scalar(select(Run).where(Run.name == name))
         return None if row is None else _run(row)
+
+    def require_run(self, name: str) -> RunRecord:
+        """The run named `name`, or NotFound."""
+        run = self.run(name)
+        if run is None:
+            raise NotFound(f"no run named {name!r}")
+        return run
 
     def runs(self, after: str | None, limit: int, labels: dict[str, str]) -> list[RunRecord]:
         """Runs by name, after `after`, whose labels include all of `labels`: one query, filtered
@@ -154,7 +164,7 @@ class Store:
         self,
         name: str,
         lrs: list[float] | None,
-        spec: dict[str, Any],
+        schedule: dict[str, Any],
         plateau: dict[str, Any] | None,
         labels: dict[str, str],
         definition_hash: str,
@@ -163,7 +173,7 @@ class Store:
         row = Run(
             name=name,
             lrs=lrs,
-            spec=spec,
+            spec=schedule,
             plateau=plateau,
             labels=labels,
             definition_hash=definition_hash,
@@ -184,7 +194,7 @@ class Store:
                 seq=r.seq,
                 kind=r.kind,
                 effective_step=r.effective_step,
-                spec=r.spec,
+                schedule=r.spec,
                 restart=r.restart,
                 factor=r.factor,
                 factors=r.factors,
@@ -266,7 +276,7 @@ class Store:
         self,
         run: RunRecord,
         actor: str,
-        kind: str,
+        kind: EventKind,
         at: datetime,
         effective_step: int | None = None,
         lr_before: list[float] | None = None,
@@ -291,25 +301,27 @@ class Store:
             prev_hash=prev_hash,
             hash="",
         )
-        record = replace(record, hash=audit.chain_hash(prev_hash, event_payload(run.name, record)))
+        record = replace(record, hash=audit.chain_hash(prev_hash, audit.event_payload(run.name, record)))
         self.session.add(Event(run_id=run.id, **asdict(record)))
         return record
 
     # -- writes under the run's lock -------------------------------------------------------
 
-    def lock_run(self, name: str) -> RunRecord | None:
-        """The run, locked against concurrent changes until the transaction ends. (SQLite
-        writers already hold the database's write lock: they begin IMMEDIATE.)"""
+    def lock_run(self, name: str) -> RunRecord:
+        """The run, locked against concurrent changes until the transaction ends, or NotFound.
+        (SQLite writers already hold the database's write lock: they begin IMMEDIATE.)"""
         row = self.session.scalar(select(Run).where(Run.name == name).with_for_update())
-        return None if row is None else _run(row)
+        if row is None:
+            raise NotFound(f"no run named {name!r}")
+        return _run(row)
 
     def add_change(
         self,
         run: RunRecord,
-        kind: str,
+        kind: ChangeKind,
         effective_step: int,
         now: datetime,
-        spec: dict[str, Any] | None = None,
+        schedule: dict[str, Any] | None = None,
         restart: bool = False,
         factor: float | None = None,
         factors: list[float] | None = None,
@@ -322,7 +334,7 @@ class Store:
                 seq=seq,
                 kind=kind,
                 effective_step=effective_step,
-                spec=spec,
+                spec=schedule,
                 restart=restart,
                 factor=factor,
                 factors=factors,
@@ -333,7 +345,7 @@ class Store:
             update(Run).where(Run.id == run.id).values(version=Run.version + 1, updated_at=now)
         )
 
-    def set_state(self, run: RunRecord, state: str, now: datetime) -> None:
+    def set_state(self, run: RunRecord, state: RunState, now: datetime) -> None:
         self.session.execute(update(Run).where(Run.id == run.id).values(state=state, updated_at=now))
 
     def recent_metrics(self, run_id: int, limit: int) -> list[tuple[str, int, float]]:
@@ -448,20 +460,47 @@ class Store:
         return found
 
 
-def event_payload(run_name: str, event: EventRecord) -> dict[str, Any]:
-    """What an event's hash covers: every field but the hashes themselves."""
-    return {
-        "run": run_name,
-        "seq": event.seq,
-        "at": utc(event.at).isoformat(),
-        "actor": event.actor,
-        "kind": event.kind,
-        "effective_step": event.effective_step,
-        "lr_before": event.lr_before,
-        "lr_after": event.lr_after,
-        "reason": event.reason,
-        "details": event.details,
-    }
+# -- tokens -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    name: str
+    scope: Scope
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class TokenStore:
+    """The tokens' SQL. Only a token's SHA-256 is stored; the caller owns the transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def insert(self, name: str, scope: Scope, secret_hash: str, now: datetime) -> None:
+        """Add a token; IntegrityError if its name (or hash) is taken, at the flush."""
+        self.session.add(Token(name=name, scope=scope, secret_hash=secret_hash, created_at=now))
+        self.session.flush()
+
+    def all(self) -> list[TokenRecord]:
+        rows = self.session.scalars(select(Token).order_by(Token.name))
+        return [
+            TokenRecord(t.name, t.scope, utc(t.created_at), t.revoked_at and utc(t.revoked_at)) for t in rows
+        ]
+
+    def revoke(self, name: str, now: datetime) -> bool:
+        """Revoke the live token named `name`; False if there is none."""
+        done = self.session.execute(
+            update(Token).where(Token.name == name, Token.revoked_at.is_(None)).values(revoked_at=now)
+        )
+        return bool(done.rowcount)  # type: ignore[attr-defined]  # a CursorResult for UPDATE
+
+    def live(self, secret_hash: str) -> TokenRecord | None:
+        """The live (unrevoked) token with this hash, if any."""
+        token = self.session.scalar(select(Token).where(Token.secret_hash == secret_hash))
+        if token is None or token.revoked_at is not None:
+            return None
+        return TokenRecord(token.name, token.scope, utc(token.created_at), None)
 
 
 # -- reading events back, whatever the database holds -------------------------------------------

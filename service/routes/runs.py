@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ..deps import Creator, Reader, RunPath, RunsDep, ServingDep
 from ..observability import FROM_ROUTE, SERVED_STEPS
-from ..schemas import RUN_NAME, ChangeOut, LrAnswer, LrOut, RangeOut, RunCreate, RunOut, RunPage, problems
+from ..schemas import RUN_NAME, LrAnswer, LrOut, RangeOut, RunCreate, RunOut, RunPage, problems
 from ..store import ChangeRecord, RunRecord
 from ..timeline import Answer
 from ..wire import STEP_PARAMETERS, QueryInt, parse_step_query
@@ -20,31 +20,7 @@ LabelFilter = Annotated[str, Field(pattern=r"^[^=\x00-\x1f\x7f-\x9f]{1,64}=[^\x0
 
 
 def run_out(run: RunRecord, changes: list[ChangeRecord]) -> RunOut:
-    return RunOut(
-        name=run.name,
-        lrs=run.lrs,
-        schedule=run.spec,
-        plateau=run.plateau,
-        labels=run.labels,
-        state=run.state,
-        version=run.version,
-        high_water=run.high_water,
-        changes=[
-            ChangeOut(
-                seq=c.seq,
-                kind=c.kind,
-                effective_step=c.effective_step,
-                schedule=c.spec,
-                restart=c.restart,
-                factor=c.factor,
-                factors=c.factors,
-                created_at=c.created_at,
-            )
-            for c in changes
-        ],
-        created_at=run.created_at,
-        updated_at=run.updated_at,
-    )
+    return RunOut.model_validate({**vars(run), "changes": changes}, from_attributes=True)
 
 
 def range_out(run: str, answers: list[Answer]) -> RangeOut:
