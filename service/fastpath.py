@@ -8,7 +8,7 @@ per-request machinery (routing, dependency graph, validation models, the thread 
 - it answers on the event loop only what is cheap: the bytes already sent, or a few steps at or
   below the mark this process knows. Anything else (a step above the mark, a long range, a costly
   schedule) is served by `Serving` in a worker thread, so that no request stalls the others;
-- it writes the JSON (or text) itself, and keeps the bytes of what it sent in a cache bounded
+- it writes the JSON (or text) as the route does (wire.py), and keeps the bytes of what it sent in a cache bounded
   by what its entries really hold: a served step never changes, so the same question (the other
   ranks of a job asking for the same step or window) gets the same bytes without computing them.
 
@@ -27,20 +27,17 @@ import time
 from typing import Any
 
 import anyio.to_thread
-from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import Tokens
 from .errors import Problem
 from .headers import read_headers, request_id
 from .observability import FROM_DATABASE, FROM_MEMORY, FROM_SENT, HOT_LATENCY, HOT_OK, SERVED_STEPS
-from .schedules import STEP_MAX
 from .serving import LOOP_WORK, Serving
-from .timeline import Answer
-from .wire import parse_step_query
+from .wire import JSON, TEXT, answer_body, asked_steps
 
-JSON_HEADERS = [(b"content-type", b"application/json")]
-TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
+JSON_HEADERS = [(b"content-type", JSON.encode())]
+TEXT_HEADERS = [(b"content-type", TEXT.encode())]
 FLUSH_SECONDS = 0.25
 ENTRY_BYTES = 160
 """What one kept answer costs beyond its key and body (two bytes objects and a dict slot),
@@ -108,10 +105,11 @@ class LrFastPath:
         name = path[len("/runs/") : -len("/lr")]
         if not path.startswith("/runs/") or not name or "/" in name:
             return None
-        asked = _steps(scope["query_string"])
-        if asked is None:
-            return None
-        steps, single = asked
+        try:
+            asked = asked_steps(scope["query_string"])
+        except Problem:
+            return None  # the route refuses it, and explains
+        steps = asked.steps
         headers = read_headers(scope["headers"])
         if headers.authorization_twice:
             return None  # the route refuses it
@@ -121,7 +119,7 @@ class LrFastPath:
             if caller is None or not caller.allows("read"):
                 return None
             consume = caller.allows("write")
-        text = single and b"text/plain" in headers.accept
+        text = asked.single and b"text/plain" in headers.accept
         key = b"%s|%d|%d|%d%s" % (name.encode(), steps.start, steps.stop, steps.step, b"|t" if text else b"")
         counts = self._counts
         body = self._sent.get(key)
@@ -140,12 +138,7 @@ class LrFastPath:
                     found = await anyio.to_thread.run_sync(self.serving.serve, name, steps, consume)
                 answers = found
                 counts[3] += 1
-            if not single:
-                body = _range(name, answers)
-            elif text:
-                body = repr(answers[0].lrs[0]).encode()
-            else:
-                body = _one(name, answers[0])
+            body = answer_body(name, asked, answers, headers.accept)[0]
             self._keep(key, body)
         counts[4] += len(steps)
         return body, [
@@ -162,48 +155,6 @@ class LrFastPath:
         while self._sent_bytes > self._cache_bytes:
             oldest = next(iter(self._sent))
             self._sent_bytes -= len(oldest) + len(self._sent.pop(oldest)) + ENTRY_BYTES
-
-
-def _steps(query: bytes) -> tuple[range, bool] | None:
-    """The steps asked, and whether as one `step=N`; None for a query the route must refuse
-    (it parses with the same function, and explains)."""
-    if query.startswith(b"step=") and b"&" not in query:
-        digits = query[5:]
-        if digits.isdigit() and len(digits) <= 16 and int(digits) <= STEP_MAX:  # ASCII digits only
-            step = int(digits)
-            return range(step, step + 1), True
-    try:
-        asked = parse_step_query(QueryParams(query.decode("latin-1")).multi_items())
-    except Problem:
-        return None
-    return asked.steps, asked.single
-
-
-def _floats(values: list[float]) -> str:
-    # repr is the shortest text that reads back as the same double: what json.dumps writes.
-    return "[" + ",".join([repr(v) for v in values]) + "]"
-
-
-def _one(run: str, answer: Answer) -> bytes:
-    # `run` needs no JSON escaping: it names a run that exists, and run names are [A-Za-z0-9._-].
-    lrs = answer.lrs
-    lr = repr(lrs[0])
-    momentum = "null" if answer.momentum is None else _floats(answer.momentum)
-    return (
-        f'{{"run":"{run}","step":{answer.step},"lr":{lr},'
-        f'"lrs":{"[" + lr + "]" if len(lrs) == 1 else _floats(lrs)},"momentum":{momentum}}}'
-    ).encode()
-
-
-def _range(run: str, answers: list[Answer]) -> bytes:
-    several = len(answers[0].lrs) > 1
-    cycled = all(a.momentum is not None for a in answers)
-    lrs = "[" + ",".join([_floats(a.lrs) for a in answers]) + "]" if several else "null"
-    momentum = "[" + ",".join([_floats(a.momentum or []) for a in answers]) + "]" if cycled else "null"
-    return (
-        f'{{"run":"{run}","steps":[{",".join([str(a.step) for a in answers])}],'
-        f'"lr":{_floats([a.lrs[0] for a in answers])},"lrs":{lrs},"momentum":{momentum}}}'
-    ).encode()
 
 
 async def _send(send: Send, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

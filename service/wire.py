@@ -1,4 +1,10 @@
-"""The query of `GET /runs/{run}/lr` and `/curve`: one strict parser for the hot path and the routes.
+"""The wire format of `GET /runs/{run}/lr` and `/curve`, for the hot path and the routes alike: the
+query's one strict parser, and the answer's bytes, so that the two paths cannot differ.
+
+The answers are written here, not by pydantic: the hot path writes them for nearly every request,
+and a template of known parts is several times faster than a model (`LrOut`, `RangeOut` and
+`LrAnswer` in schemas.py describe them in OpenAPI). Floats are `repr`, the shortest text that
+reads back as the same double, as `json.dumps` writes them.
 
 A step is a number as JSON writes it, with a whole value: `5`, `5.0` or `5e3`, exactly what an
 integer field of a body takes (`schedules.base.whole_number`), so that body and query agree and
@@ -17,9 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BeforeValidator
+from starlette.datastructures import QueryParams
 
 from .errors import Invalid
 from .schedules import STEP_MAX, FieldError
+from .timeline import Answer
 
 MAX_POINTS = 100_000
 """The most steps one range request may ask for."""
@@ -107,6 +115,17 @@ def parse_step_query(items: Sequence[tuple[str, str]], default_range: range | No
     return Asked(steps_of(start, stop, values.get("stride", 1)), single=False)
 
 
+def asked_steps(query: bytes) -> Asked:
+    """The steps a raw query string asks for (`parse_step_query`), with `step=N` alone, the
+    usual query, read without parsing the whole query."""
+    if query.startswith(b"step=") and b"&" not in query:
+        digits = query[5:]
+        if digits.isdigit() and len(digits) <= 16 and int(digits) <= STEP_MAX:  # ASCII digits only
+            step = int(digits)
+            return Asked(range(step, step + 1), single=True)
+    return parse_step_query(QueryParams(query.decode("latin-1")).multi_items())
+
+
 def steps_of(start: int | None, stop: int | None, stride: int, where: str = "query") -> range:
     """[start, stop) by stride, at most MAX_POINTS points; errors name fields `where` (the query,
     or the body of a preview)."""
@@ -142,3 +161,46 @@ STEP_PARAMETERS = [
     )
 ]
 """The OpenAPI description of the query `parse_step_query` reads."""
+
+
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+
+def answer_body(run: str, asked: Asked, answers: list[Answer], accept: bytes) -> tuple[bytes, str]:
+    """The body of `/lr`'s answer, and its content type: one step as JSON (`LrOut`), or as text
+    when `Accept` asks `text/plain`, or a range (`RangeOut`)."""
+    if not asked.single:
+        return range_body(run, answers), JSON
+    if b"text/plain" in accept:
+        return repr(answers[0].lrs[0]).encode(), TEXT
+    return one_body(run, answers[0]), JSON
+
+
+def _floats(values: list[float]) -> str:
+    return "[" + ",".join([repr(v) for v in values]) + "]"
+
+
+def one_body(run: str, answer: Answer) -> bytes:
+    """One step's answer (`LrOut`). `run` needs no JSON escaping: it names a run that exists,
+    and run names are [A-Za-z0-9._-]."""
+    lrs = answer.lrs
+    lr = repr(lrs[0])
+    momentum = "null" if answer.momentum is None else _floats(answer.momentum)
+    return (
+        f'{{"run":"{run}","step":{answer.step},"lr":{lr},'
+        f'"lrs":{"[" + lr + "]" if len(lrs) == 1 else _floats(lrs)},"momentum":{momentum}}}'
+    ).encode()
+
+
+def range_body(run: str, answers: list[Answer]) -> bytes:
+    """A range's answer (`RangeOut`): `lrs` only with several groups, `momentum` only where the
+    schedule cycles it at every step. `run` as in `one_body` (a preview's is empty)."""
+    several = len(answers[0].lrs) > 1
+    cycled = all(a.momentum is not None for a in answers)
+    lrs = "[" + ",".join([_floats(a.lrs) for a in answers]) + "]" if several else "null"
+    momentum = "[" + ",".join([_floats(a.momentum or []) for a in answers]) + "]" if cycled else "null"
+    return (
+        f'{{"run":"{run}","steps":[{",".join([str(a.step) for a in answers])}],'
+        f'"lr":{_floats([a.lrs[0] for a in answers])},"lrs":{lrs},"momentum":{momentum}}}'
+    ).encode()

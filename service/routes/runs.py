@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import PlainTextResponse
 from pydantic import Field
 
 from ..deps import Creator, Reader, RunPath, RunsDep, ServingDep
+from ..headers import read_headers
 from ..observability import FROM_ROUTE, SERVED_STEPS
-from ..schemas import RUN_NAME, LrAnswer, LrOut, RangeOut, RunCreate, RunOut, RunPage, problems
+from ..schemas import RUN_NAME, LrAnswer, RangeOut, RunCreate, RunOut, RunPage, problems
 from ..store import ChangeRecord, RunRecord
-from ..timeline import Answer
-from ..wire import STEP_PARAMETERS, QueryInt, parse_step_query
+from ..wire import JSON, STEP_PARAMETERS, QueryInt, answer_body, asked_steps, parse_step_query, range_body
 
 router = APIRouter(tags=["runs"], responses=problems(401, 403, 404, 409, 413, 422, 429))
 LabelFilter = Annotated[str, Field(pattern=r"^[^=\x00-\x1f\x7f-\x9f]{1,64}=[^\x00-\x1f\x7f-\x9f]{0,256}$")]
@@ -21,18 +20,6 @@ LabelFilter = Annotated[str, Field(pattern=r"^[^=\x00-\x1f\x7f-\x9f]{1,64}=[^\x0
 
 def run_out(run: RunRecord, changes: list[ChangeRecord]) -> RunOut:
     return RunOut.model_validate({**vars(run), "changes": changes}, from_attributes=True)
-
-
-def range_out(run: str, answers: list[Answer]) -> RangeOut:
-    several = len(answers[0].lrs) > 1
-    momentum = [a.momentum for a in answers if a.momentum is not None]
-    return RangeOut(
-        run=run,
-        steps=[a.step for a in answers],
-        lr=[a.lrs[0] for a in answers],
-        lrs=[a.lrs for a in answers] if several else None,
-        momentum=momentum if len(momentum) == len(answers) else None,
-    )
 
 
 @router.post("/runs", response_model=RunOut, status_code=201, responses={200: {"model": RunOut}})
@@ -72,24 +59,18 @@ def get_run(run: RunPath, runs: RunsDep, caller: Reader) -> RunOut:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string", "example": "0.001"}}}}},
     openapi_extra={"parameters": STEP_PARAMETERS},
 )
-def get_lr(
-    run: RunPath, request: Request, serving: ServingDep, caller: Reader
-) -> LrOut | RangeOut | PlainTextResponse:
+def get_lr(run: RunPath, request: Request, serving: ServingDep, caller: Reader) -> Response:
     """The LR of `step`, or of every step in [start, stop) by `stride` (lookahead). Served steps
     never change afterwards. With `Accept: text/plain`, a single step's LR alone, as text.
 
     Only a consumer (a `write` token, or anyone on a server without tokens) may ask steps above
     the high-water mark, and at most LRTOWER_MAX_AHEAD steps past it; `/curve` shows the plan."""
-    asked = parse_step_query(request.query_params.multi_items())
+    asked = asked_steps(request.scope["query_string"])
     answers = serving.serve(run, asked.steps, consume=caller.allows("write"))
     FROM_ROUTE.inc()
     SERVED_STEPS.inc(len(answers))
-    if asked.single:
-        (answer,) = answers
-        if "text/plain" in request.headers.get("accept", ""):
-            return PlainTextResponse(repr(answer.lrs[0]))
-        return LrOut(run=run, step=answer.step, lr=answer.lrs[0], lrs=answer.lrs, momentum=answer.momentum)
-    return range_out(run, answers)
+    body, media_type = answer_body(run, asked, answers, read_headers(request.scope["headers"]).accept)
+    return Response(body, media_type=media_type)
 
 
 @router.get(
@@ -97,8 +78,8 @@ def get_lr(
     response_model=RangeOut,
     openapi_extra={"parameters": [p for p in STEP_PARAMETERS if p["name"] != "step"]},
 )
-def get_curve(run: RunPath, request: Request, serving: ServingDep, caller: Reader) -> RangeOut:
+def get_curve(run: RunPath, request: Request, serving: ServingDep, caller: Reader) -> Response:
     """The planned curve over [start, stop) (default [0, 1000)), for plotting. Unlike /lr, it
     serves nothing, so anyone who may read may ask any step."""
     asked = parse_step_query(request.query_params.multi_items(), default_range=range(0, 1000))
-    return range_out(run, serving.plan(run, asked.steps))
+    return Response(range_body(run, serving.plan(run, asked.steps)), media_type=JSON)
