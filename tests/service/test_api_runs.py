@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -189,7 +190,9 @@ def test_audit_trail_starts_with_creation(client: TestClient, settings: Any) -> 
         row = connection.execute(text("SELECT kind, actor, seq, lr_after FROM events")).one()
     engine.dispose()
     assert (row.kind, row.actor, row.seq) == ("run_created", "anonymous", 1)
-    assert math.isclose(eval(row.lr_after)[0] if isinstance(row.lr_after, str) else row.lr_after[0], 0.01)
+    # SQLite hands JSON columns back as text through a raw query; PostgreSQL, decoded.
+    lr_after = json.loads(row.lr_after) if isinstance(row.lr_after, str) else row.lr_after
+    assert math.isclose(lr_after[0], 0.01)
 
 
 def test_health(client: TestClient) -> None:

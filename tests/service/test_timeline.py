@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
+from work import lines_run
 
 from lrtower_server.schedules import DomainError
 from lrtower_server.schedules.plateau import PlateauConfig
@@ -85,6 +87,10 @@ def test_domain_errors_pass_through() -> None:
 
 
 def test_answers_cost_the_same_with_a_long_history() -> None:
+    """10,000 scales cost an answer no more than one does (lines run, not a clock)."""
     changes = [ScaleChange(s, 0.999) for s in range(0, 100_000, 10)]
     timeline = Timeline([0.1], STEP, None, changes)
     assert lr(timeline, 2**53) == 0.0 and lr(timeline, 5) == pytest.approx(0.1 * 0.999)
+    short = Timeline([0.1], STEP, None, changes[:1])
+    for step in (5, 50_005, 2**53):
+        assert lines_run(partial(timeline.at, step)) <= lines_run(partial(short.at, step)), step
