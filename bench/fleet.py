@@ -86,9 +86,9 @@ from sqlalchemy import create_engine, text
 
 import lrtower
 from lrtower import AsyncClient, LrtowerError, Retry
-from lrtower_server import migrate
-from lrtower_server.config import Settings
-from lrtower_server.db import make_engine
+from lrtower_server.core.config import Settings
+from lrtower_server.db import migrate
+from lrtower_server.db.engine import make_engine
 
 HERE = Path(__file__).resolve().parent
 SPEC = {"type": "CosineAnnealingLR", "T_max": 1_000_000, "eta_min": 1e-5}

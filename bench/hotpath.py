@@ -42,12 +42,12 @@ import httpx
 from engine import machine
 from sqlalchemy import insert
 
-from lrtower_server import migrate
-from lrtower_server.app import create_app
-from lrtower_server.auth import Tokens
-from lrtower_server.config import Settings
-from lrtower_server.db import make_engine
-from lrtower_server.models import Event, Metric, Run
+from lrtower_server.api.app import create_app
+from lrtower_server.core.auth import Tokens
+from lrtower_server.core.config import Settings
+from lrtower_server.db import migrate
+from lrtower_server.db.engine import make_engine
+from lrtower_server.db.models import Event, Metric, Run
 
 HERE = Path(__file__).resolve().parent
 SPEC = {"type": "CosineAnnealingLR", "T_max": 100_000, "eta_min": 1e-5}

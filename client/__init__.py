@@ -30,7 +30,7 @@ from .errors import (
     Unauthorized,
     UnreadableAnswer,
 )
-from .models import (
+from .results import (
     LR,
     Change,
     ChangeResult,

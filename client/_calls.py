@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from .models import (
+from .results import (
     LR,
     ChangeResult,
     EventPage,

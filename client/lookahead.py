@@ -53,7 +53,7 @@ from typing import TypeAlias
 
 from ._client import Client
 from .errors import APIError, LrtowerError, ServerError
-from .models import LRRange, MetricResult
+from .results import LRRange, MetricResult
 
 log = logging.getLogger("lrtower")
 

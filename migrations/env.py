@@ -1,10 +1,10 @@
-"""Alembic environment: runs on the connection lrtower hands it (see lrtower_server.migrate)."""
+"""Alembic environment: runs on the connection lrtower hands it (see lrtower_server.db.migrate)."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from lrtower_server.models import Base
+from lrtower_server.db.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -14,14 +14,14 @@ import uvicorn
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from . import migrate
-from .auth import Tokens
-from .config import Settings
-from .db import make_engine
-from .errors import Problem
-from .observability import log_config
-from .protocol import ReadDeadline
-from .vocabulary import SCOPES, Scope
+from .api.observability import log_config
+from .api.protocol import ReadDeadline
+from .core.auth import Tokens
+from .core.config import Settings
+from .core.problems import Problem
+from .core.vocabulary import SCOPES, Scope
+from .db import migrate
+from .db.engine import make_engine
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -77,7 +77,7 @@ def serve(
         # Each worker writes its metrics here; /metrics adds them up, whichever worker answers.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lrtower-metrics-")
     uvicorn.run(
-        "lrtower_server.app:create_app",
+        "lrtower_server.api.app:create_app",
         factory=True,
         host=host,
         port=port,

@@ -19,10 +19,10 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from .core.vocabulary import ChangeKind, RunState
 from .schedules import STEP_MAX, WholeNumber
 from .schedules.plateau import PlateauConfig
 from .schedules.registry import SPEC_ADAPTER
-from .vocabulary import ChangeKind, RunState
 
 RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MAX_GROUPS = 64

@@ -21,9 +21,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from halves import HALVES, unavailable
-from lrtower_server import migrate
-from lrtower_server.config import Settings
-from lrtower_server.db import make_engine
+from lrtower_server.core.config import Settings
+from lrtower_server.db import migrate
+from lrtower_server.db.engine import make_engine
 
 BACKENDS = ["sqlite", "postgresql"]
 # Debian keeps the server binaries off PATH, one folder per major version: take the newest.

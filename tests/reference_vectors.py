@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from work import lines_run
 
 from lrtower_server.schedules import (
     STEP_MAX,
@@ -36,6 +35,7 @@ from lrtower_server.schedules import (
     parse_spec,
 )
 from parity import assert_close
+from work import lines_run
 
 VECTORS = Path(__file__).parent / "vectors"
 

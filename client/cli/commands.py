@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from .. import LrtowerError
-from ..models import Event, Run
+from ..results import Event, Run
 from .options import as_json, connect, connection, load_definition
 from .output import echo, echo_json, escaped, table
 from .plot import plot

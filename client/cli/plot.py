@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from .. import Client
-from ..models import Event
+from ..results import Event
 from .options import connect, connection, load_definition
 
 MARKED = {"schedule_changed": "schedule", "scaled": "scale", "plateau_reduced": "plateau"}

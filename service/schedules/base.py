@@ -37,7 +37,7 @@ def whole_number(value: Any) -> Any:
     so `20000.0` and `2e4` are integers to every generated client; a serializer that writes
     floats (Python's `json` for `total / 10`) sends them so. A fraction, a bool or a string
     still fails the strict int validation that follows. The query reads the same numbers
-    (`service/wire.py`)."""
+    (`service/api/wire.py`)."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
@@ -297,7 +297,7 @@ class RelativeSchedule(Schedule):
 def _published_schema(schema: dict[str, Any], model: type[BaseModel]) -> None:
     """A schedule spec's JSON schema as a generated client needs it: titled by its type, with
     `type` required and spelled every way it may be (the API's union is discriminated on it).
-    The API document names each spec's component by this title (`service/openapi.py`)."""
+    The API document names each spec's component by this title (`service/api/openapi.py`)."""
     if not issubclass(model, SpecModel) or "type" not in model.model_fields:
         return  # a base class, or the plateau's config
     names = model.type_names()

@@ -55,9 +55,9 @@ from lrtower import (
     UnreadableAnswer,
     Verification,
 )
-from lrtower_server.auth import Tokens
-from lrtower_server.config import Settings
-from lrtower_server.db import make_engine
+from lrtower_server.core.auth import Tokens
+from lrtower_server.core.config import Settings
+from lrtower_server.db.engine import make_engine
 from lrtower_server.schedules import build_schedule
 from servers import Server, free_port
 

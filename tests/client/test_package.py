@@ -8,8 +8,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import lrtower
-from lrtower_server.app import create_app
-from lrtower_server.config import Settings
+from lrtower_server.api.app import create_app
+from lrtower_server.core.config import Settings
 
 NO_TORCH = "import sys; sys.modules['torch'] = None  # as if torch were not installed\n"
 

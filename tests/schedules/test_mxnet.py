@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from work import lines_run
 
 import reference_vectors as rv
 from lrtower_server.schedules import STEP_MAX, DomainError, SpecError, build_schedule, mxnet, parse_spec
 from lrtower_server.schedules.mxnet import EXACT_DECAYS
 from parity import REL_TOL, rel_error
+from work import lines_run
 
 VECTORS = rv.load("mxnet")
 CASES: list[dict[str, Any]] = VECTORS["cases"]

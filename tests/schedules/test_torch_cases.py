@@ -8,11 +8,11 @@ import warnings
 from typing import Any
 
 import pytest
-from work import lines_run
 
 import torch_oracle
 from lrtower_server.schedules import STEP_MAX, DomainError, SpecError, build_schedule, parse_spec
 from parity import assert_close
+from work import lines_run
 
 # Expected values from torch's own test suite (test/optim/test_lrscheduler.py).
 TORCH_SUITE_CASES: list[tuple[dict[str, Any], list[float], list[float], list[float] | None]] = [

@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from lrtower_server.app import create_app
-from lrtower_server.config import Settings
+from lrtower_server.api.app import create_app
+from lrtower_server.core.config import Settings
 
 
 @pytest.fixture

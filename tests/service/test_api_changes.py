@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from lrtower_server.config import Settings
+from lrtower_server.core.config import Settings
 from parity import assert_close
 
 CONSTANT = {"type": "ConstantLR", "factor": 1.0, "total_iters": 1}

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from lrtower_server.config import Settings
-from lrtower_server.fastpath import ENTRY_BYTES
+from lrtower_server.api.fastpath import ENTRY_BYTES
+from lrtower_server.core.config import Settings
 from lrtower_server.schedules import build_schedule
 
 WARMUP_COSINE = {
@@ -182,7 +182,7 @@ def test_unknown_run_and_step_without_value(client: TestClient) -> None:
 def test_audit_trail_starts_with_creation(client: TestClient, settings: Any) -> None:
     from sqlalchemy import text
 
-    from lrtower_server.db import make_engine
+    from lrtower_server.db.engine import make_engine
 
     create(client)
     engine = make_engine(settings)
@@ -318,7 +318,7 @@ def test_the_hot_path_answers_exactly_as_the_route(settings: Settings) -> None:
 
     from fastapi import FastAPI
 
-    from lrtower_server.app import create_app
+    from lrtower_server.api.app import create_app
 
     app = create_app(settings)
     cycling = {"type": "OneCycleLR", "max_lr": [0.1, 0.01], "total_steps": 1000}
@@ -424,10 +424,10 @@ def test_readyz_says_when_the_database_is_not_migrated(client: TestClient, setti
 
 
 def test_the_run_cache_is_bounded_and_an_evicted_run_answers_the_same(settings: Settings) -> None:
-    from lrtower_server.db import make_engine
-    from lrtower_server.runs import Runs
+    from lrtower_server.core.runs import Runs
+    from lrtower_server.core.serving import Limits, Serving
+    from lrtower_server.db.engine import make_engine
     from lrtower_server.schemas import RunCreate
-    from lrtower_server.serving import Limits, Serving
 
     engine = make_engine(settings)
     runs, serving = Runs(engine), Serving(engine, Limits(cache_runs=2))
@@ -443,7 +443,7 @@ def test_the_run_cache_is_bounded_and_an_evicted_run_answers_the_same(settings: 
 
 
 def test_the_hot_path_keeps_at_most_its_bound_of_answers(settings: Settings) -> None:
-    from lrtower_server.app import create_app
+    from lrtower_server.api.app import create_app
 
     app = create_app(settings)
     app.hot_path._cache_bytes = 8000  # about 30 answers' worth, each counted with its key and overhead

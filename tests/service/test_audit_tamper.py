@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from lrtower_server.app import create_app
-from lrtower_server.config import Settings
+from lrtower_server.api.app import create_app
+from lrtower_server.core.config import Settings
 
 STEP = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
 

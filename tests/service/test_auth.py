@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from lrtower_server.app import create_app
-from lrtower_server.auth import Tokens
-from lrtower_server.config import Settings
-from lrtower_server.db import make_engine
+from lrtower_server.api.app import create_app
+from lrtower_server.core.auth import Tokens
+from lrtower_server.core.config import Settings
+from lrtower_server.db.engine import make_engine
 
 RUN = {"name": "secure", "lr": 0.1, "schedule": {"type": "StepLR", "step_size": 10}}
 
@@ -54,7 +54,7 @@ def test_revoked_tokens_stop_working(
     secured: tuple[TestClient, Tokens], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, tokens = secured
-    monkeypatch.setattr("lrtower_server.auth.CACHE_SECONDS", 0.0)  # servers re-check at once
+    monkeypatch.setattr("lrtower_server.core.auth.CACHE_SECONDS", 0.0)  # servers re-check at once
     secret = tokens.create("temp", "read")
     assert client.get("/runs", headers=bearer(secret)).status_code == 200
     tokens.revoke("temp")

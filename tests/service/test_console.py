@@ -15,12 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from lrtower_server.app import create_app
-from lrtower_server.auth import Tokens
-from lrtower_server.config import Settings
-from lrtower_server.db import make_engine
-from lrtower_server.svg import curve_svg, sparkline
-from lrtower_server.timeline import Timeline
+from lrtower_server.api.app import create_app
+from lrtower_server.api.svg import curve_svg, sparkline
+from lrtower_server.core.auth import Tokens
+from lrtower_server.core.config import Settings
+from lrtower_server.core.timeline import Timeline
+from lrtower_server.db.engine import make_engine
 
 STEP = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
 
@@ -258,7 +258,7 @@ def test_the_playground_draws_a_spec_and_names_its_bad_fields(client: TestClient
 
 
 def test_the_runs_list_pages(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lrtower_server.routes.console.PAGE", 1)
+    monkeypatch.setattr("lrtower_server.api.routes.console.PAGE", 1)
     busy_run(client)
     first = client.get("/ui/runs").text
     assert rows(first, "runs", "data-run") == ["nlp-1"] and "after=nlp-1" in first
@@ -478,7 +478,7 @@ def test_a_costly_schedule_is_drawn_with_fewer_points(client: TestClient) -> Non
     over steps on 64 groups is drawn with a handful of points, quickly, and still from step 0."""
     import re
 
-    from lrtower_server.routes.console import CURVE_WORK
+    from lrtower_server.api.routes.console import CURVE_WORK
 
     spec = {"type": "MultiplicativeLR", "lr_lambda": "1 - 1 / (epoch + 10)"}
     assert (

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from lrtower_server.auth import Tokens
-from lrtower_server.config import Settings
-from lrtower_server.db import make_engine
-from lrtower_server.errors import Invalid
+from lrtower_server.core.auth import Tokens
+from lrtower_server.core.config import Settings
+from lrtower_server.core.problems import Invalid
+from lrtower_server.db.engine import make_engine
 
 STEP = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
 RUN = {"name": "job", "lr": 1.0, "schedule": STEP, "plateau": {"metric": "loss", "patience": 0}}

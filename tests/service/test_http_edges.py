@@ -13,10 +13,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from lrtower_server.app import create_app
-from lrtower_server.auth import Tokens
-from lrtower_server.config import Settings
-from lrtower_server.db import make_engine
+from lrtower_server.api.app import create_app
+from lrtower_server.core.auth import Tokens
+from lrtower_server.core.config import Settings
+from lrtower_server.db.engine import make_engine
 from servers import Server
 
 STEP = {"type": "StepLR", "step_size": 10, "gamma": 0.5}

@@ -15,14 +15,14 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from lrtower_server.app import POSTGRES_MARK_WINDOW_MS, mark_window_ms
-from lrtower_server.config import Settings
-from lrtower_server.db import make_engine
-from lrtower_server.errors import Conflict
-from lrtower_server.marks import GroupCommit
-from lrtower_server.runs import Runs
+from lrtower_server.api.app import POSTGRES_MARK_WINDOW_MS, mark_window_ms
+from lrtower_server.core.config import Settings
+from lrtower_server.core.marks import GroupCommit
+from lrtower_server.core.problems import Conflict
+from lrtower_server.core.runs import Runs
+from lrtower_server.core.serving import Limits, Serving
+from lrtower_server.db.engine import make_engine
 from lrtower_server.schemas import MetricIn, RunCreate, ScaleIn
-from lrtower_server.serving import Limits, Serving
 
 SPEC = {"type": "StepLR", "step_size": 3, "gamma": 0.5}
 

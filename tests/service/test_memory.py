@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lrtower_server.auth import Tokens
-from lrtower_server.config import Settings
-from lrtower_server.db import make_engine
+from lrtower_server.core.auth import Tokens
+from lrtower_server.core.config import Settings
+from lrtower_server.db.engine import make_engine
 from servers import Server
 
 CONCURRENCY = 32

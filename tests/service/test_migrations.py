@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import inspect, text
 
 from databases import BACKENDS, database
-from lrtower_server import migrate
-from lrtower_server.config import Settings
-from lrtower_server.db import make_engine
-from lrtower_server.models import Base
+from lrtower_server.core.config import Settings
+from lrtower_server.db import migrate
+from lrtower_server.db.engine import make_engine
+from lrtower_server.db.models import Base
 
 TABLES = {"runs", "changes", "plateau_states", "metrics", "events", "tokens", "idempotent_writes"}
 
@@ -66,7 +66,7 @@ def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
 def test_the_app_refuses_a_database_not_at_head(empty_database: str) -> None:
     from fastapi.testclient import TestClient
 
-    from lrtower_server.app import SchemaNotAtHead, create_app
+    from lrtower_server.api.app import SchemaNotAtHead, create_app
 
     settings = Settings(database_url=empty_database, auth="off")
     with pytest.raises(SchemaNotAtHead, match="lrtower db upgrade"), TestClient(create_app(settings)):

@@ -13,7 +13,7 @@ import httpx
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from lrtower_server.observability import REQUEST_ID, JsonFormatter
+from lrtower_server.api.observability import REQUEST_ID, JsonFormatter
 
 STEP = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
 LR = "/runs/{run}/lr"
@@ -44,7 +44,10 @@ def test_metrics_parse_and_move_with_requests(client: TestClient) -> None:
     for _ in range(3):  # the first from the database, then the bytes already sent
         assert client.get("/runs/m/lr", params={"step": 5}).status_code == 200
     assert client.get("/runs/m/lr", params={"start": 0, "stop": 4}).status_code == 200
-    assert client.post("/runs/m/scale", json={"factor": 0.5}).status_code == 200
+    once = {"idempotency-key": "scale-once"}
+    assert client.post("/runs/m/scale", json={"factor": 0.5}, headers=once).status_code == 200
+    assert client.post("/runs/m/scale", json={"factor": 0.5}, headers=once).status_code == 200  # a replay
+    assert client.post("/runs/m/scale", json={"factor": 0.5, "from_step": 1}).status_code == 409  # refused
     client.post("/runs/m/metrics", json={"step": 10, "value": 1.0})
     assert client.post("/runs/m/metrics", json={"step": 11, "value": 2.0}).json()["reduced"]
     assert client.get("/runs/nope").status_code == 404

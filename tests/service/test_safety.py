@@ -20,10 +20,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from lrtower_server.app import create_app
-from lrtower_server.auth import Tokens
-from lrtower_server.config import Settings
-from lrtower_server.db import make_engine
+from lrtower_server.api.app import create_app
+from lrtower_server.core.auth import Tokens
+from lrtower_server.core.config import Settings
+from lrtower_server.db.engine import make_engine
 from lrtower_server.schedules import STEP_MAX
 from servers import launch
 

@@ -6,11 +6,11 @@ import math
 from functools import partial
 
 import pytest
-from work import lines_run
 
+from lrtower_server.core.timeline import PlateauChange, ScaleChange, ScheduleChange, Timeline
 from lrtower_server.schedules import DomainError
 from lrtower_server.schedules.plateau import PlateauConfig
-from lrtower_server.timeline import PlateauChange, ScaleChange, ScheduleChange, Timeline
+from work import lines_run
 
 STEP = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
 COSINE = {"type": "CosineAnnealingLR", "T_max": 100}

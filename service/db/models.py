@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from .vocabulary import CHANGE_KINDS, RUN_STATES, SCOPES, ChangeKind, RunState, Scope
+from ..core.vocabulary import CHANGE_KINDS, RUN_STATES, SCOPES, ChangeKind, RunState, Scope
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

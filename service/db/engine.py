@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from .config import Settings
+from ..core.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_BEGIN = "sqlite_begin"

@@ -12,10 +12,10 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .schemas import RunCreate, VerifyOut
+from ..schemas import RunCreate, VerifyOut
 
 if TYPE_CHECKING:
-    from .store import EventRecord, StoredEvent
+    from ..db.store import EventRecord, StoredEvent
 
 GENESIS = "0" * 64
 """The `prev_hash` of a run's first event."""

@@ -17,14 +17,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import audit
-from .db import writer
-from .errors import Conflict, Invalid
-from .observability import CHANGES
-from .schedules import DomainError, FieldError, SpecError, build_schedule
-from .schedules import plateau as plateau_rule
-from .schedules.plateau import PlateauConfig
-from .schemas import (
+from ..db.engine import writer
+from ..db.store import ChangeRecord, PlateauRecord, RunRecord, Store, StoredEvent
+from ..schedules import DomainError, FieldError, SpecError, build_schedule
+from ..schedules import plateau as plateau_rule
+from ..schedules.plateau import PlateauConfig
+from ..schemas import (
     ChangeResult,
     MetricIn,
     MetricOut,
@@ -34,8 +32,9 @@ from .schemas import (
     StateIn,
     VerifyOut,
 )
+from . import audit
+from .problems import Conflict, Invalid
 from .serving import timeline_of
-from .store import ChangeRecord, PlateauRecord, RunRecord, Store, StoredEvent
 from .timeline import Change, PlateauChange, ScaleChange, ScheduleChange, Timeline
 from .vocabulary import EventKind
 
@@ -171,7 +170,7 @@ class Runs:
                     if request_hash != digest:
                         raise Invalid(
                             "this Idempotency-Key was used for a different request: use a new key per change",
-                            [FieldError(("header", "Idempotency-Key"), "already used with another body")],
+                            [FieldError(("idempotency_key",), "already used with another body")],
                         )
                     return ChangeResult.model_validate(answer)
             _require_live(locked.run)
@@ -180,7 +179,6 @@ class Runs:
                 locked.store.add_idempotent_write(
                     locked.run.id, key, digest, result.model_dump(mode="json"), locked.now
                 )
-        CHANGES.labels(endpoint).inc()
         return result
 
     def _apply(
@@ -195,7 +193,7 @@ class Runs:
             field = "factor" if isinstance(change, ScaleChange) else "schedule"
             raise Invalid(
                 f"with this change the run has no LR at step {step}, where it takes effect: {exc.reason}",
-                [FieldError(("body", field), f"gives no finite LR >= 0 at step {step}")],
+                [FieldError((field,), f"gives no finite LR >= 0 at step {step}")],
                 extra={"step": step},
             ) from None
         if isinstance(change, ScheduleChange):
@@ -262,7 +260,7 @@ class Runs:
                 if record is not None and body.step <= record.last_step:
                     raise Conflict(
                         f"metrics of {metric!r} come in step order: step {record.last_step} was posted already",
-                        [FieldError(("body", "step"), f"must be above {record.last_step}")],
+                        [FieldError(("step",), f"must be above {record.last_step}")],
                     )
                 state = _state_of(config, record, locked.timeline.n_groups)
                 state, reduced = plateau_rule.update(config, state, body.value, current)
@@ -283,8 +281,6 @@ class Runs:
                 accepted=True, reduced=reduced, effective_step=step, lr=lrs[0] if lrs else None, lrs=lrs
             )
             store.add_metric(run.id, metric, body.step, body.value, answer.model_dump(), locked.now)
-        if reduced:
-            CHANGES.labels("plateau").inc()
         return answer
 
     def events(self, name: str, after: int = 0, limit: int | None = None) -> list[StoredEvent]:
@@ -330,7 +326,7 @@ def _effective(run: RunRecord, from_step: int | None) -> int:
         raise Conflict(
             f"step {from_step} was already served (the high-water mark is {run.high_water}): "
             f"a change can take effect from step {run.high_water + 1} on",
-            [FieldError(("body", "from_step"), f"must be above the high-water mark {run.high_water}")],
+            [FieldError(("from_step",), f"must be above the high-water mark {run.high_water}")],
             extra={"high_water": run.high_water},
         )
     return from_step
@@ -380,5 +376,5 @@ def _replayed(store: Store, run: RunRecord, body: MetricIn) -> MetricOut | None:
     raise Conflict(
         f"step {body.step} of {metric!r} was posted with value {value!r}; post one all-reduced "
         "value per step (for example from rank 0)",
-        [FieldError(("body", "value"), f"already posted as {value!r}")],
+        [FieldError(("value",), f"already posted as {value!r}")],
     )

@@ -19,8 +19,9 @@ from functools import cache
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .config import Settings
-from .errors import PROBLEM_JSON, TYPE_BASE
+from ..core.config import Settings
+from ..core.problems import TYPE_BASE
+from .errors import PROBLEM_JSON
 
 
 @cache

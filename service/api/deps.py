@@ -6,15 +6,15 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from .auth import ANONYMOUS, Caller, Forbidden, Tokens
-from .errors import Problem
+from ..core.auth import ANONYMOUS, Caller, Forbidden, Tokens
+from ..core.problems import Problem
+from ..core.runs import Runs
+from ..core.serving import Serving
+from ..core.vocabulary import Scope
+from ..schedules import FieldError
+from ..schemas import RUN_NAME
 from .headers import read_headers
 from .ratelimit import RateLimit
-from .runs import Runs
-from .schedules import FieldError
-from .schemas import RUN_NAME
-from .serving import Serving
-from .vocabulary import Scope
 
 
 def get_runs(request: Request) -> Runs:

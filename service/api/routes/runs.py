@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
+from ...db.store import ChangeRecord, RunRecord
+from ...schemas import RUN_NAME, LrAnswer, RangeOut, RunCreate, RunOut, RunPage, problems
 from ..deps import Creator, Reader, RunPath, RunsDep, ServingDep
 from ..headers import read_headers
 from ..observability import FROM_ROUTE, SERVED_STEPS
-from ..schemas import RUN_NAME, LrAnswer, RangeOut, RunCreate, RunOut, RunPage, problems
-from ..store import ChangeRecord, RunRecord
 from ..wire import JSON, STEP_PARAMETERS, QueryInt, answer_body, asked_steps, parse_step_query, range_body
 
 router = APIRouter(tags=["runs"], responses=problems(401, 403, 404, 409, 413, 422, 429))

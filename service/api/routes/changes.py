@@ -6,8 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 
-from ..deps import Reader, RunPath, RunsDep, Writer
-from ..schemas import (
+from ...schemas import (
     SEQ_MAX,
     ChangeResult,
     EventOut,
@@ -21,6 +20,7 @@ from ..schemas import (
     VerifyOut,
     problems,
 )
+from ..deps import Reader, RunPath, RunsDep, Writer
 from ..wire import QueryInt
 from .runs import run_out
 

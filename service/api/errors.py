@@ -1,15 +1,13 @@
-"""One error base, one error shape: RFC 9457 problem+json, with the path of every bad field.
+"""Every error answered as RFC 9457 problem+json, with the path of every bad field.
 
-Raise a `Problem` (or one of its kinds) anywhere below the routes; the handlers installed by
-`install(app)` turn it, request validation errors, and the schedule engine's SpecError and
-DomainError into problem+json. Nothing a user sends may become a 500.
+`install(app)` installs the handlers that turn a `Problem` (core/problems.py, raised anywhere
+below the routes), request validation errors, and the schedule engine's SpecError and DomainError
+into problem+json. Nothing a user sends may become a 500.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,78 +18,30 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
+from ..core.problems import Internal, Invalid, NoValue, Problem, Unavailable
+from ..schedules import DomainError, FieldError, SpecError
 from .observability import DATABASE_ERRORS
-from .schedules import DomainError, FieldError, SpecError
 
 log = logging.getLogger("lrtower")
 
 PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "urn:lrtower:problem:"
 
 
-class Problem(Exception):
-    """An error answered as problem+json. Subclasses fix the status and title."""
-
-    status = 400
-    title = "Bad request"
-    kind = "bad-request"
-
-    def __init__(
-        self,
-        detail: str,
-        errors: Sequence[FieldError] = (),
-        extra: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.errors = list(errors)
-        self.extra = extra or {}
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "type": TYPE_BASE + self.kind,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        if self.errors:
-            body["errors"] = [_field(e) for e in self.errors]
-        body.update(self.extra)
-        return body
+LOCATIONS = ("body", "query", "header", "path")
+HEADERS = {"idempotency_key": "Idempotency-Key"}
+"""The inputs the core names that arrive as headers."""
 
 
-class NotFound(Problem):
-    status, title, kind = 404, "Not found", "not-found"
-
-
-class Conflict(Problem):
-    status, title, kind = 409, "Conflict", "conflict"
-
-
-class Invalid(Problem):
-    status, title, kind = 422, "Invalid request", "invalid"
-
-
-class NoValue(Problem):
-    status, title, kind = 422, "No learning rate at this step", "no-value"
-
-
-class Unavailable(Problem):
-    status, title, kind = 503, "Service unavailable", "unavailable"
-
-
-class Internal(Problem):
-    status, title, kind = 500, "Internal server error", "internal"
-
-
-def _field(error: FieldError) -> dict[str, Any]:
-    return {
-        "loc": list(error.loc),
-        "field": ".".join(str(part) for part in error.loc),
-        "msg": error.msg,
-    }
+def _located(error: FieldError, method: str) -> FieldError:
+    """The field named where the request carried it. The core names an input alone
+    (`from_step`), knowing nothing of HTTP: a header is named as such, any other input is in the
+    query of a GET and in the body of a write."""
+    if error.loc[:1] and error.loc[0] in LOCATIONS:
+        return error
+    first = error.loc[0] if error.loc else ""
+    if first in HEADERS:
+        return FieldError(("header", HEADERS[str(first)], *error.loc[1:]), error.msg, error.value)
+    return error.prefixed("query" if method in ("GET", "HEAD") else "body")
 
 
 def problem_response(problem: Problem) -> JSONResponse:
@@ -113,7 +63,8 @@ def install(app: FastAPI) -> None:
     """Answer every error as problem+json."""
 
     @app.exception_handler(Problem)
-    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        exc.errors = [_located(error, request.method) for error in exc.errors]
         return problem_response(exc)
 
     @app.exception_handler(SpecError)

@@ -32,9 +32,9 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from .db import writer
-from .observability import MARK_GROUPS, MARK_RAISES
-from .store import Store
+from ..db.engine import writer
+from ..db.store import Store
+from .metrics import MARK_GROUPS, MARK_RAISES
 
 
 class _Raise:

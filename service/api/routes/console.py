@@ -23,21 +23,21 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import TypeAdapter, ValidationError
 
-from ..auth import ANONYMOUS, Caller, Forbidden, Tokens, Unauthorized
+from ...core.auth import ANONYMOUS, Caller, Forbidden, Tokens, Unauthorized
+from ...core.problems import NotFound, Problem
+from ...core.runs import Runs
+from ...core.serving import timeline_of
+from ...core.timeline import Answer, Timeline
+from ...schedules import STEP_MAX, DomainError, SpecError
+from ...schedules.registry import MAX_NESTING
+from ...schemas import LR, RUN_NAME, ScaleIn, ScheduleChangeIn, StateIn
 from ..deps import RunsDep
-from ..errors import NotFound, Problem
 from ..ratelimit import RateLimit
-from ..runs import Runs
-from ..schedules import STEP_MAX, DomainError, SpecError
-from ..schedules.registry import MAX_NESTING
-from ..schemas import LR, RUN_NAME, ScaleIn, ScheduleChangeIn, StateIn
-from ..serving import timeline_of
 from ..svg import Marker, curve_svg, sparkline
-from ..timeline import Answer, Timeline
 from ..wire import QueryInt, integer_text
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-templates = Jinja2Templates(directory=str(files("lrtower_server") / "templates"))
+templates = Jinja2Templates(directory=str(files("lrtower_server.api") / "templates"))
 COOKIE = "lrtower_token"
 REFRESH_MS = 3000
 PAGE = 200  # runs per page of the list

@@ -22,8 +22,8 @@ from itertools import accumulate
 from operator import mul
 from typing import Any
 
-from .schedules import DomainError, Schedule, build_schedule
-from .schedules.plateau import PlateauConfig, reduce_by_plateau
+from ..schedules import DomainError, Schedule, build_schedule
+from ..schedules.plateau import PlateauConfig, reduce_by_plateau
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import migrate
+from ...db import migrate
+from ...schemas import problems
 from ..deps import Reader
 from ..errors import PROBLEM_JSON
 from ..observability import metrics_body
-from ..schemas import problems
 
 router = APIRouter(tags=["health"])
 

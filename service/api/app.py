@@ -14,10 +14,13 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import errors, migrate, openapi
-from .auth import Tokens
-from .config import Settings
-from .db import make_engine
+from ..core.auth import Tokens
+from ..core.config import Settings
+from ..core.runs import Runs
+from ..core.serving import Limits, Serving
+from ..db import migrate
+from ..db.engine import make_engine
+from . import errors, openapi
 from .fastpath import LrFastPath
 from .head import HeadAsGet
 from .hosts import AllowedHosts
@@ -25,8 +28,6 @@ from .limits import BodyLimit
 from .observability import Observe
 from .ratelimit import RateLimit
 from .routes import changes, console, health, runs, schedules
-from .runs import Runs
-from .serving import Limits, Serving
 
 
 class App(FastAPI):

@@ -11,7 +11,7 @@ import math
 import threading
 import time
 
-from .errors import Problem
+from ..core.problems import Problem
 
 MAX_CALLERS = 10_000
 """Buckets kept; beyond, the oldest goes (it comes back full, which only errs on the lenient side)."""

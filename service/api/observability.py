@@ -32,9 +32,11 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..db.models import Change
 from .headers import read_headers, request_id
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -56,10 +58,27 @@ LR_ANSWERS = Counter(
 SERVED_STEPS = Counter("lrtower_served_steps", "Steps answered by GET /runs/{run}/lr, on either path")
 CHANGES = Counter("lrtower_changes", "Changes to runs' LRs, by kind (schedule, scale, plateau)", ["kind"])
 DATABASE_ERRORS = Counter("lrtower_database_errors", "Requests answered 503 because of the database")
-MARK_GROUPS = Counter("lrtower_mark_groups", "Transactions that raised high-water marks (group commits)")
-MARK_RAISES = Counter(
-    "lrtower_mark_raises", "High-water mark raises, each run's coalesced into one per group"
-)
+
+
+@event.listens_for(Session, "after_flush")
+def _changes_flushed(session: Session, _: object) -> None:
+    kinds = [row.kind for row in session.new if isinstance(row, Change)]
+    if kinds:
+        session.info.setdefault("lrtower_changes", []).extend(kinds)
+
+
+@event.listens_for(Session, "after_commit")
+def _changes_committed(session: Session) -> None:
+    """`lrtower_changes` counts the changes committed, by kind, wherever they are written: the
+    use cases stay free of metrics, and a rolled-back or replayed change is not counted."""
+    for kind in session.info.pop("lrtower_changes", ()):
+        CHANGES.labels(kind).inc()
+
+
+@event.listens_for(Session, "after_rollback")
+def _changes_rolled_back(session: Session) -> None:
+    session.info.pop("lrtower_changes", None)
+
 
 # Bound once: the hot path only increments.
 HOT_OK = REQUESTS.labels(LR_ROUTE, "GET", "200")

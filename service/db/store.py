@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, LargeBinary, Text, cast, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
-from . import audit
-from .errors import NotFound
+from ..core import audit
+from ..core.problems import NotFound
+from ..core.vocabulary import ChangeKind, EventKind, RunState, Scope
 from .models import Change, Event, IdempotentWrite, Metric, PlateauState, Run, Token
-from .vocabulary import ChangeKind, EventKind, RunState, Scope
 
 
 def utc(moment: datetime) -> datetime:

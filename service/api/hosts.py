@@ -17,8 +17,9 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import Problem, problem_response
-from .schedules import FieldError
+from ..core.problems import Problem
+from ..schedules import FieldError
+from .errors import problem_response
 
 VERDICTS = 256
 """Host header values whose verdict is kept."""

@@ -25,9 +25,9 @@ from typing import Any
 from pydantic import BeforeValidator
 from starlette.datastructures import QueryParams
 
-from .errors import Invalid
-from .schedules import STEP_MAX, FieldError
-from .timeline import Answer
+from ..core.problems import Invalid
+from ..core.timeline import Answer
+from ..schedules import STEP_MAX, FieldError
 
 MAX_POINTS = 100_000
 """The most steps one range request may ask for."""

@@ -29,11 +29,11 @@ from typing import Any
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .auth import Tokens
-from .errors import Problem
+from ..core.auth import Tokens
+from ..core.problems import Problem
+from ..core.serving import LOOP_WORK, Serving
 from .headers import read_headers, request_id
 from .observability import FROM_DATABASE, FROM_MEMORY, FROM_SENT, HOT_LATENCY, HOT_OK, SERVED_STEPS
-from .serving import LOOP_WORK, Serving
 from .wire import JSON, TEXT, answer_body, asked_steps
 
 JSON_HEADERS = [(b"content-type", JSON.encode())]

@@ -21,11 +21,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .db import writer
-from .errors import Conflict, Invalid, NotFound, Problem
-from .schedules import FieldError
-from .schemas import no_control_characters
-from .store import TokenRecord, TokenStore
+from ..db.engine import writer
+from ..db.store import TokenRecord, TokenStore
+from ..schedules import FieldError
+from ..schemas import no_control_characters
+from .problems import Conflict, Invalid, NotFound, Problem
 from .vocabulary import SCOPES, Scope
 
 PREFIX = "lrt_"

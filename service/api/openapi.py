@@ -23,8 +23,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from ..schedules.registry import TYPE_NAMES
 from .errors import PROBLEM_JSON
-from .schedules.registry import TYPE_NAMES
 
 SCHEMAS = "#/components/schemas/"
 

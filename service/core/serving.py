@@ -25,12 +25,12 @@ from dataclasses import dataclass, replace
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from ..db.store import ChangeRecord, RunRecord, Store
+from ..schedules import DomainError, FieldError
+from ..schedules.plateau import PlateauConfig
 from .auth import Forbidden
-from .errors import Invalid, NotFound, Unavailable
 from .marks import GroupCommit, reached
-from .schedules import DomainError, FieldError
-from .schedules.plateau import PlateauConfig
-from .store import ChangeRecord, RunRecord, Store
+from .problems import Invalid, NotFound, Unavailable
 from .timeline import Answer, Change, PlateauChange, ScaleChange, ScheduleChange, Timeline
 
 LOOP_WORK = 200.0
@@ -111,21 +111,19 @@ class Serving:
         self._keep(name, replace(compiled, mark=mark))
         return answers
 
-    def check_work(self, timeline: Timeline, steps: range, field: str = "stop", where: str = "query") -> None:
+    def check_work(self, timeline: Timeline, steps: range, field: str = "stop") -> None:
         work = timeline.work(len(steps))
         if work > self.limits.max_work:
             raise Invalid(
                 f"this request asks {len(steps)} steps of {timeline.n_groups} param groups of a schedule "
                 f"costing {timeline.cost:.3g} per value: {work:.3g} units of work, over the limit of "
                 f"{self.limits.max_work:.3g}; ask fewer steps (a larger stride or a shorter range)",
-                [FieldError((where, field), f"at most {self.limits.max_work:.3g} units of work per request")],
+                [FieldError((field,), f"at most {self.limits.max_work:.3g} units of work per request")],
             )
 
-    def answers(
-        self, timeline: Timeline, steps: range, field: str = "stop", where: str = "query"
-    ) -> list[Answer]:
+    def answers(self, timeline: Timeline, steps: range, field: str = "stop") -> list[Answer]:
         """The planned answers for `steps`, if their work is within the limit."""
-        self.check_work(timeline, steps, field, where)
+        self.check_work(timeline, steps, field)
         return [timeline.at(s) for s in steps]
 
     def serve(self, name: str, steps: range, consume: bool) -> list[Answer]:
@@ -181,7 +179,7 @@ class Serving:
                 f"step {top} is {top - mark} steps past the run's high-water mark {mark}: one request may "
                 f"serve at most {self.limits.max_ahead} steps past it (LRTOWER_MAX_AHEAD), so that a typo "
                 f"cannot freeze a run's future. GET /runs/{name}/curve shows the plan without serving it",
-                [FieldError(("query", field), f"at most {limit} while the high-water mark is {mark}")],
+                [FieldError((field,), f"at most {limit} while the high-water mark is {mark}")],
                 extra={"high_water": mark, "max_step": limit},
             )
 
