@@ -31,31 +31,51 @@ T = TypeVar("T")
 
 
 class _Endpoint(Generic[P, T]):
-    """An API method: its builder's signature and documentation, sent by whichever client reads it."""
+    """An API method: its builder's signature and documentation, sent by whichever client reads it.
+
+    Read on a client, it is that client's method; read on a class (`help(Client)`, an editor's
+    `inspect.signature(Client.lr)`), a function with the method's signature: `self`, the
+    builder's arguments, and what the method returns there (`LR` on a `Client`,
+    `Awaitable[LR]` on an `AsyncClient`), with the builder's documentation."""
 
     def __init__(self, build: Callable[P, Call[T]]) -> None:
         self.build = build
-        # What help() shows for a client's method: the builder's arguments (its return type,
-        # a Call, is not what the method returns).
-        self.signature = inspect.signature(build).replace(return_annotation=inspect.Signature.empty)
+        built = inspect.signature(build)
+        result = str(built.return_annotation).removeprefix("Call[").removesuffix("]")  # Call[LR] -> LR
+        self.parameters = list(built.parameters.values())
+        self.results = {"sync": result, "async": f"Awaitable[{result}]"}
+
+    def signature(self, owner: type, bound: bool) -> inspect.Signature:
+        result = self.results["async" if issubclass(owner, AsyncClient) else "sync"]
+        itself = [] if bound else [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        return inspect.Signature([*itself, *self.parameters], return_annotation=result)
 
     @overload
-    def __get__(self, client: None, owner: type) -> Callable[P, Call[T]]: ...
+    def __get__(self, client: None, owner: type) -> Callable[..., Any]: ...
     @overload
     def __get__(self, client: Client, owner: type) -> Callable[P, T]: ...
     @overload
     def __get__(self, client: AsyncClient, owner: type) -> Callable[P, Awaitable[T]]: ...
     def __get__(self, client: Client | AsyncClient | None, owner: type) -> Any:
-        if client is None:  # on the class: the builder, for help() and inspect.signature()
-            return self.build
-        build, send = self.build, client.send
+        build = self.build
+        if client is None:
+
+            def unbound(client: Client | AsyncClient, *args: Any, **kwargs: Any) -> Any:
+                return client.send(build(*args, **kwargs))
+
+            return self._named(unbound, owner, bound=False)
+        send = client.send
 
         def method(*args: P.args, **kwargs: P.kwargs) -> Any:
             return send(build(*args, **kwargs))
 
-        method.__name__ = method.__qualname__ = build.__name__
-        method.__doc__ = build.__doc__
-        method.__signature__ = self.signature  # type: ignore[attr-defined]
+        return self._named(method, owner, bound=True)
+
+    def _named(self, method: Callable[..., Any], owner: type, bound: bool) -> Callable[..., Any]:
+        method.__name__ = self.build.__name__
+        method.__qualname__ = f"{owner.__name__}.{self.build.__name__}"
+        method.__doc__ = self.build.__doc__
+        method.__signature__ = self.signature(owner, bound)  # type: ignore[attr-defined]
         return method
 
 

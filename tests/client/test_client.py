@@ -13,6 +13,7 @@ import inspect
 import json
 import multiprocessing
 import pickle
+import pydoc
 import socket
 import time
 import uuid
@@ -972,7 +973,7 @@ def test_methods_keep_their_builders_signatures() -> None:
         assert list(scale.parameters) == ["run", "factor", "from_step", "reason", "idempotency_key"]
         assert scale.parameters["factor"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
         assert scale.parameters["from_step"].kind is inspect.Parameter.KEYWORD_ONLY
-        assert scale.return_annotation is inspect.Signature.empty
+        assert scale.return_annotation == "ChangeResult"  # what the method returns, not the builder's Call
         assert tower.scale.__name__ == "scale" and tower.scale.__doc__ and "factor" in tower.scale.__doc__
         assert list(inspect.signature(tower.create_run).parameters) == [
             "name",
@@ -986,7 +987,13 @@ def test_methods_keep_their_builders_signatures() -> None:
     assert list(inspect.signature(AsyncClient("http://tower.test").scale).parameters) == list(
         scale.parameters
     )
-    assert list(inspect.signature(Client.scale).parameters) == list(scale.parameters)
+    # On the class, as help() and editors read it: a method, with `self`, its result and its documentation.
+    assert list(inspect.signature(Client.scale).parameters) == ["self", *scale.parameters]
+    assert inspect.signature(AsyncClient.lr).return_annotation == "Awaitable[LR]"
+    assert Client.lr.__qualname__ == "Client.lr" and AsyncClient.lr.__qualname__ == "AsyncClient.lr"
+    documented = pydoc.render_doc(Client, renderer=pydoc.plaintext)
+    for name in ("create_run", "lr", "lr_range", "scale", "post_metric", "events", "verify", "preview"):
+        assert f"{name}(self, " in documented, name
     with pytest.raises(TypeError):
         Client("http://tower.test").scale("r", 0.5, 10)  # type: ignore[misc]  # from_step is keyword-only
 
