@@ -23,6 +23,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 throwaway_postgres = factories.postgresql_proc(executable=PG_CTL)
 """A cluster of the session's own, started only if a test asks for it (databases.py)."""
 
+SERVERS = {"start_server", "server", "tower"}
+"""The fixtures that start `lrtower serve` processes."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a server process is `slow`, as are the modules that mark themselves
+    (they start training jobs, replicas or a browser): `pytest -m "not slow"` is the fast lane."""
+    for item in items:
+        if SERVERS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.section("optional halves of the suite")

@@ -193,6 +193,7 @@ def test_plot_a_spec_locally_without_a_server(tmp_path: Path) -> None:
     assert needs_lr.exit_code == 1 and "--lr" in needs_lr.output
 
 
+@pytest.mark.slow
 def test_the_console_script_runs_client_and_server_commands(server: str) -> None:
     lrtower_bin = str(Path(sys.executable).parent / "lrtower")
     with Client(server) as client:
@@ -213,6 +214,7 @@ def _without(module: str, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_missing_extras_are_named_with_the_install_command(tmp_path: Path) -> None:
     no_click = _without("click", "runs", "list")
     assert no_click.returncode == 1 and "pip install 'lrtower[cli]'" in no_click.stderr

@@ -7,6 +7,8 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 import lrtower
 from lrtower_server.api.app import create_app
 from lrtower_server.core.config import Settings
@@ -20,6 +22,7 @@ def _python(code: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_star_import_works_without_torch_and_names_the_torch_parts_with_it() -> None:
     without = _python(
         NO_TORCH + "from lrtower import *\nprint(sorted(n for n in dir() if not n.startswith('_')))"

@@ -13,6 +13,10 @@ import torch_oracle
 from lrtower_server.schedules import DomainError, SpecError, build_schedule
 from parity import assert_close
 
+pytestmark = (
+    pytest.mark.slow
+)  # the exhaustive sweeps; test_torch_cases.py keeps torch's cases in the fast lane
+
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 unit = st.floats(0.05, 1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -147,6 +148,7 @@ def test_a_metric_for_a_served_step_applies_after_the_mark(client: TestClient) -
     ),
     values=st.lists(st.sampled_from([1.0, 0.9, 0.5, 2.0, 0.99]), min_size=1, max_size=25),
 )
+@pytest.mark.slow
 def test_plateau_through_http_equals_torch(
     client: TestClient, cfg: dict[str, Any], values: list[float]
 ) -> None:

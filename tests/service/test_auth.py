@@ -69,6 +69,7 @@ def test_tokens_are_stored_hashed(secured: tuple[TestClient, Tokens]) -> None:
     assert stored is not None and secret not in stored and len(stored) == 64
 
 
+@pytest.mark.slow
 def test_token_cli(tmp_path: Path, database_url: str) -> None:
     env = {**os.environ, "LRTOWER_DATABASE_URL": database_url}
     lrtower = str(Path(sys.executable).parent / "lrtower")
@@ -91,6 +92,7 @@ def test_token_cli(tmp_path: Path, database_url: str) -> None:
     assert run("token", "create", "bob", "--scope", "root").returncode != 0
 
 
+@pytest.mark.slow
 def test_serving_off_loopback_without_auth_warns(tmp_path: Path) -> None:
     from servers import free_port
 

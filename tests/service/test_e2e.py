@@ -17,6 +17,7 @@ def test_serve_applies_migrations_and_answers(server: str) -> None:
     assert httpx.get(f"{server}/runs/e2e/lr", params={"step": 25}).json()["lr"] == 0.025
 
 
+@pytest.mark.slow
 def test_curl_reads_an_lr_as_text_and_a_problem_as_json(server: str) -> None:
     curl = shutil.which("curl")
     if curl is None:

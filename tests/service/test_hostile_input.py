@@ -138,6 +138,7 @@ def test_token_names_are_printable_and_fit_their_columns(settings: Settings) -> 
     tokens.engine.dispose()
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_a_bad_token_name_with_a_message(settings: Settings, tmp_path: Path) -> None:
     lrtower = str(Path(sys.executable).parent / "lrtower")
     env = {**os.environ, "LRTOWER_DATABASE_URL": settings.database_url}

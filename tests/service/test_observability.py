@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -96,6 +97,7 @@ def test_log_lines_are_json_with_the_request_id() -> None:
     assert line["level"] == "warning" and line["logger"] == "lrtower" and line["time"].endswith("+00:00")
 
 
+@pytest.mark.slow
 def test_a_served_process_logs_json_and_adds_up_its_workers_metrics(
     tmp_path: Path, database_url: str
 ) -> None:

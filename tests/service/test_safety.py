@@ -271,6 +271,7 @@ def test_writes_and_creations_are_rate_limited_per_token(database_url: str) -> N
 # -- 6. a caller that leaves is not an error ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_client_that_leaves_mid_request_or_mid_answer_logs_no_error(
     tmp_path: Path, database_url: str
 ) -> None:
