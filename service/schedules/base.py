@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
 STEP_MAX = 2**53
 """The largest step the engine answers (SPEC §2): every step is exact as a float."""
@@ -339,3 +339,20 @@ class AbsoluteSpec(SpecModel):
     def build(self, ctx: BuildContext) -> Schedule:
         ratios = ctx.group_ratios()
         return AbsoluteSchedule(self.compile(), ratios, self.value_cost())
+
+
+def spec_union(specs: Iterable[type[SpecModel]]) -> Any:
+    """The union of `specs`, discriminated on `type` in every spelling each allows (`type_names`):
+    pydantic parses a value as the one spec its `type` names, and reports that spec's errors
+    only; a `type` no spec of the union has is pydantic's `union_tag_invalid`.
+
+    Use it under `if not TYPE_CHECKING` (a type checker sees the specs' base class instead)."""
+    models = {spec.type_names()[0]: spec for spec in specs}
+    tags = {spelling: name for name, spec in models.items() for spelling in spec.type_names()}
+
+    def tag(value: Any) -> str | None:
+        name = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
+        return tags.get(name) if isinstance(name, str) else None
+
+    members = tuple(Annotated[spec, Tag(name)] for name, spec in models.items())
+    return Annotated[Union[members], Discriminator(tag)]  # noqa: UP007  # a union built at run time

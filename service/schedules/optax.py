@@ -26,13 +26,11 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BeforeValidator,
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -51,6 +49,7 @@ from .base import (
     SpecModel,
     Steps,
     ValueFn,
+    spec_union,
 )
 from .ieee import ieee_pow
 
@@ -784,11 +783,6 @@ class SgdrSchedule(OptaxSpec):
         return join(parts, boundaries[:-1])
 
 
-def _optax_tag(value: Any) -> str | None:
-    name = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
-    return name if isinstance(name, str) and name in OPTAX_TYPES else None
-
-
 def _only_optax(value: Any) -> Any:
     """A nested schedule of another family gets a clear error rather than 'unknown type'."""
     name = value.get("type") if isinstance(value, Mapping) else None
@@ -797,29 +791,6 @@ def _only_optax(value: Any) -> Any:
             ("type",), f"join_schedules joins optax schedules only (optax.<name>), got {name!r}", name
         )
     return value
-
-
-OptaxChild = Annotated[
-    Union[  # noqa: UP007 -- the tagged members read best as a list
-        Annotated[ConstantSchedule, Tag("optax.constant_schedule")],
-        Annotated[LinearSchedule, Tag("optax.linear_schedule")],
-        Annotated[PolynomialSchedule, Tag("optax.polynomial_schedule")],
-        Annotated[ExponentialDecay, Tag("optax.exponential_decay")],
-        Annotated[CosineDecaySchedule, Tag("optax.cosine_decay_schedule")],
-        Annotated[WarmupCosineDecaySchedule, Tag("optax.warmup_cosine_decay_schedule")],
-        Annotated[WarmupExponentialDecaySchedule, Tag("optax.warmup_exponential_decay_schedule")],
-        Annotated[WarmupConstantSchedule, Tag("optax.warmup_constant_schedule")],
-        Annotated[PiecewiseConstantSchedule, Tag("optax.piecewise_constant_schedule")],
-        Annotated[PiecewiseInterpolateSchedule, Tag("optax.piecewise_interpolate_schedule")],
-        Annotated["JoinSchedules", Tag("optax.join_schedules")],
-        Annotated[SgdrSchedule, Tag("optax.sgdr_schedule")],
-        Annotated[CosineOnecycleSchedule, Tag("optax.cosine_onecycle_schedule")],
-        Annotated[LinearOnecycleSchedule, Tag("optax.linear_onecycle_schedule")],
-    ],
-    Discriminator(_optax_tag),
-    BeforeValidator(_only_optax),
-]
-"""A schedule nested in `join_schedules`: any optax spec, and only those."""
 
 
 class JoinSchedules(OptaxSpec):
@@ -864,8 +835,6 @@ class JoinSchedules(OptaxSpec):
         return join([s.compile() for s in self.schedules], self.boundaries)
 
 
-JoinSchedules.model_rebuild()
-
 SPECS: tuple[type[SpecModel], ...] = (
     ConstantSchedule,
     LinearSchedule,
@@ -882,4 +851,9 @@ SPECS: tuple[type[SpecModel], ...] = (
     CosineOnecycleSchedule,
     LinearOnecycleSchedule,
 )
-OPTAX_TYPES = frozenset(model.model_fields["type"].default for model in SPECS)
+if TYPE_CHECKING:
+    OptaxChild = OptaxSpec
+else:
+    OptaxChild = Annotated[spec_union(SPECS), BeforeValidator(_only_optax)]
+"""A schedule nested in `join_schedules`: any optax spec, and only those."""
+JoinSchedules.model_rebuild()

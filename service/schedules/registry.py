@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from . import hf, keras, mxnet, optax, timm, torch_basic, torch_composite, torch_cyclic
-from .base import MAX_SPEC_COST, BuildContext, FieldError, Schedule, SpecError, SpecModel
+from .base import MAX_SPEC_COST, BuildContext, FieldError, Schedule, SpecError, SpecModel, spec_union
 
 MAX_DEPTH = 16
 """The deepest nesting of composite specs accepted (a guard against pathological input)."""
@@ -39,23 +39,10 @@ TYPE_NAMES: dict[str, type[SpecModel]] = {model.model_fields["type"].default: mo
 TORCH_PREFIX = "torch."
 
 
-def _type_tag(value: Any) -> str | None:
-    """The union tag of a raw spec: its `type`, with the optional `torch.` prefix removed."""
-    name = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
-    if not isinstance(name, str):
-        return None
-    if name.startswith(TORCH_PREFIX) and name[len(TORCH_PREFIX) :] in TYPE_NAMES:
-        name = name[len(TORCH_PREFIX) :]
-    return name if name in TYPE_NAMES else None
-
-
 if TYPE_CHECKING:
     ScheduleSpec = SpecModel
 else:
-    ScheduleSpec = Annotated[
-        Union[tuple(Annotated[model, Tag(name)] for name, model in TYPE_NAMES.items())],  # noqa: UP007
-        Discriminator(_type_tag),
-    ]
+    ScheduleSpec = spec_union(SPEC_TYPES)
 SPEC_ADAPTER: TypeAdapter[SpecModel] = TypeAdapter(ScheduleSpec)
 
 

@@ -21,12 +21,12 @@ chain midway, which has no closed form in general.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Field, model_validator
 
-from .base import BuildContext, Loc, SpecError, Steps
+from .base import BuildContext, Loc, SpecError, Steps, spec_union
 from .torch_basic import SPECS as BASIC_SPECS
 from .torch_common import TorchNode, TorchSpec
 from .torch_cyclic import SPECS as CYCLIC_SPECS
@@ -237,25 +237,10 @@ def _lowest(bounds: Iterable[int | None]) -> int | None:
     return min(known) if known else None
 
 
-def _torch_tag(value: Any) -> str | None:
-    name = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
-    if not isinstance(name, str):
-        return None
-    name = name.removeprefix("torch.")
-    return name if name in _TORCH_TYPES else None
-
-
-_TORCH_TYPES: dict[str, type[TorchSpec]] = {
-    spec.model_fields["type"].default: spec
-    for spec in (*BASIC_SPECS, *CYCLIC_SPECS, SequentialLR, ChainedScheduler)
-}
 if TYPE_CHECKING:
     TorchChild = TorchSpec
 else:
-    TorchChild = Annotated[
-        Union[tuple(Annotated[spec, Tag(name)] for name, spec in _TORCH_TYPES.items())],  # noqa: UP007
-        Discriminator(_torch_tag),
-    ]
+    TorchChild = spec_union((*BASIC_SPECS, *CYCLIC_SPECS, SequentialLR, ChainedScheduler))
 SequentialLR.model_rebuild()
 ChainedScheduler.model_rebuild()
 
