@@ -151,6 +151,9 @@ class BuildContext:
     constructed on an optimizer records it, and OneCycleLR overwrites it. Torch schedulers are
     built in the order a user would construct them (children before their composite), so a
     composite's children see exactly the base LRs torch would give them.
+
+    A context lives while one spec is built: `finish()` ends it, running what waited for the
+    values as the last writer left them (`when_built`), and no compiled schedule keeps it.
     """
 
     base_lrs: tuple[float, ...] | None
@@ -160,6 +163,18 @@ class BuildContext:
     (OneCycleLR's `max_lr`, `min_lr`, and the momentum bounds), as the last writer left them."""
     products: ProductBudget = field(default_factory=ProductBudget)
     """The products over steps the spec holds (MultiplicativeLR), which share one budget."""
+    _waiting: list[Callable[[BuildContext], None]] = field(default_factory=list)
+
+    def when_built(self, settle: Callable[[BuildContext], None]) -> None:
+        """Call `settle(ctx)` once every scheduler of the spec is built: a value torch reads from
+        the param groups at every step is the one the last scheduler constructed wrote there."""
+        self._waiting.append(settle)
+
+    def finish(self) -> None:
+        """End the build: settle what waited, with the values as they now stand, once."""
+        waiting, self._waiting = self._waiting, []
+        for settle in waiting:
+            settle(self)
 
     def require_initial_lrs(self) -> tuple[float, ...]:
         return self.initial_lrs if self.initial_lrs is not None else self.require_base_lrs()

@@ -133,7 +133,9 @@ def build_schedule(spec: Any, base_lrs: Sequence[float] | None) -> Schedule:
     bases = None if base_lrs is None else tuple(float(lr) for lr in base_lrs)
     if bases is not None and not bases:
         raise SpecError.at(("lrs",), "give at least one base LR", [])
-    schedule = model.build(BuildContext(base_lrs=bases))
+    ctx = BuildContext(base_lrs=bases)
+    schedule = model.build(ctx)
+    ctx.finish()
     if schedule.cost > MAX_SPEC_COST:
         raise SpecError.at(
             (),

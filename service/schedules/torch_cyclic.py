@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -226,14 +225,14 @@ class _OneCycleNode(OverwritingNode):
         self.total_steps = spec.steps
         self.has_momentum = spec.cycle_momentum
         self.linear = spec.anneal_strategy == "linear"
-        self._ctx = ctx  # read once built: the group values as the last writer left them
         self.cost = ONE_CYCLE_COST * (2 if self.has_momentum else 1)
+        self._phases: list[list[tuple[float, float, float, float, float]]] = []
+        ctx.when_built(self._settle)  # the group values as the last writer leaves them
 
-    @cached_property
-    def _phases(self) -> list[list[tuple[float, float, float, float, float]]]:
+    def _settle(self, ctx: BuildContext) -> None:
         """Per group: (end_step, start_lr, end_lr, start_momentum, end_momentum) of each phase."""
-        spec, total, values = self.spec, self.total_steps, self._ctx.group_values
-        initial, top, low = self._ctx.require_initial_lrs(), values["max_lr"], values["min_lr"]
+        spec, total, values = self.spec, self.total_steps, ctx.group_values
+        initial, top, low = ctx.require_initial_lrs(), values["max_lr"], values["min_lr"]
         zeros = (0.0,) * self.n_groups
         base_m, max_m = values.get("base_momentum", zeros), values.get("max_momentum", zeros)
         warm = float(spec.pct_start * total) - 1
@@ -251,7 +250,7 @@ class _OneCycleNode(OverwritingNode):
                     (total - 1, top[g], low[g], base_m[g], max_m[g]),
                 ]
             groups.append(phases)
-        return groups
+        self._phases = groups
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
         if self.linear:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
-from lrtower_server.schedules import STEP_MAX, DomainError, Schedule, build_schedule
+from lrtower_server.schedules import STEP_MAX, BuildContext, DomainError, Schedule, build_schedule
 from lrtower_server.schedules.examples import EXAMPLES
 
 
@@ -86,3 +86,29 @@ def _answer(schedule: Schedule, step: int) -> object:
         return schedule.at(step)
     except DomainError as exc:
         return exc.reason
+
+
+def _held(value: object, seen: set[int]) -> Iterator[object]:
+    """What a compiled schedule holds: its attributes, containers and closures, transitively."""
+    if id(value) in seen or isinstance(value, str | bytes | int | float | type(None)):
+        return
+    seen.add(id(value))
+    yield value
+    if isinstance(value, dict):
+        children: Iterable[object] = value.values()
+    elif isinstance(value, list | tuple | set | frozenset):
+        children = value
+    elif callable(value) and getattr(value, "__closure__", None):
+        children = [cell.cell_contents for cell in value.__closure__ or ()]
+    else:
+        children = vars(value).values() if hasattr(value, "__dict__") else ()
+    for child in children:
+        yield from _held(child, seen)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_a_compiled_schedule_keeps_no_build_context(name: str) -> None:
+    """Building ends with the context: what waited for its final values has read them."""
+    schedule = build_schedule(EXAMPLES[name], [0.1, 0.01])
+    assert not any(isinstance(held, BuildContext) for held in _held(schedule, set()))
+    schedule.at(10)
