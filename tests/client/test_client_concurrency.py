@@ -27,6 +27,13 @@ from lrtower import (
     Verification,
 )
 
+
+@pytest.fixture
+def server(tower: str) -> str:
+    """One server for the module (each test's runs have names of their own), not one per test."""
+    return tower
+
+
 # -- fork safety and threads ---------------------------------------------------------------
 
 
@@ -90,16 +97,17 @@ def test_async_client_against_the_real_server(server: str) -> None:
     async def tour() -> None:
         async with AsyncClient(server, retry=FAST) as tower:
             assert tower.url == server and await tower.ready() is True
-            run = await tower.create_run("async", STEP, lr=0.1)
+            tour = {"suite": "async-tour"}
+            run = await tower.create_run("async", STEP, lr=0.1, labels=tour)
             assert isinstance(run, Run) and run.state == "live" and run.high_water == -1
-            assert (await tower.create_run("async", STEP, lr=0.1)).created_at == run.created_at
+            assert (await tower.create_run("async", STEP, lr=0.1, labels=tour)).created_at == run.created_at
             one = await tower.lr("async", 4)
             assert isinstance(one, LR) and one.lr == approx(reference[4][0])
             span = await tower.lr_range("async", 0, 12, 2)
             assert span.lr == approx([reference[s][0] for s in span.steps]) and span.at(4).lr == one.lr
             assert (await tower.curve("async", 0, 12)).lrs == approx(reference)
             assert (await tower.get_run("async")).high_water == 10
-            await tower.create_run("async-plateau", CONSTANT, lr=0.1, plateau=config)
+            await tower.create_run("async-plateau", CONSTANT, lr=0.1, plateau=config, labels=tour)
             results = [await tower.post_metric("async-plateau", s, v) for s, v in enumerate(values, start=1)]
             assert all(isinstance(r, MetricResult) for r in results)
             assert [r.lr for r in results] == approx(plateau)
@@ -113,7 +121,7 @@ def test_async_client_against_the_real_server(server: str) -> None:
             assert all(isinstance(e, Event) for e in page.events)
             assert (await tower.verify("async")) == Verification(ok=True, count=2)
             assert [e.kind for e in (await tower.events("async-plateau")).events][-1] == "plateau_reduced"
-            assert [r.name for r in (await tower.list_runs()).runs] == ["async", "async-plateau"]
+            assert [r.name for r in (await tower.list_runs(labels=tour)).runs] == ["async", "async-plateau"]
             assert (await tower.preview(STEP, lr=0.1, stop=12)).lrs == approx(reference)
             with pytest.raises(NotFound) as missing:
                 await tower.get_run("nope")
