@@ -53,9 +53,10 @@ def database(request: pytest.FixtureRequest, home: Path, migrated: bool = True) 
     """A fresh, empty database URL of the backend `request.param` (migrated to head unless told
     not to), removed afterwards."""
     if request.param == "sqlite":
-        url = f"sqlite:///{home / 'lrtower.db'}"
-        _migrate(url, migrated)
-        yield url
+        path = home / "lrtower.db"
+        if migrated:
+            shutil.copyfile(_sqlite_template(request), path)
+        yield f"sqlite:///{path}"
         return
     admin_url = postgres_admin_url(request)
     schema = f"t_{uuid.uuid4().hex[:16]}"
@@ -72,6 +73,20 @@ def database(request: pytest.FixtureRequest, home: Path, migrated: bool = True) 
         with admin.begin() as connection:
             connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+def _sqlite_template(request: pytest.FixtureRequest) -> Path:
+    """A SQLite file migrated to head once per session: each test gets a copy (0.2 ms), not a
+    migration of its own (15 to 30 ms)."""
+    global _TEMPLATE
+    if _TEMPLATE is None or not _TEMPLATE.exists():
+        template = request.getfixturevalue("tmp_path_factory").mktemp("template") / "lrtower.db"
+        _migrate(f"sqlite:///{template}", migrated=True)
+        _TEMPLATE = template
+    return _TEMPLATE
+
+
+_TEMPLATE: Path | None = None
 
 
 def _migrate(url: str, migrated: bool) -> None:
