@@ -68,9 +68,10 @@ def install(app: FastAPI) -> None:
         return problem_response(exc)
 
     @app.exception_handler(SpecError)
-    async def _spec(_: Request, exc: SpecError) -> JSONResponse:
-        # Specs arrive only in bodies: name the field as the body's own validation does.
-        return problem_response(Invalid("the request is invalid", exc.prefixed("body").errors))
+    async def _spec(request: Request, exc: SpecError) -> JSONResponse:
+        # The engine names a spec's fields as the core names inputs: located the same way.
+        errors = [_located(error, request.method) for error in exc.errors]
+        return problem_response(Invalid("the request is invalid", errors))
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:

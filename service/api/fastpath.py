@@ -34,7 +34,7 @@ from ..core.problems import Problem
 from ..core.serving import LOOP_WORK, Serving
 from .headers import read_headers, request_id
 from .observability import FROM_DATABASE, FROM_MEMORY, FROM_SENT, HOT_LATENCY, HOT_OK, SERVED_STEPS
-from .wire import JSON, TEXT, answer_body, asked_steps
+from .wire import JSON, TEXT, answer_body, asked_steps, wants_text
 
 JSON_HEADERS = [(b"content-type", JSON.encode())]
 TEXT_HEADERS = [(b"content-type", TEXT.encode())]
@@ -119,7 +119,7 @@ class LrFastPath:
             if caller is None or not caller.allows("read"):
                 return None
             consume = caller.allows("write")
-        text = asked.single and b"text/plain" in headers.accept
+        text = wants_text(asked, headers.accept)
         key = b"%s|%d|%d|%d%s" % (name.encode(), steps.start, steps.stop, steps.step, b"|t" if text else b"")
         counts = self._counts
         body = self._sent.get(key)
@@ -138,7 +138,7 @@ class LrFastPath:
                     found = await anyio.to_thread.run_sync(self.serving.serve, name, steps, consume)
                 answers = found
                 counts[3] += 1
-            body = answer_body(name, asked, answers, headers.accept)[0]
+            body = answer_body(name, asked, answers, text)
             self._keep(key, body)
         counts[4] += len(steps)
         return body, [

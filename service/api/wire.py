@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BeforeValidator
 from starlette.datastructures import QueryParams
@@ -68,8 +67,9 @@ QueryInt = BeforeValidator(integer_text)
 """Makes an integer query parameter read by `whole_number`; place it after `Query(...)`."""
 
 
-@dataclass(frozen=True)
-class Asked:
+class Asked(NamedTuple):
+    """What a query asks (a tuple: the hot path makes one per request)."""
+
     steps: range
     single: bool
     """Asked as `step=N` (one answer), not as a range."""
@@ -167,14 +167,19 @@ JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 
 
-def answer_body(run: str, asked: Asked, answers: list[Answer], accept: bytes) -> tuple[bytes, str]:
-    """The body of `/lr`'s answer, and its content type: one step as JSON (`LrOut`), or as text
-    when `Accept` asks `text/plain`, or a range (`RangeOut`)."""
+def wants_text(asked: Asked, accept: bytes) -> bool:
+    """Whether `/lr` answers as text: one step, with `Accept` asking `text/plain`."""
+    return asked.single and b"text/plain" in accept
+
+
+def answer_body(run: str, asked: Asked, answers: list[Answer], text: bool) -> bytes:
+    """The body of `/lr`'s answer: one step as JSON (`LrOut`), or as text (`wants_text`), or a
+    range (`RangeOut`)."""
     if not asked.single:
-        return range_body(run, answers), JSON
-    if b"text/plain" in accept:
-        return repr(answers[0].lrs[0]).encode(), TEXT
-    return one_body(run, answers[0]), JSON
+        return range_body(run, answers)
+    if text:
+        return repr(answers[0].lrs[0]).encode()
+    return one_body(run, answers[0])
 
 
 def _floats(values: list[float]) -> str:

@@ -206,6 +206,11 @@ def test_forms_change_a_live_run_with_a_reason_from_the_console_only(client: Tes
     refused = client.post("/ui/runs/vision-1/scale", content="factor=0.5&reason=x", headers=forged)
     assert refused.status_code == 403 and refused.headers["content-type"] == "application/problem+json"
     assert len(client.get("/runs/vision-1/events").json()["events"]) == len(events) + 1  # nothing more
+    # A form's from_step reads whole numbers as the API does: 9e6 is step 9,000,000; 5_0 is no number.
+    sloppy = client.post("/ui/runs/vision-1/scale", content="factor=0.5&from_step=5_0&reason=x", headers=FORM)
+    assert sloppy.status_code == 422 and "whole number" in sloppy.text
+    client.post("/ui/runs/vision-1/scale", content="factor=0.5&from_step=9e6&reason=x", headers=FORM)
+    assert client.get("/runs/vision-1/events").json()["events"][-1]["effective_step"] == 9_000_000
 
     client.post("/ui/runs/vision-1/finish", content="reason=converged", headers=FORM)
     finished = client.get("/ui/runs/vision-1").text

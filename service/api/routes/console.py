@@ -378,13 +378,19 @@ def _problem_text(exc: Problem | SpecError) -> str:
     return "; ".join([detail, *(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in exc.errors)])
 
 
+def _from_step(form: dict[str, str]) -> int | None:
+    """A form's `from_step`: empty for the step after the mark, else a whole number."""
+    text = form.get("from_step")
+    return integer_text(text) if text else None
+
+
 @router.post("/runs/{run}/scale")
 async def scale_form(request: Request, run: RunName, runs: RunsDep, viewer: Viewer) -> Response:
     form = await _form(request, viewer)
     try:
         body = ScaleIn(
             factor=float(form.get("factor", "")),
-            from_step=integer_text(form["from_step"]) if form.get("from_step") else None,
+            from_step=_from_step(form),
             reason=form.get("reason") or None,
         )
         await anyio.to_thread.run_sync(runs.scale, run, body, viewer.name)
@@ -401,7 +407,7 @@ async def schedule_form(request: Request, run: RunName, runs: RunsDep, viewer: V
     try:
         body = ScheduleChangeIn(
             schedule=_load_json(form.get("schedule", "")),
-            from_step=integer_text(form["from_step"]) if form.get("from_step") else None,
+            from_step=_from_step(form),
             restart=form.get("restart") == "1",
             reason=form.get("reason") or None,
         )

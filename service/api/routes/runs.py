@@ -12,7 +12,17 @@ from ...schemas import RUN_NAME, LrAnswer, RangeOut, RunCreate, RunOut, RunPage,
 from ..deps import Creator, Reader, RunPath, RunsDep, ServingDep
 from ..headers import read_headers
 from ..observability import FROM_ROUTE, SERVED_STEPS
-from ..wire import JSON, STEP_PARAMETERS, QueryInt, answer_body, asked_steps, parse_step_query, range_body
+from ..wire import (
+    JSON,
+    STEP_PARAMETERS,
+    TEXT,
+    QueryInt,
+    answer_body,
+    asked_steps,
+    parse_step_query,
+    range_body,
+    wants_text,
+)
 
 router = APIRouter(tags=["runs"], responses=problems(401, 403, 404, 409, 413, 422, 429))
 LabelFilter = Annotated[str, Field(pattern=r"^[^=\x00-\x1f\x7f-\x9f]{1,64}=[^\x00-\x1f\x7f-\x9f]{0,256}$")]
@@ -69,8 +79,8 @@ def get_lr(run: RunPath, request: Request, serving: ServingDep, caller: Reader) 
     answers = serving.serve(run, asked.steps, consume=caller.allows("write"))
     FROM_ROUTE.inc()
     SERVED_STEPS.inc(len(answers))
-    body, media_type = answer_body(run, asked, answers, read_headers(request.scope["headers"]).accept)
-    return Response(body, media_type=media_type)
+    text = wants_text(asked, read_headers(request.scope["headers"]).accept)
+    return Response(answer_body(run, asked, answers, text), media_type=TEXT if text else JSON)
 
 
 @router.get(
