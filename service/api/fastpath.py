@@ -128,7 +128,7 @@ class LrFastPath:
         else:
             timeline = self.serving.known(name, steps)
             if timeline is not None and timeline.work(len(steps)) <= LOOP_WORK and not timeline.has_products:
-                answers = [timeline.at(s) for s in steps]
+                answers = timeline.over(steps)
                 counts[2] += 1
             else:
                 # New steps, cheap to compute, of a run held here: no worker thread, only the

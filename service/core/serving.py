@@ -102,7 +102,7 @@ class Serving:
         if timeline.has_products or timeline.work(len(steps)) > LOOP_WORK:
             return None
         try:
-            answers = [timeline.at(s) for s in steps]
+            answers = timeline.over(steps)
         except DomainError:
             return None
         mark = reached(await self.marks.raise_mark_on_loop(name, top, compiled.version), top)
@@ -124,7 +124,7 @@ class Serving:
     def answers(self, timeline: Timeline, steps: range, field: str = "stop") -> list[Answer]:
         """The planned answers for `steps`, if their work is within the limit."""
         self.check_work(timeline, steps, field)
-        return [timeline.at(s) for s in steps]
+        return timeline.over(steps)
 
     def serve(self, name: str, steps: range, consume: bool) -> list[Answer]:
         """The answers for `steps`, which count as served: they never change afterwards.

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import mul
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..schedules import DomainError, Schedule, build_schedule
+from ..schedules.base import split_range
 from ..schedules.plateau import PlateauConfig, reduce_by_plateau
 
 
@@ -48,8 +49,9 @@ class PlateauChange:
 Change = ScheduleChange | ScaleChange | PlateauChange
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
+    """What a step serves. A tuple: a range builds thousands of them per request."""
+
     step: int
     lrs: list[float]
     momentum: list[float] | None
@@ -88,6 +90,9 @@ class Timeline:
         self._plateau_steps = [c.effective_step for c in reductions]
         self._plateau_factors = [(1.0,) * self.n_groups, *(c.factors for c in reductions)]
         self._floors = plateau.min_lrs(self.n_groups) if plateau else None
+        # The steps where a segment, a scale or a plateau factor begins: a range is answered in
+        # pieces between them, each of one segment, one scale and one set of factors.
+        self._bounds = sorted({*self._starts[1:], *self._scale_steps, *self._plateau_steps})
         # Each answer evaluates one segment; the dearest bounds them all.
         self.cost: float = max(schedule.cost for schedule, _ in self._segments)
         # A product over steps may first have to be extended to the step asked: a one-time cost
@@ -108,6 +113,31 @@ class Timeline:
             factors = self._plateau_factors[bisect_right(self._plateau_steps, step)]
             lrs = reduce_by_plateau(lrs, factors, self._floors)
         return Answer(step, lrs, momentum)
+
+    def over(self, steps: range) -> list[Answer]:
+        """`at` of every step of `steps`, computed in one pass per piece of the history: the
+        same answers, and the same DomainError at the first step without a value."""
+        if len(steps) < 2 or steps.step < 0:
+            return [self.at(step) for step in steps]
+        answers: list[Answer] = []
+        for piece in split_range(steps, self._bounds):
+            answers.extend(self._piece(piece))
+        return answers
+
+    def _piece(self, steps: range) -> list[Answer]:
+        first = steps[0]
+        schedule, origin = self._segments[bisect_right(self._starts, first) - 1]
+        values = schedule.over(range(steps.start - origin, steps.stop - origin, steps.step))
+        scale = self._scale_products[bisect_right(self._scale_steps, first)]
+        if scale != 1.0:
+            values = [([lr * scale for lr in lrs], momentum) for lrs, momentum in values]
+            if not all(lr < math.inf for lrs, _ in values for lr in lrs):
+                return [self.at(step) for step in steps]  # raises at the first that overflows
+        if self._floors is not None:
+            factors = self._plateau_factors[bisect_right(self._plateau_steps, first)]
+            floors = self._floors
+            values = [(reduce_by_plateau(lrs, factors, floors), momentum) for lrs, momentum in values]
+        return [Answer(step, lrs, momentum) for step, (lrs, momentum) in zip(steps, values, strict=True)]
 
     def cached_bytes(self) -> int:
         """What the schedules have cached so far (MultiplicativeLR's products over steps)."""

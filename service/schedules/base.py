@@ -2,9 +2,18 @@
 
 A spec model (pydantic, one per schedule type) validates its parameters once and then
 `build(ctx)` compiles them into a `Schedule`: a pure object mapping a step to the LR of every
-param group (and the momentum, where the schedule cycles it). Evaluation is closed form, so
-its cost does not depend on the step; the one exception, MultiplicativeLR's product over steps,
-is bounded by `ProductBudget`.
+param group (and the momentum, where the schedule cycles it). Every family compiles to that
+one shape: `lrs(step)`, and `lrs_over(steps)` for a range in one pass. A family keeps its
+library's own build hook, so that it reads beside the reference it reproduces:
+- optax, Keras and MXNet compute one value (`AbsoluteSpec.compile`, like optax's schedule
+  function), scaled per group: a `ScaledSchedule`;
+- transformers computes a multiplier of the base LRs (`HFSpec.multiplier`, its `lr_lambda`):
+  a `ScaledSchedule` too;
+- timm computes every group at once (`TimmSpec.get_lr`, its `_get_lr`): a `GroupSchedule`;
+- torch schedulers are `TorchNode`s, which composites also step from a given LR
+  (`torch_common.py`).
+Evaluation is closed form, so its cost does not depend on the step; the one exception,
+MultiplicativeLR's product over steps, is bounded by `ProductBudget`.
 
 Every compiled schedule carries `cost`, an estimate of one `at(step)` per param group, so that a
 caller can bound a request's work (points x groups x cost) before doing it. The unit is one
@@ -16,10 +25,13 @@ expression `Expression.cost`, a composite its own overhead plus the children it 
 
 from __future__ import annotations
 
+import itertools
 import math
 from abc import ABC, abstractmethod
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
@@ -265,48 +277,114 @@ class Schedule(ABC):
                 raise DomainError(step, f"the schedule gives LR {lr!r}, which is not a finite LR >= 0")
         return lrs, momentum
 
+    def over(self, steps: range) -> list[tuple[list[float], list[float] | None]]:
+        """`at` of every step of `steps`, in one pass: the same values, and the same DomainError
+        at the first step without one, for less work per point.
+
+        The checks of `at` run once for the whole range; where any fails, the range is answered
+        step by step by `at` itself, which raises at the step that has no value.
+        """
+        if not steps:
+            return []
+        if min(steps[0], steps[-1]) < 0 or max(steps[0], steps[-1]) > STEP_MAX:
+            return [self.at(step) for step in steps]
+        try:
+            rows = self.lrs_over(steps)
+            momenta = self.momentum_over(steps) if self.has_momentum else None
+        except (ArithmeticError, ValueError, TypeError):
+            return [self.at(step) for step in steps]
+        if not all_lrs(rows):
+            return [self.at(step) for step in steps]
+        if momenta is None:
+            return [(row, None) for row in rows]
+        return list(zip(rows, momenta, strict=True))
+
     @abstractmethod
     def lrs(self, step: int) -> list[float]:
         """The LR of every param group at `step` (0 <= step <= STEP_MAX, already checked)."""
+
+    def lrs_over(self, steps: range) -> list[list[float]]:
+        """`lrs` of every step of `steps` (checked already). A family whose formula allows it
+        computes the range in one pass, with the very operations of `lrs`, so that every value
+        is the same float bit for bit."""
+        lrs = self.lrs
+        return [lrs(step) for step in steps]
 
     def momentum(self, step: int) -> list[float] | None:
         """The momentum (or Adam's beta1) of every group, for schedules that cycle it."""
         return None
 
+    def momentum_over(self, steps: range) -> list[list[float] | None]:
+        """`momentum` of every step of `steps`."""
+        momentum = self.momentum
+        return [momentum(step) for step in steps]
 
-class AbsoluteSchedule(Schedule):
-    """A schedule that carries its own values (optax, keras, mxnet): group i gets v * ratio[i]."""
 
-    def __init__(self, value: ValueFn, ratios: tuple[float, ...], cost: float = CLOSED_FORM_COST) -> None:
+def split_range(steps: range, bounds: Sequence[int]) -> list[range]:
+    """`steps` (ascending) cut before every step of `bounds` (sorted): pieces within which no
+    bound is crossed, in order, none empty."""
+    first, last = steps[0], steps[-1]
+    cuts = [0]
+    for bound in bounds[bisect_right(bounds, first) :]:
+        if bound > last:
+            break
+        cuts.append(-((first - bound) // steps.step))  # the index of the first step >= bound
+    cuts.append(len(steps))
+    return [steps[a:b] for a, b in itertools.pairwise(cuts) if a < b]
+
+
+def all_lrs(rows: list[list[float]]) -> bool:
+    """Whether every value of `rows` is an LR `Schedule.at` answers: a finite float >= 0.
+
+    Passes in C over the values: their types, their least, and their sum, which is NaN or inf
+    when any value is (a sum of finite values can overflow too, and then the caller checks
+    step by step)."""
+    values = list(chain.from_iterable(rows))
+    return not values or (set(map(type, values)) == {float} and min(values) >= 0.0 and sum(values) < math.inf)
+
+
+class ScaledSchedule(Schedule):
+    """One value per step, times a fixed scale per param group: group i gets value(step) * scales[i].
+
+    The value is an absolute schedule's (optax, Keras, MXNet; scales are lrs[i] / lrs[0]) or
+    transformers' multiplier (scales are the base LRs)."""
+
+    def __init__(self, value: ValueFn, scales: tuple[float, ...], cost: float = CLOSED_FORM_COST) -> None:
         self._value = value
-        self._ratios = ratios
-        self._single = ratios == (1.0,)
-        self.n_groups = len(ratios)
+        self._scales = scales
+        self._single = scales == (1.0,)  # an absolute schedule of one group: the value itself
+        self.n_groups = len(scales)
         self.cost = cost
 
     def lrs(self, step: int) -> list[float]:
         v = self._value(step)
         if self._single:
             return [v]
-        return [v * r for r in self._ratios]
+        return [v * scale for scale in self._scales]
+
+    def lrs_over(self, steps: range) -> list[list[float]]:
+        values = map(self._value, steps)
+        if self._single:
+            return [[v] for v in values]
+        scales = self._scales
+        return [[v * scale for scale in scales] for v in values]
 
 
-class RelativeSchedule(Schedule):
-    """A schedule of the run's base LRs: group i gets value(step, base_lrs[i])."""
+class GroupSchedule(Schedule):
+    """A function that answers every param group at once: step -> LRs (timm's `_get_lr`)."""
 
     def __init__(
-        self,
-        value: Callable[[int, float], float],
-        base_lrs: tuple[float, ...],
-        cost: float = CLOSED_FORM_COST,
+        self, lrs: Callable[[int], list[float]], n_groups: int, cost: float = CLOSED_FORM_COST
     ) -> None:
-        self._value = value
-        self._bases = base_lrs
-        self.n_groups = len(base_lrs)
+        self._lrs = lrs
+        self.n_groups = n_groups
         self.cost = cost
 
     def lrs(self, step: int) -> list[float]:
-        return [self._value(step, base) for base in self._bases]
+        return self._lrs(step)
+
+    def lrs_over(self, steps: range) -> list[list[float]]:
+        return list(map(self._lrs, steps))
 
 
 def _published_schema(schema: dict[str, Any], model: type[BaseModel]) -> None:
@@ -353,7 +431,7 @@ class AbsoluteSpec(SpecModel):
 
     def build(self, ctx: BuildContext) -> Schedule:
         ratios = ctx.group_ratios()
-        return AbsoluteSchedule(self.compile(), ratios, self.value_cost())
+        return ScaledSchedule(self.compile(), ratios, self.value_cost())
 
 
 def spec_union(specs: Iterable[type[SpecModel]]) -> Any:

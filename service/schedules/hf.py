@@ -45,7 +45,7 @@ from .base import (
     BuildContext,
     NonNegative,
     PositiveSteps,
-    RelativeSchedule,
+    ScaledSchedule,
     Schedule,
     SpecError,
     SpecModel,
@@ -77,8 +77,7 @@ class HFSpec(SpecModel):
         raise NotImplementedError
 
     def build(self, ctx: BuildContext) -> Schedule:
-        multiplier = self.multiplier(_optimizer_lr(ctx))
-        return RelativeSchedule(lambda step, base: base * multiplier(step), ctx.require_base_lrs(), HF_COST)
+        return ScaledSchedule(self.multiplier(_optimizer_lr(ctx)), ctx.require_base_lrs(), HF_COST)
 
     @field_validator("num_training_steps", check_fields=False)
     @classmethod

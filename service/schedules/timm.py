@@ -43,6 +43,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from .base import (
     BuildContext,
+    GroupSchedule,
     NonNegative,
     Positive,
     PositiveSteps,
@@ -71,31 +72,19 @@ def _milestones(value: list[int]) -> list[int]:
 Milestones = Annotated[list[Steps], Field(max_length=10_000), AfterValidator(_milestones)]
 
 
-class TimmSchedule(Schedule):
-    """A timm scheduler's `_get_lr`, answering every group at once.
+class TimmSpec(SpecModel):
+    """A timm scheduler: `build` compiles its `_get_lr` against the base LRs.
 
     Where timm raises, or computes a complex LR (a fractional power of a negative number),
     `Schedule.at` answers DomainError.
     """
-
-    def __init__(self, get_lr: GroupLRs, n_groups: int) -> None:
-        self._get_lr = get_lr
-        self.n_groups = n_groups
-        self.cost = TIMM_COST
-
-    def lrs(self, step: int) -> list[float]:
-        return self._get_lr(step)
-
-
-class TimmSpec(SpecModel):
-    """A timm scheduler: `build` compiles its `_get_lr` against the base LRs."""
 
     def get_lr(self, bases: tuple[float, ...]) -> GroupLRs:
         raise NotImplementedError
 
     def build(self, ctx: BuildContext) -> Schedule:
         bases = ctx.require_base_lrs()
-        return TimmSchedule(self.get_lr(bases), len(bases))
+        return GroupSchedule(self.get_lr(bases), len(bases), TIMM_COST)
 
 
 def _with_warmup(

@@ -437,6 +437,11 @@ class _CosineNode(TorchNode):
         curve = self._curve(e)
         return [eta + (base - eta) * curve / 2 for base in anchors]
 
+    def lrs_over(self, steps: range) -> list[list[float]]:
+        eta, curve = self.eta_min, self._curve
+        spans = [base - eta for base in self.bases]
+        return [[eta + span * c / 2 for span in spans] for c in map(curve, steps)]
+
     def step_map(self, e: int, initial: bool) -> list[Affine]:
         eta = self.eta_min
         if e == 0 and initial:

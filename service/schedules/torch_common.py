@@ -12,7 +12,8 @@ and CosineAnnealingLR's is affine. A `TorchNode` exposes exactly that update, in
 - `cumulative(e, initial)`: for multiplicative nodes, the product of the factors of 0..e.
 
 Composites are built from these three views, so SequentialLR and ChainedScheduler reproduce
-torch's own interleaving without replaying steps.
+torch's own interleaving without replaying steps. Like every schedule, a node answers a range
+in one pass (`lrs_over`) where its closed form allows.
 """
 
 from __future__ import annotations
@@ -104,7 +105,15 @@ class MultiplicativeNode(TorchNode):
 
 
 class UniformNode(MultiplicativeNode):
-    """A multiplicative scheduler whose factors are the same for every group."""
+    """A multiplicative scheduler whose factors are the same for every group.
+
+    It has two formulas, as torch has: `total`, the closed form of the product up to an epoch
+    (torch's `_get_closed_form_lr`), which answers any epoch at one cost; and `factor`, the
+    update of one epoch (torch's chainable `get_lr`), which a ChainedScheduler applies on top of
+    an LR another child overwrote. Neither can stand in for the other: the product of the
+    factors is O(epoch) and rounds differently, and `total(e) / total(e - 1)` is neither exact
+    nor defined where the product reaches 0 (`gamma = 0`, `end_factor = 0`).
+    """
 
     def cumulative(self, e: int, initial: bool) -> list[float]:
         return [self.total(e, initial)] * self.n_groups
@@ -115,6 +124,10 @@ class UniformNode(MultiplicativeNode):
     def value_from(self, entry: Sequence[float], e: int, initial: bool) -> list[float]:
         total = self.total(e, initial)
         return [lr * total for lr in entry]
+
+    def lrs_over(self, steps: range) -> list[list[float]]:
+        bases, total = self.bases, self.total
+        return [[lr * t for lr in bases] for t in (total(e, True) for e in steps)]
 
     @abstractmethod
     def total(self, e: int, initial: bool) -> float:

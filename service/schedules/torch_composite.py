@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .base import BuildContext, Loc, SpecError, Steps, spec_union
+from .base import BuildContext, Loc, SpecError, Steps, spec_union, split_range
 from .torch_basic import SPECS as BASIC_SPECS
 from .torch_common import TorchNode, TorchSpec
 from .torch_cyclic import SPECS as CYCLIC_SPECS
@@ -166,6 +166,20 @@ class _SequentialNode(TorchNode):
             handed = self.value_from(entry, e - local - 1, initial)
             return child.value_from(handed, local, False)
         return child.lrs(local)
+
+    def lrs_over(self, steps: range) -> list[list[float]]:
+        if steps.step < 0:
+            return super().lrs_over(steps)
+        rows: list[list[float]] = []
+        for piece in split_range(steps, self.milestones):
+            idx, local = self._locate(piece[0])
+            child = self.children[idx]
+            if idx == self.first or child.continues_in_sequence:
+                rows.extend(self.lrs(step) for step in piece)  # from the LR it is handed
+            else:
+                start = piece[0] - local
+                rows.extend(child.lrs_over(range(piece.start - start, piece.stop - start, piece.step)))
+        return rows
 
     def step_map(self, e: int, initial: bool) -> list[tuple[float, float]]:  # pragma: no cover
         raise NotImplementedError("SequentialLR is never chained (refused at build)")

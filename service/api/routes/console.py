@@ -263,7 +263,11 @@ def _planned(timeline: Timeline, steps: range) -> list[Answer]:
     most = max(2, int(CURVE_WORK // timeline.work(1)))
     if len(steps) > most:
         steps = range(steps.start, steps.stop, math.ceil((steps.stop - steps.start) / most))
-    answers = []
+    try:
+        return timeline.over(steps)
+    except DomainError:
+        pass
+    answers = []  # the curve ends where the schedule does: answer up to its first step without a value
     for step in steps:
         try:
             answers.append(timeline.at(step))
