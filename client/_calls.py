@@ -21,6 +21,7 @@ from .results import (
     EventPage,
     LRRange,
     MetricResult,
+    RewindResult,
     Run,
     RunPage,
     Verification,
@@ -90,14 +91,25 @@ def get_run(run: str) -> Call[Run]:
     return Call("GET", _run_path(run), _json(Run.from_json))
 
 
-def lr(run: str, step: int) -> Call[LR]:
-    """The LR of `step`. It counts as served: it never changes afterwards."""
-    return Call("GET", _run_path(run, "lr"), _json(LR.from_json), params=[("step", step)])
+def lr(run: str, step: int, *, attempt: int | None = None) -> Call[LR]:
+    """The LR of `step`. It counts as served: it never changes afterwards.
+
+    With `attempt`, the answer is that attempt's: if a rewind has started a newer one, a step
+    above the rewind raises `Conflict`, whose `attempt` names the current one."""
+    params: list[tuple[str, str | int]] = [("step", step)]
+    if attempt is not None:
+        params.append(("attempt", attempt))
+    return Call("GET", _run_path(run, "lr"), _json(LR.from_json), params=params)
 
 
-def lr_range(run: str, start: int, stop: int, stride: int = 1) -> Call[LRRange]:
-    """The LRs of steps [start, stop) by `stride` (at most 100,000), all counting as served."""
+def lr_range(
+    run: str, start: int, stop: int, stride: int = 1, *, attempt: int | None = None
+) -> Call[LRRange]:
+    """The LRs of steps [start, stop) by `stride` (at most 100,000), all counting as served;
+    `attempt` as for `lr`."""
     params: list[tuple[str, str | int]] = [("start", start), ("stop", stop), ("stride", stride)]
+    if attempt is not None:
+        params.append(("attempt", attempt))
     return Call("GET", _run_path(run, "lr"), _json(LRRange.from_json), params=params)
 
 
@@ -107,10 +119,13 @@ def curve(run: str, start: int = 0, stop: int = 1000, stride: int = 1) -> Call[L
     return Call("GET", _run_path(run, "curve"), _json(LRRange.from_json), params=params)
 
 
-def post_metric(run: str, step: int, value: float, *, name: str | None = None) -> Call[MetricResult]:
+def post_metric(
+    run: str, step: int, value: float, *, name: str | None = None, attempt: int | None = None
+) -> Call[MetricResult]:
     """Post a metric for `step` (torch's `step(metric)` count, from 1); the run's plateau may reduce
-    the LR. Posting the same (name, step, value) again returns the same result."""
-    body = _without_none(step=step, value=value, name=name)
+    the LR. Posting the same (name, step, value) again returns the same result. With `attempt`,
+    a post to a run a rewind has moved to another attempt raises `Conflict` instead."""
+    body = _without_none(step=step, value=value, name=name, attempt=attempt)
     return Call("POST", _run_path(run, "metrics"), _json(MetricResult.from_json), json=body)
 
 
@@ -156,6 +171,62 @@ def scale(
         json=body,
         headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
     )
+
+
+def rewind(
+    run: str,
+    to_step: int,
+    *,
+    reason: str,
+    schedule: Mapping[str, Any] | None = None,
+    restart: bool = False,
+    scale: float | None = None,
+    idempotency_key: str | None = None,
+) -> Call[RewindResult]:
+    """Start a new attempt of the run at `to_step` (a served step: a checkpoint's). Steps up to
+    it answer as before; above it, the plan as it stood when it was the last step served, with
+    this call's new `schedule` (counting from 0 there with `restart`) and `scale` from the step
+    after. Under an `Idempotency-Key` like `change_schedule`: every rank of a resumed job that
+    passes the same key lands on the same attempt."""
+    body = _without_none(
+        to_step=to_step, reason=reason, schedule=None if schedule is None else dict(schedule), scale=scale
+    )
+    if restart:
+        body["restart"] = True
+    return Call(
+        "POST",
+        _run_path(run, "rewind"),
+        _json(RewindResult.from_json),
+        json=body,
+        headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+    )
+
+
+def fork(
+    run: str,
+    name: str,
+    at_step: int,
+    *,
+    reason: str | None = None,
+    schedule: Mapping[str, Any] | None = None,
+    restart: bool = False,
+    scale: float | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Call[Run]:
+    """Make the run `name`, which answers steps up to `at_step` as `run` did; above them, `run`'s
+    plan as it stood then, with this call's `schedule` and `scale` from the step after. The same
+    fork again returns the run; another run of that name raises `Conflict`."""
+    body = _without_none(
+        name=name,
+        at_step=at_step,
+        reason=reason,
+        schedule=None if schedule is None else dict(schedule),
+        scale=scale,
+        labels=None if labels is None else dict(labels),
+    )
+    if restart:
+        body["restart"] = True
+    return Call("POST", _run_path(run, "fork"), _json(Run.from_json), json=body)
 
 
 def set_state(run: str, state: Literal["finished", "archived"], *, reason: str | None = None) -> Call[Run]:

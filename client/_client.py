@@ -89,6 +89,8 @@ class _Api:
     post_metric = _Endpoint(_calls.post_metric)
     change_schedule = _Endpoint(_calls.change_schedule)
     scale = _Endpoint(_calls.scale)
+    rewind = _Endpoint(_calls.rewind)
+    fork = _Endpoint(_calls.fork)
     set_state = _Endpoint(_calls.set_state)
     events = _Endpoint(_calls.events)
     verify = _Endpoint(_calls.verify)

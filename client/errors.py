@@ -94,6 +94,12 @@ class Conflict(APIError):
         value = self.problem.get("high_water")
         return value if isinstance(value, int) else None
 
+    @property
+    def attempt(self) -> int | None:
+        """The run's current attempt, when the conflict is a pinned attempt a rewind ended."""
+        value = self.problem.get("attempt")
+        return value if isinstance(value, int) else None
+
 
 class TooLarge(APIError):
     """413: the request body is larger than the server accepts."""

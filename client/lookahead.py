@@ -34,6 +34,13 @@ feed goes on with the fetched window, then with the last LR. It warns once per o
 in the background with growing pauses (never blocking a step), and says when it is back. With
 `strict=True` it raises instead. Errors that are not transient (401, 403, 404, 422) always raise.
 
+**Attempts.** A rewind of the run starts a new attempt (SPEC §4.10). The feed pins the attempt
+of its first answer, and asks every window and posts every metric in it, so it never mixes two.
+Once a rewind has ended that attempt, the server answers 409 for steps past the rewind: the feed
+then keeps the last LR and warns (once), or raises with `strict=True`; it asks nothing more of
+the run. `forget()` (a resume from a checkpoint) unpins it: the resumed job takes the newest
+attempt.
+
 **Reach.** The server serves at most `LRTOWER_MAX_AHEAD` steps past a run's mark in one request
 (10,000 by default); a larger `lookahead` shrinks to that reach the first time the server says so.
 """
@@ -49,10 +56,10 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from ._client import Client
-from .errors import APIError, LrtowerError, ServerError
+from .errors import APIError, Conflict, LrtowerError, ServerError
 from .results import LRRange, MetricResult
 
 log = logging.getLogger("lrtower")
@@ -73,15 +80,28 @@ Steps: TypeAlias = dict[int, StepLR]
 """A fetched window, in step order: what the job's thread merges into what it knows."""
 
 
-def _steps(window: LRRange) -> Steps:
-    momentum = window.momentum
-    return {
-        step: StepLR(window.lrs[i], momentum[i] if momentum is not None else None)
-        for i, step in enumerate(window.steps)
+def _superseded(error: LrtowerError) -> int | None:
+    """The run's current attempt, if `error` says a rewind ended the attempt asked for."""
+    return error.attempt if isinstance(error, Conflict) else None
+
+
+class Window(NamedTuple):
+    """A fetched window: the attempt it belongs to, and its steps."""
+
+    attempt: int | None
+    steps: Steps
+
+
+def _window(fetched: LRRange) -> Window:
+    momentum = fetched.momentum
+    steps = {
+        step: StepLR(fetched.lrs[i], momentum[i] if momentum is not None else None)
+        for i, step in enumerate(fetched.steps)
     }
+    return Window(fetched.attempt, steps)
 
 
-_Jobs: TypeAlias = queue.SimpleQueue[tuple[Callable[[], Steps], Future[Steps]] | None]
+_Jobs: TypeAlias = queue.SimpleQueue[tuple[Callable[[], Window], Future[Window]] | None]
 """A worker's fetches to run, each with the future it answers; None stops the worker."""
 
 
@@ -98,12 +118,12 @@ class _Worker:
         self._jobs: _Jobs = queue.SimpleQueue()
         self._pid: int | None = None
 
-    def submit(self, fetch: Callable[[], Steps]) -> Future[Steps]:
+    def submit(self, fetch: Callable[[], Window]) -> Future[Window]:
         if self._pid != os.getpid():
             self._jobs, self._pid = queue.SimpleQueue(), os.getpid()
             threading.Thread(target=_serve, args=(self._jobs,), name="lrtower-lookahead", daemon=True).start()
             weakref.finalize(self, _stop, self._jobs)
-        future: Future[Steps] = Future()
+        future: Future[Window] = Future()
         self._jobs.put((fetch, future))
         return future
 
@@ -192,7 +212,7 @@ class LRFeed:
         self._known: dict[int, StepLR] = {}
         self._limit: int | None = None  # the first step the schedule has no value for, once met
         self._top = -1  # the highest step in _known
-        self._pending: Future[Steps] | None = None
+        self._pending: Future[Window] | None = None
         self._pending_start = 0
         self._worker = _Worker()
         self._pid = os.getpid()
@@ -201,6 +221,9 @@ class LRFeed:
         self._failures = 0
         self._missed = 0
         self._dropped = 0
+        self.attempt: int | None = None
+        """The attempt of the run this feed follows: pinned by the first answer."""
+        self._ended_by: int | None = None  # the attempt that superseded ours, once the server says so
 
     # -- what the job calls -----------------------------------------------------------------
 
@@ -209,6 +232,9 @@ class LRFeed:
         current LR). Raises LrtowerError if strict, or if the error is not transient."""
         self._collect()
         known = self._known.pop(step, None)
+        if known is None and self._ended_by is not None:
+            self._missed += 1
+            return None  # our attempt ended: never an LR of another one
         if known is None:
             known = self._fetch_now(step)
             if known is None:
@@ -221,11 +247,11 @@ class LRFeed:
         """Post a metric for `step`, before its LR is asked for. During an outage it is dropped
         (the plateau does not see it; the count is logged on recovery) and None is returned."""
         self._learn_cadence(step)
-        if self._down_since is not None and time.monotonic() < self._retry_at:
+        if self._ended_by is not None or (self._down_since is not None and time.monotonic() < self._retry_at):
             self._dropped += 1
             return None
         try:
-            result = self.client.post_metric(self.run, step, value, name=name)
+            result = self.client.post_metric(self.run, step, value, name=name, attempt=self.attempt)
         except LrtowerError as exc:
             self._failed(exc)
             self._dropped += 1
@@ -248,10 +274,13 @@ class LRFeed:
         self._worker.stop()
 
     def forget(self) -> None:
-        """Drop what was fetched (after a jump to another step, such as a resume)."""
+        """Drop what was fetched, and the attempt pinned (after a jump to another step, such as
+        a resume from a checkpoint): the next window pins the run's newest attempt."""
         self._known.clear()
         self._top = -1
         self._pending = None
+        self.attempt = None
+        self._ended_by = None
 
     # -- windows ----------------------------------------------------------------------------
 
@@ -294,13 +323,15 @@ class LRFeed:
         while True:
             try:
                 # At least `step` itself: the job asks for it, metric expected there or not.
-                window = self.client.lr_range(self.run, step, max(self._window_end(step), step + 1))
+                window = self.client.lr_range(
+                    self.run, step, max(self._window_end(step), step + 1), attempt=self.attempt
+                )
                 break
             except LrtowerError as exc:
                 if not self._ends_before(exc, step):  # else: again, up to the schedule's end
                     self._failed(exc)
                     return None
-        self._store(_steps(window))
+        self._store(_window(window))
         return self._known.pop(step)
 
     def _ends_before(self, error: LrtowerError, start: int) -> bool:
@@ -332,8 +363,10 @@ class LRFeed:
         # The worker builds the window's StepLRs too: off the job's thread. The fetch holds the
         # client and run, not the feed, so that a feed dropped while its fetch waits in the queue
         # goes at once, and the fetch with it (see _stop).
-        client, run = self.client, self.run
-        self._pending = self._worker.submit(lambda: _steps(client.lr_range(run, start, stop)))
+        client, run, attempt = self.client, self.run, self.attempt
+        self._pending = self._worker.submit(
+            lambda: _window(client.lr_range(run, start, stop, attempt=attempt))
+        )
         self._pending_start = start
 
     def _collect(self, wait: bool = False) -> None:
@@ -345,17 +378,20 @@ class LRFeed:
             return
         self._pending = None
         try:
-            steps = future.result()
+            window = future.result()
         except LrtowerError as exc:
             if _no_value_from(exc) is None:
                 self._failed(exc)
             else:
                 self._ends_before(exc, self._pending_start)
             return
-        self._store(steps)
+        self._store(window)
         self._recovered()
 
-    def _store(self, steps: Steps) -> None:
+    def _store(self, window: Window) -> None:
+        if self.attempt is None:
+            self.attempt = window.attempt  # pinned by the first answer
+        steps = window.steps
         self._known.update(steps)
         if steps:
             self._top = max(self._top, next(reversed(steps)))  # the last: steps are in order
@@ -363,6 +399,21 @@ class LRFeed:
     # -- outages ----------------------------------------------------------------------------
 
     def _failed(self, error: LrtowerError) -> None:
+        current = _superseded(error)
+        if current is not None and not self.strict:
+            if self._ended_by is None:
+                log.warning(
+                    "lrtower: run %r was rewound: it is in attempt %d, and this job's attempt %s ended; "
+                    "training goes on with the last LR and asks nothing more. Restart the job from the "
+                    "checkpoint the rewind went back to",
+                    self.run,
+                    current,
+                    self.attempt,
+                )
+            self._ended_by = current
+            self._known.clear()
+            self._pending = None
+            return
         if self.strict or not _transient(error):
             raise error
         now = time.monotonic()

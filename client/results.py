@@ -37,8 +37,41 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """A rewind: attempt `number` answers steps 0..`rewound_to` as the one before it did, and
+    discarded what that one served above them, up to `discarded_to`."""
+
+    number: int
+    rewound_to: int
+    discarded_to: int
+    actor: str
+    reason: str
+    started_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(**{**_known(cls, data), "started_at": datetime.fromisoformat(data["started_at"])})
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """Where a forked run comes from: it answers steps 0..`at_step` as `parent` did, whose audit
+    trail ended in `parent_head` then."""
+
+    parent: str
+    at_step: int
+    parent_head: str
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
-    """A run: its definition, state, changes, version and high-water mark (-1: nothing served)."""
+    """A run: its definition, state, changes, version and high-water mark (-1: nothing served),
+    the attempt it serves (each rewind starts one, and `attempts` lists them), and where it was
+    forked from, if it was."""
 
     name: str
     lrs: list[float] | None
@@ -51,15 +84,21 @@ class Run:
     changes: list[Change]
     created_at: datetime
     updated_at: datetime
+    attempt: int = 1
+    attempts: list[Attempt] = field(default_factory=list)
+    fork: Fork | None = None
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
+        fork = data.get("fork")
         return cls(
             **{
                 **_known(cls, data),
                 "changes": [Change.from_json(c) for c in data["changes"]],
                 "created_at": datetime.fromisoformat(data["created_at"]),
                 "updated_at": datetime.fromisoformat(data["updated_at"]),
+                "attempts": [Attempt.from_json(a) for a in data.get("attempts", [])],
+                "fork": None if fork is None else Fork.from_json(fork),
             }
         )
 
@@ -79,13 +118,14 @@ class RunPage:
 @dataclass(frozen=True, slots=True)
 class LR:
     """The LR of one step: `lr` is the first param group's, `lrs` every group's; `momentum` is
-    set when the schedule cycles it (one per group)."""
+    set when the schedule cycles it (one per group); `attempt`, the run's attempt it belongs to."""
 
     run: str
     step: int
     lr: float
     lrs: list[float]
     momentum: list[float] | None = None
+    attempt: int = 1
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
@@ -101,6 +141,8 @@ class LRRange:
     lr: list[float]
     lrs: list[list[float]]
     momentum: list[list[float]] | None = None
+    attempt: int | None = None
+    """The run's attempt these LRs belong to (None for a preview)."""
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
@@ -112,7 +154,7 @@ class LRRange:
         """The answer for one step of the range (IndexError if it is not in it)."""
         index = _index(self.steps, step)
         momentum = self.momentum[index] if self.momentum is not None else None
-        return LR(self.run, step, self.lr[index], self.lrs[index], momentum)
+        return LR(self.run, step, self.lr[index], self.lrs[index], momentum, self.attempt or 1)
 
 
 def _index(steps: list[int], step: int) -> int:
@@ -151,6 +193,28 @@ class ChangeResult:
     effective_step: int
     lr_before: list[float] | None
     lr_after: list[float]
+    version: int
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True, slots=True)
+class RewindResult:
+    """The attempt a rewind started at `to_step`: the LR at `effective_step` (to_step + 1) in the
+    attempt before it and in this one; the steps it discarded (to_step + 1 to `discarded_to`),
+    the changes it dropped (their seqs) and the metrics that no longer count."""
+
+    run: str
+    attempt: int
+    to_step: int
+    effective_step: int
+    lr_before: list[float] | None
+    lr_after: list[float] | None
+    discarded_to: int
+    dropped_changes: list[int]
+    dropped_metrics: int
     version: int
 
     @classmethod

@@ -158,6 +158,26 @@ class ChangeOut(BaseModel):
     created_at: datetime
 
 
+class AttemptOut(BaseModel):
+    """A rewind: attempt `number` answers steps 0..`rewound_to` as before it; what the attempt
+    before it served above them, up to `discarded_to`, is discarded (kept in the audit trail)."""
+
+    number: int
+    rewound_to: int
+    discarded_to: int
+    actor: str
+    reason: str
+    started_at: datetime
+
+
+class ForkOut(BaseModel):
+    """Where a forked run comes from: it answers steps 0..`at_step` as `parent` did."""
+
+    parent: str
+    at_step: int
+    parent_head: str = Field(description="The hash that ended the parent's audit trail at the fork")
+
+
 class RunOut(BaseModel):
     name: str
     lrs: list[float] | None
@@ -167,7 +187,10 @@ class RunOut(BaseModel):
     state: RunState
     version: int
     high_water: int = Field(description="The highest step served so far (-1: none yet)")
+    attempt: int = Field(1, description="The attempt now served: each rewind starts a new one")
     changes: list[ChangeOut]
+    attempts: list[AttemptOut] = Field(default_factory=list, description="Every rewind, oldest first")
+    fork: ForkOut | None = Field(None, description="Present on a run forked from another")
     created_at: datetime
     updated_at: datetime
 
@@ -183,6 +206,7 @@ class LrOut(BaseModel):
             "examples": [
                 {
                     "run": "resnet50-a",
+                    "attempt": 1,
                     "step": 5000,
                     "lr": 0.0995977,
                     "lrs": [0.0995977, 0.00995977],
@@ -193,6 +217,7 @@ class LrOut(BaseModel):
     )
 
     run: str
+    attempt: int = Field(description="The attempt this answer belongs to (a rewind starts a new one)")
     step: int
     lr: float = Field(description="The first group's LR")
     lrs: list[float] = Field(description="Every param group's LR")
@@ -205,6 +230,7 @@ class RangeOut(BaseModel):
             "examples": [
                 {
                     "run": "resnet50-a",
+                    "attempt": 1,
                     "steps": [5000, 5001],
                     "lr": [0.0995977, 0.0995975],
                     "lrs": [[0.0995977, 0.00995977], [0.0995975, 0.00995975]],
@@ -215,6 +241,7 @@ class RangeOut(BaseModel):
     )
 
     run: str
+    attempt: int | None = Field(description="The attempt these answers belong to (null for a preview)")
     steps: list[int]
     lr: list[float] = Field(description="The first group's LR at every step")
     lrs: list[list[float]] | None = Field(None, description="Every group's LR at every step (several groups)")
@@ -324,6 +351,75 @@ class ChangeResult(BaseModel):
     version: int
 
 
+class _Branching(Strict):
+    """The changes a rewind or a fork makes where its new plan takes over (the step after k)."""
+
+    schedule: ScheduleSpec | None = Field(None, description="A new schedule from the step after k")
+    restart: bool = Field(False, description="The new schedule counts its own steps from 0 there")
+    scale: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        None, description="Multiply the LR from the step after k"
+    )
+
+    @model_validator(mode="after")
+    def _restart_needs_a_schedule(self) -> _Branching:
+        if self.restart and self.schedule is None:
+            raise ValueError("`restart` applies to a new `schedule`: give one, or leave restart false")
+        return self
+
+
+class RewindIn(_Branching):
+    """Start a new attempt of the run at k = `to_step`: steps 0..k answer as before; above k,
+    the plan as it stood when k was the last step served, plus this call's changes."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"to_step": 12000, "scale": 0.5, "reason": "loss spike at 12,400: resume from ckpt 12000"}
+            ]
+        },
+    )
+
+    to_step: Step = Field(description="The step the job resumes after (its checkpoint's): 0 to the mark")
+    reason: Reason
+
+
+class ForkIn(_Branching):
+    """Make a new run `name` that answers steps 0..k (k = `at_step`) as this one does; above k,
+    this run's plan as it stood when k was the last step served, plus this call's changes."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "gpt-small-lr-half", "at_step": 12000, "scale": 0.5, "reason": "try half the LR"}
+            ]
+        },
+    )
+
+    name: RunName
+    at_step: Step = Field(description="The last step the new run shares with this one: 0 to the mark")
+    labels: Labels | None = Field(None, description="The new run's labels (default: this run's)")
+    reason: Reason | None = None
+
+
+class RewindResult(BaseModel):
+    run: str
+    attempt: int = Field(description="The new attempt")
+    to_step: int
+    effective_step: int = Field(description="to_step + 1, where the new attempt's plan takes over")
+    lr_before: list[float] | None = Field(
+        description="What the previous attempt answered (or planned) at effective_step; null if nothing"
+    )
+    lr_after: list[float] | None = Field(description="What the new attempt answers there; null if nothing")
+    discarded_to: int = Field(
+        description="The previous attempt's mark: its steps above to_step up to here are discarded"
+    )
+    dropped_changes: list[int] = Field(
+        description="The seqs of the changes decided above to_step, now discarded"
+    )
+    dropped_metrics: int = Field(description="How many metrics posted above to_step no longer count")
+    version: int
+
+
 class MetricIn(Strict):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"step": 12, "value": 0.731, "name": "val_loss"}]},
@@ -336,6 +432,9 @@ class MetricIn(Strict):
     name: (
         Annotated[str, Field(min_length=1, max_length=128, json_schema_extra=NO_CONTROL), Printable] | None
     ) = Field(None, description="The metric's name; default: the one the run's plateau watches")
+    attempt: Annotated[int, Field(ge=1, le=STEP_MAX), WholeNumber] | None = Field(
+        None, description="The attempt the job runs in: a post to a run rewound since then is a 409"
+    )
 
 
 class MetricOut(BaseModel):
@@ -407,6 +506,7 @@ class ProblemOut(BaseModel):
     detail: str
     errors: list[FieldProblem] | None = None
     high_water: int | None = Field(None, description="On 409: the run's highest served step")
+    attempt: int | None = Field(None, description="On 409 for an attempt a rewind ended: the current attempt")
     step: int | None = Field(None, description="On 422 for a step without a value: that step")
     max_step: int | None = Field(
         None, description="On 422 for a step out of reach: the highest step one request may serve now"

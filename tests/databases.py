@@ -1,5 +1,9 @@
 """The databases the tests run on: a SQLite file, or a schema of its own in a PostgreSQL database.
 
+Each is migrated once per session and copied per test: a SQLite file is copied; a PostgreSQL
+schema gets the statements the migration ran on the session's first schema, replayed in one
+transaction (alembic works through `search_path`, so none of them names the schema).
+
 That database is $LRTOWER_TEST_POSTGRES_URL's (CI creates a fresh one per run). Without it, and
 with PostgreSQL's server binaries installed, the session starts a throwaway cluster in a temp
 folder (pytest-postgresql), so that a newcomer runs both halves of the suite. Otherwise the
@@ -15,9 +19,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from halves import HALVES, unavailable
@@ -67,7 +72,8 @@ def database(request: pytest.FixtureRequest, home: Path, migrated: bool = True) 
     # Every connection of this test (and of the servers it starts) works in its own schema.
     url = base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
     try:
-        _migrate(url, migrated)
+        if migrated:
+            replay_migration(url)
         yield url
     finally:
         with admin.begin() as connection:
@@ -87,6 +93,35 @@ def _sqlite_template(request: pytest.FixtureRequest) -> Path:
 
 
 _TEMPLATE: Path | None = None
+_MIGRATION: list[tuple[str, Any]] | None = None
+"""The statements that migrated the session's first PostgreSQL schema to head, with their
+parameters: what every later schema runs instead of alembic (about 10 ms, not 100)."""
+_WRITES = ("CREATE", "ALTER", "INSERT", "UPDATE", "DELETE", "DROP", "COMMENT")
+
+
+def replay_migration(url: str) -> None:
+    global _MIGRATION
+    engine = make_engine(Settings(database_url=url))
+    try:
+        if _MIGRATION is None:
+            recorded: list[tuple[str, Any]] = []
+
+            def record(
+                conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+            ) -> None:
+                if statement.lstrip().upper().startswith(_WRITES):
+                    recorded.append((statement, parameters))
+
+            event.listen(engine, "before_cursor_execute", record)
+            migrate.upgrade(engine)
+            event.remove(engine, "before_cursor_execute", record)
+            _MIGRATION = recorded
+            return
+        with engine.begin() as connection:
+            for statement, parameters in _MIGRATION:
+                connection.exec_driver_sql(statement, parameters)
+    finally:
+        engine.dispose()
 
 
 def _migrate(url: str, migrated: bool) -> None:

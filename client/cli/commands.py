@@ -154,6 +154,9 @@ def runs_show(ctx: click.Context, run: str, as_json: bool) -> None:
     echo(f"plateau     {json.dumps(found.plateau)}")
     echo(f"labels      {_labels(found)}")
     echo(f"high-water  {found.high_water}")
+    echo(f"attempt     {found.attempt}")
+    if found.fork is not None:
+        echo(f"forked from {found.fork.parent} at step {found.fork.at_step}")
     echo(f"version     {found.version}")
     echo(f"created     {found.created_at:%Y-%m-%d %H:%M:%S %Z}")
     if found.changes:
@@ -163,6 +166,15 @@ def runs_show(ctx: click.Context, run: str, as_json: bool) -> None:
             [
                 [c.seq, c.kind, c.effective_step, _what(c.kind, c.schedule, c.factor, c.factors, c.restart)]
                 for c in found.changes
+            ],
+        )
+    if found.attempts:
+        echo("attempts:")
+        table(
+            ["ATTEMPT", "FROM STEP", "DISCARDED", "BY", "REASON"],
+            [
+                [a.number, a.rewound_to + 1, f"{a.rewound_to + 1}..{a.discarded_to}", a.actor, a.reason]
+                for a in found.attempts
             ],
         )
 
@@ -227,6 +239,97 @@ def _changed(result: Any, as_json: bool) -> None:
         echo_json(result)
     else:
         echo(f"from step {result.effective_step}: lr {_short(result.lr_before)} -> {_short(result.lr_after)}")
+
+
+def _branch_changes(path: Path | None, restart: bool, scale: float | None) -> dict[str, Any]:
+    if restart and path is None:
+        raise click.UsageError("--restart applies to a new schedule: give it with -f")
+    changes: dict[str, Any] = {"scale": scale, "restart": restart}
+    if path is not None:
+        changes["schedule"] = load_definition(path)
+    return changes
+
+
+_NEW_SCHEDULE = click.option(
+    "-f",
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A new schedule spec from the step after K, as JSON or YAML.",
+)
+_RESTART = click.option(
+    "--restart", is_flag=True, help="The new schedule counts its steps from 0 where it starts."
+)
+_SCALE = click.option(
+    "--scale", type=click.FloatRange(min=0, min_open=True), help="Multiply the LR from the step after K."
+)
+
+
+@runs.command("rewind")
+@click.argument("run")
+@click.option("--to", "to_step", type=click.IntRange(min=0), required=True, help="K: the checkpoint's step.")
+@_SCALE
+@_NEW_SCHEDULE
+@_RESTART
+@click.option("--reason", required=True, help="Why, for the audit trail.")
+@connection
+@as_json
+@click.pass_context
+def runs_rewind(
+    ctx: click.Context,
+    run: str,
+    to_step: int,
+    scale: float | None,
+    path: Path | None,
+    restart: bool,
+    reason: str,
+    as_json: bool,
+) -> None:
+    """Start a new attempt of RUN at step K, to resume from K's checkpoint: steps up to K answer as
+    before, and from K + 1 the plan as it stood when K was served, with the changes given here.
+    Jobs still running the old attempt get no new LR: restart them from the checkpoint."""
+    result = connect(ctx).rewind(run, to_step, reason=reason, **_branch_changes(path, restart, scale))
+    if as_json:
+        echo_json(result)
+        return
+    echo(f"run {result.run}: attempt {result.attempt} from step {result.effective_step}")
+    echo(f"lr {_short(result.lr_before)} -> {_short(result.lr_after)}")
+    if result.discarded_to > result.to_step:
+        echo(
+            f"discarded: steps {result.to_step + 1}..{result.discarded_to} of attempt {result.attempt - 1}, "
+            f"{len(result.dropped_changes)} changes, {result.dropped_metrics} metrics"
+        )
+
+
+@runs.command("fork")
+@click.argument("run")
+@click.argument("new")
+@click.option("--at", "at_step", type=click.IntRange(min=0), required=True, help="K: the last step shared.")
+@_SCALE
+@_NEW_SCHEDULE
+@_RESTART
+@click.option("--reason", help="Why, for the audit trail.")
+@connection
+@as_json
+@click.pass_context
+def runs_fork(
+    ctx: click.Context,
+    run: str,
+    new: str,
+    at_step: int,
+    scale: float | None,
+    path: Path | None,
+    restart: bool,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Make the run NEW from RUN at step K: it answers steps up to K as RUN did, and from K + 1
+    RUN's plan as it stood when K was served, with the changes given here."""
+    found = connect(ctx).fork(run, new, at_step, reason=reason, **_branch_changes(path, restart, scale))
+    if as_json:
+        echo_json(found)
+        return
+    echo(f"run {found.name}: forked from {run} at step {at_step}, high-water {found.high_water}")
 
 
 @runs.command("finish")
@@ -303,8 +406,9 @@ def _transition(event: Event) -> str:
     return f"{_short(event.lr_before)} -> {after}" if event.lr_before else after
 
 
-def _short(lrs: list[float]) -> str:
-    return " ".join(f"{x:.6g}" for x in lrs)
+def _short(lrs: list[float] | None) -> str:
+    """LRs to a few digits; `none` where there are none (past a schedule's end)."""
+    return "none" if lrs is None else " ".join(f"{x:.6g}" for x in lrs)
 
 
 @lrtower.command()

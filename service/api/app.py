@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core.auth import Tokens
+from ..core.branching import Branching
 from ..core.config import Settings
 from ..core.runs import Runs
 from ..core.serving import Limits, Serving
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> App:
     openapi.install(app)
     app.state.engine = engine
     app.state.runs = Runs(engine)
+    app.state.branching = Branching(app.state.runs)
     app.state.serving = Serving(
         engine,
         Limits(

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from ..core.auth import ANONYMOUS, Caller, Forbidden, Tokens
+from ..core.branching import Branching
 from ..core.problems import Problem
 from ..core.runs import Runs
 from ..core.serving import Serving
@@ -20,6 +21,11 @@ from .ratelimit import RateLimit
 def get_runs(request: Request) -> Runs:
     runs: Runs = request.app.state.runs
     return runs
+
+
+def get_branching(request: Request) -> Branching:
+    branching: Branching = request.app.state.branching
+    return branching
 
 
 def get_serving(request: Request) -> Serving:
@@ -60,6 +66,7 @@ RunPath = Annotated[str, Path(pattern=RUN_NAME, description="The run's name")]
 take it as text (PostgreSQL refuses NUL)."""
 RunsDep = Annotated[Runs, Depends(get_runs)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
+BranchingDep = Annotated[Branching, Depends(get_branching)]
 Reader = Annotated[Caller, _caller("read")]
 Writer = Annotated[Caller, _caller("write")]
 Creator = Annotated[Caller, Depends(_creator)]

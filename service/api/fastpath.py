@@ -31,10 +31,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core.auth import Tokens
 from ..core.problems import Problem
-from ..core.serving import LOOP_WORK, Serving
+from ..core.serving import LOOP_WORK, Served, Serving
 from .headers import read_headers, request_id
 from .observability import FROM_DATABASE, FROM_MEMORY, FROM_SENT, HOT_LATENCY, HOT_OK, SERVED_STEPS
-from .wire import JSON, TEXT, answer_body, asked_steps, wants_text
+from .wire import ATTEMPT_HEADER, JSON, TEXT, answer_body, asked_steps, wants_text
 
 JSON_HEADERS = [(b"content-type", JSON.encode())]
 TEXT_HEADERS = [(b"content-type", TEXT.encode())]
@@ -120,31 +120,45 @@ class LrFastPath:
                 return None
             consume = caller.allows("write")
         text = wants_text(asked, headers.accept)
-        key = b"%s|%d|%d|%d%s" % (name.encode(), steps.start, steps.stop, steps.step, b"|t" if text else b"")
+        # An answer belongs to an attempt: the bytes kept are looked up under the attempt this
+        # process holds (a rewind here drops its copy, so no older answer is found again).
+        attempt = self.serving.attempt(name)
+        if asked.attempt is not None and asked.attempt != attempt:
+            return None  # the route answers an earlier attempt's shared steps, or its 409
         counts = self._counts
-        body = self._sent.get(key)
-        if body is not None:
+        body = None if attempt is None else self._sent.get(_key(name, attempt, steps, text))
+        if body is not None and attempt is not None:
             counts[1] += 1
         else:
-            timeline = self.serving.known(name, steps)
-            if timeline is not None and timeline.work(len(steps)) <= LOOP_WORK and not timeline.has_products:
-                answers = timeline.over(steps)
+            compiled = self.serving.known(name, steps, asked.attempt)
+            if (
+                compiled is not None
+                and compiled.timeline.work(len(steps)) <= LOOP_WORK
+                and not compiled.timeline.has_products
+            ):
+                served = Served(compiled.attempt, compiled.timeline.over(steps))
                 counts[2] += 1
             else:
                 # New steps, cheap to compute, of a run held here: no worker thread, only the
                 # group commit's wait. Anything else is served in a thread.
-                found = await self.serving.serve_on_loop(name, steps) if consume else None
+                found = await self.serving.serve_on_loop(name, steps, asked.attempt) if consume else None
                 if found is None:
-                    found = await anyio.to_thread.run_sync(self.serving.serve, name, steps, consume)
-                answers = found
+                    found = await anyio.to_thread.run_sync(
+                        self.serving.serve, name, steps, consume, asked.attempt
+                    )
+                served = found
                 counts[3] += 1
-            body = answer_body(name, asked, answers, text)
-            self._keep(key, body)
+            attempt = served.attempt
+            body = answer_body(name, attempt, asked, served.answers, text)
+            self._keep(_key(name, attempt, steps, text), body)
         counts[4] += len(steps)
-        return body, [
-            *(TEXT_HEADERS if text else JSON_HEADERS),
-            (b"x-request-id", request_id(headers.request_id)),
-        ]
+        if text:
+            return body, [
+                *TEXT_HEADERS,
+                (ATTEMPT_HEADER, b"%d" % attempt),
+                (b"x-request-id", request_id(headers.request_id)),
+            ]
+        return body, [*JSON_HEADERS, (b"x-request-id", request_id(headers.request_id))]
 
     def _keep(self, key: bytes, body: bytes) -> None:
         size = len(key) + len(body) + ENTRY_BYTES
@@ -155,6 +169,17 @@ class LrFastPath:
         while self._sent_bytes > self._cache_bytes:
             oldest = next(iter(self._sent))
             self._sent_bytes -= len(oldest) + len(self._sent.pop(oldest)) + ENTRY_BYTES
+
+
+def _key(name: str, attempt: int, steps: range, text: bool) -> bytes:
+    return b"%s|%d|%d|%d|%d%s" % (
+        name.encode(),
+        attempt,
+        steps.start,
+        steps.stop,
+        steps.step,
+        b"|t" if text else b"",
+    )
 
 
 async def _send(send: Send, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

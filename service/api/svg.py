@@ -18,7 +18,14 @@ from xml.sax.saxutils import escape, quoteattr
 WIDTH, HEIGHT = 900, 320
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 12, 28
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
-MARKS = {"schedule_changed": "#222", "scaled": "#8b4513", "plateau_reduced": "#b00020"}
+MARKS = {
+    "schedule_changed": "#222",
+    "scaled": "#8b4513",
+    "plateau_reduced": "#b00020",
+    "rewound": "#6a3d9a",
+    "forked": "#008080",
+}
+DISCARDED = "#999"
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,15 @@ class Marker:
     title: str
 
 
+@dataclass(frozen=True)
+class Discarded:
+    """What an earlier attempt served above the step a rewind went back to: drawn greyed out."""
+
+    attempt: int
+    steps: list[int]
+    lrs: list[list[float]]
+
+
 def curve_svg(
     steps: list[int],
     lrs: list[list[float]],
@@ -37,11 +53,15 @@ def curve_svg(
     log: bool = False,
     width: int = WIDTH,
     height: int = HEIGHT,
+    discarded: tuple[Discarded, ...] = (),
 ) -> str:
-    """`lrs[i]` holds every group's LR at `steps[i]`. Returns an `<svg>` element."""
+    """`lrs[i]` holds every group's LR at `steps[i]`; `discarded`, the tails earlier attempts
+    served and rewinds discarded, drawn greyed out under the current attempt's curve. Returns
+    an `<svg>` element."""
     if not steps:
         return f'<svg class="curve" width="{width}" height="{height}" role="img"><text x="8" y="20">no steps</text></svg>'
     values = [_axis_value(v, log) for row in lrs for v in row]
+    values += [_axis_value(v, log) for tail in discarded for row in tail.lrs for v in row]
     low, high = _bounds([v for v in values if v is not None])
     first, last = steps[0], max(steps[-1], steps[0] + 1)
     plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
@@ -69,6 +89,17 @@ def curve_svg(
             f'<text class="note" x="{LEFT + plot_w / 2:.1f}" y="{TOP + plot_h / 2:.1f}" font-size="13" '
             f'text-anchor="middle" fill="#777">{note}</text>'
         )
+    for tail in discarded:
+        for g in range(len(tail.lrs[0]) if tail.lrs else 0):
+            tail_points = [(s, _axis_value(row[g], log)) for s, row in zip(tail.steps, tail.lrs, strict=True)]
+            points = " ".join(
+                f"{x(s):.1f},{y(v):.1f}" for s, v in tail_points if v is not None and first <= s <= last
+            )
+            parts.append(
+                f'<polyline id="discarded-{tail.attempt}-{g}" class="discarded" fill="none" stroke="{DISCARDED}" '
+                f'stroke-width="1.4" stroke-dasharray="2 2" points="{points}"><title>attempt {tail.attempt}, '
+                f"discarded by a rewind (steps {tail.steps[0]} to {tail.steps[-1]})</title></polyline>"
+            )
     for g in range(len(lrs[0])):
         placed = ((s, _axis_value(row[g], log)) for s, row in zip(steps, lrs, strict=True))
         points = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in placed if v is not None)

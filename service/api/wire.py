@@ -30,7 +30,7 @@ from ..schedules import STEP_MAX, FieldError
 
 MAX_POINTS = 100_000
 """The most steps one range request may ask for."""
-STEP_KEYS = ("step", "start", "stop", "stride")
+STEP_KEYS = ("step", "start", "stop", "stride", "attempt")
 _DECIMAL = re.compile(r"[0-9]{1,16}")  # STEP_MAX = 2**53 has 16 digits
 _NUMBER = re.compile(r"-?[0-9]+(?P<float>(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)")
 """JSON's number, leading zeros allowed."""
@@ -73,6 +73,8 @@ class Asked(NamedTuple):
     steps: range
     single: bool
     """Asked as `step=N` (one answer), not as a range."""
+    attempt: int | None = None
+    """The attempt the caller is pinned to (`attempt=N`), if any (SPEC §4.10)."""
 
 
 def parse_step_query(items: Sequence[tuple[str, str]], default_range: range | None = None) -> Asked:
@@ -90,7 +92,7 @@ def parse_step_query(items: Sequence[tuple[str, str]], default_range: range | No
             errors.append(FieldError(("query", key), "given more than once: give each parameter once"))
             continue
         number = whole_number(text)
-        low = 1 if key == "stride" else 0
+        low = 1 if key in ("stride", "attempt") else 0
         if number is None or not low <= number <= STEP_MAX:
             shown = text if len(text) <= 40 else text[:40] + "..."
             errors.append(
@@ -100,6 +102,7 @@ def parse_step_query(items: Sequence[tuple[str, str]], default_range: range | No
         values[key] = number
     if errors:
         raise Invalid("the query is invalid", errors)
+    attempt = values.pop("attempt", None)
     if default_range is None and "step" in values:
         if values.keys() & {"start", "stop", "stride"}:
             raise Invalid(
@@ -107,22 +110,27 @@ def parse_step_query(items: Sequence[tuple[str, str]], default_range: range | No
                 [FieldError(("query", "step"), "not together with start, stop or stride")],
             )
         step = values["step"]
-        return Asked(range(step, step + 1), single=True)
+        return Asked(range(step, step + 1), True, attempt)
     if default_range is not None and "step" in values:
         raise Invalid("this call takes a range", [FieldError(("query", "step"), "give start and stop")])
     start = values.get("start", default_range.start if default_range else None)
     stop = values.get("stop", default_range.stop if default_range else None)
-    return Asked(steps_of(start, stop, values.get("stride", 1)), single=False)
+    return Asked(steps_of(start, stop, values.get("stride", 1)), False, attempt)
 
 
 def asked_steps(query: bytes) -> Asked:
-    """The steps a raw query string asks for (`parse_step_query`), with `step=N` alone, the
-    usual query, read without parsing the whole query."""
-    if query.startswith(b"step=") and b"&" not in query:
-        digits = query[5:]
-        if digits.isdigit() and len(digits) <= 16 and int(digits) <= STEP_MAX:  # ASCII digits only
+    """The steps a raw query string asks for (`parse_step_query`), with `step=N` alone or
+    `step=N&attempt=M`, the usual queries, read without parsing the whole query."""
+    if query.startswith(b"step="):
+        digits, pinning, pinned = query[5:].partition(b"&attempt=")
+        if (
+            digits.isdigit()  # ASCII digits only
+            and len(digits) <= 16
+            and int(digits) <= STEP_MAX
+            and (not pinning or (pinned.isdigit() and len(pinned) <= 16 and 1 <= int(pinned) <= STEP_MAX))
+        ):
             step = int(digits)
-            return Asked(range(step, step + 1), single=True)
+            return Asked(range(step, step + 1), True, int(pinned) if pinned else None)
     return parse_step_query(QueryParams(query.decode("latin-1")).multi_items())
 
 
@@ -158,6 +166,11 @@ STEP_PARAMETERS = [
         ("start", "The first step of a range (with `stop`)."),
         ("stop", f"The end of a range, excluded; at most {MAX_POINTS} points."),
         ("stride", "Every stride-th step of the range (default 1)."),
+        (
+            "attempt",
+            "The attempt the caller runs in: if a rewind started a newer one, steps above the "
+            "rewind answer 409 naming it, instead of the new attempt's LR.",
+        ),
     )
 ]
 """The OpenAPI description of the query `parse_step_query` reads."""
@@ -172,40 +185,46 @@ def wants_text(asked: Asked, accept: bytes) -> bool:
     return asked.single and b"text/plain" in accept
 
 
-def answer_body(run: str, asked: Asked, answers: list[Answer], text: bool) -> bytes:
-    """The body of `/lr`'s answer: one step as JSON (`LrOut`), or as text (`wants_text`), or a
-    range (`RangeOut`)."""
+def answer_body(run: str, attempt: int, asked: Asked, answers: list[Answer], text: bool) -> bytes:
+    """The body of `/lr`'s answer: one step as JSON (`LrOut`), or as text (`wants_text`; its
+    attempt goes in the ATTEMPT_HEADER), or a range (`RangeOut`)."""
     if not asked.single:
-        return range_body(run, answers)
+        return range_body(run, answers, attempt)
     if text:
         return repr(answers[0].lrs[0]).encode()
-    return one_body(run, answers[0])
+    return one_body(run, attempt, answers[0])
+
+
+ATTEMPT_HEADER = b"lrtower-attempt"
+"""The attempt of an answer given as text, which has no field to name it."""
 
 
 def _floats(values: list[float]) -> str:
     return "[" + ",".join([repr(v) for v in values]) + "]"
 
 
-def one_body(run: str, answer: Answer) -> bytes:
+def one_body(run: str, attempt: int, answer: Answer) -> bytes:
     """One step's answer (`LrOut`). `run` needs no JSON escaping: it names a run that exists,
     and run names are [A-Za-z0-9._-]."""
     lrs = answer.lrs
     lr = repr(lrs[0])
     momentum = "null" if answer.momentum is None else _floats(answer.momentum)
     return (
-        f'{{"run":"{run}","step":{answer.step},"lr":{lr},'
+        f'{{"run":"{run}","attempt":{attempt},"step":{answer.step},"lr":{lr},'
         f'"lrs":{"[" + lr + "]" if len(lrs) == 1 else _floats(lrs)},"momentum":{momentum}}}'
     ).encode()
 
 
-def range_body(run: str, answers: list[Answer]) -> bytes:
+def range_body(run: str, answers: list[Answer], attempt: int | None) -> bytes:
     """A range's answer (`RangeOut`): `lrs` only with several groups, `momentum` only where the
-    schedule cycles it at every step. `run` as in `one_body` (a preview's is empty)."""
+    schedule cycles it at every step. `run` as in `one_body`; a preview has neither a run (its
+    is empty) nor an attempt."""
     several = len(answers[0].lrs) > 1
     cycled = all(a.momentum is not None for a in answers)
     lrs = "[" + ",".join([_floats(a.lrs) for a in answers]) + "]" if several else "null"
     momentum = "[" + ",".join([_floats(a.momentum or []) for a in answers]) + "]" if cycled else "null"
     return (
-        f'{{"run":"{run}","steps":[{",".join([str(a.step) for a in answers])}],'
+        f'{{"run":"{run}","attempt":{"null" if attempt is None else attempt},'
+        f'"steps":[{",".join([str(a.step) for a in answers])}],'
         f'"lr":{_floats([a.lrs[0] for a in answers])},"lrs":{lrs},"momentum":{momentum}}}'
     ).encode()

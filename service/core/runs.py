@@ -8,9 +8,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import Engine
@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..db.engine import writer
-from ..db.store import ChangeRecord, PlateauRecord, RunRecord, Store, StoredEvent
+from ..db.store import AttemptRecord, ChangeRecord, PlateauRecord, RunRecord, Store, StoredEvent
 from ..schedules import DomainError, FieldError, SpecError, build_schedule
 from ..schedules import plateau as plateau_rule
 from ..schedules.plateau import PlateauConfig
@@ -38,6 +38,8 @@ from .serving import timeline_of
 from .timeline import Change, PlateauChange, ScaleChange, ScheduleChange, Timeline
 from .vocabulary import EventKind
 
+R = TypeVar("R", bound=BaseModel)
+
 
 def _prefixed(exc: SpecError, field: str) -> SpecError:
     return SpecError([e if e.loc[:1] == ("lrs",) else e.prefixed(field) for e in exc.errors])
@@ -46,7 +48,7 @@ def _prefixed(exc: SpecError, field: str) -> SpecError:
 class Runs:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._writer = writer(engine)
+        self.writer = writer(engine)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -64,7 +66,7 @@ class Runs:
         digest = audit.definition_hash(body)
         lrs_at_zero = schedule.at(0)[0]
         try:
-            with Session(self._writer) as session, session.begin():
+            with Session(self.writer) as session, session.begin():
                 store = Store(session)
                 existing = store.run(body.name)
                 if existing is not None:
@@ -106,63 +108,75 @@ class Runs:
             )
         return existing
 
-    def get(self, name: str) -> tuple[RunRecord, list[ChangeRecord]]:
+    def get(self, name: str) -> tuple[RunRecord, list[ChangeRecord], list[AttemptRecord]]:
+        """The run, its changes in force, and its rewinds."""
         with Session(self.engine) as session, session.begin():
             store = Store(session)
             run = store.require_run(name)
-            return run, store.changes(run.id)
+            return run, store.changes(run.id), store.attempts(run.id)
+
+    def history(self, name: str) -> tuple[RunRecord, list[ChangeRecord], list[AttemptRecord]]:
+        """The run, every change it ever had (those rewinds discarded too), and its rewinds."""
+        with Session(self.engine) as session, session.begin():
+            store = Store(session)
+            run = store.require_run(name)
+            return run, store.changes(run.id, discarded=True), store.attempts(run.id)
 
     def page(
         self, after: str | None, limit: int, labels: dict[str, str]
-    ) -> list[tuple[RunRecord, list[ChangeRecord]]]:
+    ) -> list[tuple[RunRecord, list[ChangeRecord], list[AttemptRecord]]]:
         with Session(self.engine) as session, session.begin():
             store = Store(session)
-            return [(run, store.changes(run.id)) for run in store.runs(after, limit, labels)]
+            return [
+                (run, store.changes(run.id), store.attempts(run.id))
+                for run in store.runs(after, limit, labels)
+            ]
 
     # -- changes, under the run's lock ----------------------------------------------------
 
-    def _locked(self, session: Session, name: str) -> _Locked:
+    def locked(self, session: Session, name: str) -> Locked:
         store = Store(session)
         run = store.lock_run(name)
-        return _Locked(store, run, timeline_of(run, store.changes(run.id)), datetime.now(UTC))
+        return Locked(store, run, timeline_of(run, store.changes(run.id)), datetime.now(UTC))
 
     def change_schedule(
         self, name: str, body: ScheduleChangeIn, actor: str, key: str | None = None
     ) -> ChangeResult:
-        def make(locked: _Locked) -> ChangeResult:
+        def make(locked: Locked) -> ChangeResult:
             step = _effective(locked.run, body.from_step)
             try:
                 build_schedule(body.schedule, locked.run.lrs)
             except SpecError as exc:
                 raise _prefixed(exc, "schedule") from None
             change = ScheduleChange(step, body.schedule, body.restart)
-            return self._apply(locked, change, "schedule_changed", actor, body.reason)
+            return self.apply(locked, change, "schedule_changed", actor, body.reason)
 
-        return self._change(name, "schedule", body, key, make)
+        return self.change(name, "schedule", body, key, make, ChangeResult)
 
     def scale(self, name: str, body: ScaleIn, actor: str, key: str | None = None) -> ChangeResult:
-        def make(locked: _Locked) -> ChangeResult:
+        def make(locked: Locked) -> ChangeResult:
             change = ScaleChange(_effective(locked.run, body.from_step), body.factor)
-            return self._apply(locked, change, "scaled", actor, body.reason)
+            return self.apply(locked, change, "scaled", actor, body.reason)
 
-        return self._change(name, "scale", body, key, make)
+        return self.change(name, "scale", body, key, make, ChangeResult)
 
-    def _change(
+    def change(
         self,
         name: str,
         endpoint: str,
         body: BaseModel,
         key: str | None,
-        change: Callable[[_Locked], ChangeResult],
-    ) -> ChangeResult:
+        change: Callable[[Locked], R],
+        result: type[R],
+    ) -> R:
         """Make `change` under the run's lock; under an Idempotency-Key seen before, replay its answer.
 
         The key is looked up before anything else is checked, so a retry gets the first answer even
         after the mark moved past `from_step` or the run was finished.
         """
         digest = hashlib.sha256(audit.canonical({endpoint: body.model_dump(mode="json")})).hexdigest()
-        with Session(self._writer) as session, session.begin():
-            locked = self._locked(session, name)
+        with Session(self.writer) as session, session.begin():
+            locked = self.locked(session, name)
             if key is not None:
                 seen = locked.store.idempotent_write(locked.run.id, key)
                 if seen is not None:
@@ -172,20 +186,28 @@ class Runs:
                             "this Idempotency-Key was used for a different request: use a new key per change",
                             [FieldError(("idempotency_key",), "already used with another body")],
                         )
-                    return ChangeResult.model_validate(answer)
-            _require_live(locked.run)
-            result = change(locked)
+                    return result.model_validate(answer)
+            require_live(locked.run)
+            made = change(locked)
             if key is not None:
                 locked.store.add_idempotent_write(
-                    locked.run.id, key, digest, result.model_dump(mode="json"), locked.now
+                    locked.run.id, key, digest, made.model_dump(mode="json"), locked.now
                 )
-        return result
+        return made
 
-    def _apply(
-        self, locked: _Locked, change: Change, kind: EventKind, actor: str, reason: str | None
+    def apply(
+        self,
+        locked: Locked,
+        change: Change,
+        kind: EventKind,
+        actor: str,
+        reason: str | None,
+        decided_at: int | None = None,
     ) -> ChangeResult:
+        """Record `change` and its event. It was decided at the run's mark, or, for a plateau
+        reduction, at its metric's step (`decided_at`): a rewind keeps what was decided by then."""
         run, store, step = locked.run, locked.store, change.effective_step
-        before = _lrs_at(locked.timeline, step)  # None where the old plan has no value (it ended)
+        before = lrs_at(locked.timeline, step)  # None where the old plan has no value (it ended)
         try:
             after = locked.timeline.plus(change).at(step).lrs
         except DomainError as exc:
@@ -203,7 +225,9 @@ class Runs:
             store.add_change(run, "scale", step, locked.now, factor=change.factor)
             details = {"factor": change.factor}
         else:
-            store.add_change(run, "plateau", step, locked.now, factors=list(change.factors))
+            store.add_change(
+                run, "plateau", step, locked.now, factors=list(change.factors), decided_at=decided_at
+            )
             details = {"factors": list(change.factors)}
         store.append_event(run, actor, kind, locked.now, step, before, after, reason, details)
         return ChangeResult(
@@ -211,8 +235,8 @@ class Runs:
         )
 
     def set_state(self, name: str, body: StateIn, actor: str) -> RunRecord:
-        with Session(self._writer) as session, session.begin():
-            locked = self._locked(session, name)
+        with Session(self.writer) as session, session.begin():
+            locked = self.locked(session, name)
             if locked.run.state == body.state:
                 return locked.run  # already there: nothing to record
             if locked.run.state == "archived":
@@ -237,8 +261,8 @@ class Runs:
             replayed = _replayed(store, run, body)
         if replayed is not None:
             return replayed
-        with Session(self._writer) as session, session.begin():
-            locked = self._locked(session, name)
+        with Session(self.writer) as session, session.begin():
+            locked = self.locked(session, name)
             run, store = locked.run, locked.store
             replayed = _replayed(store, run, body)  # posted meanwhile by another rank
             if replayed is not None:
@@ -248,39 +272,33 @@ class Runs:
             step = body.step if body.step > run.high_water else run.high_water + 1
             reduced = False
             lrs: list[float] | None
+            snapshot: PlateauRecord | None = None
             if config is None or metric != config.metric:
                 # A metric the plateau does not watch changes nothing: it reports the LR at
                 # `step` only where the plan has one.
-                lrs = _lrs_at(locked.timeline, step)
+                lrs = lrs_at(locked.timeline, step)
             else:
                 current = locked.timeline.at(step).lrs  # the plateau rule needs it: no value, no post
                 lrs = current
-                _require_live(run)
+                require_live(run)
                 record = store.plateau_state(run.id)
                 if record is not None and body.step <= record.last_step:
                     raise Conflict(
                         f"metrics of {metric!r} come in step order: step {record.last_step} was posted already",
                         [FieldError(("step",), f"must be above {record.last_step}")],
                     )
-                state = _state_of(config, record, locked.timeline.n_groups)
+                state = state_of(config, record, locked.timeline.n_groups)
                 state, reduced = plateau_rule.update(config, state, body.value, current)
                 if reduced:
                     change = PlateauChange(step, state.factors)
-                    lrs = self._apply(locked, change, "plateau_reduced", actor, None).lr_after
-                best = state.best if math.isfinite(state.best) else None
-                store.save_plateau_state(
-                    run.id,
-                    best,
-                    state.num_bad_epochs,
-                    state.cooldown_counter,
-                    list(state.factors),
-                    state.reductions,
-                    body.step,
-                )
+                    lrs = self.apply(locked, change, "plateau_reduced", actor, None, body.step).lr_after
+                snapshot = plateau_record(state, body.step)
+                store.save_plateau_state(run.id, snapshot)
             answer = MetricOut(
                 accepted=True, reduced=reduced, effective_step=step, lr=lrs[0] if lrs else None, lrs=lrs
             )
-            store.add_metric(run.id, metric, body.step, body.value, answer.model_dump(), locked.now)
+            plateau = None if snapshot is None else asdict(snapshot)
+            store.add_metric(run, metric, body.step, body.value, answer.model_dump(), locked.now, plateau)
         return answer
 
     def events(self, name: str, after: int = 0, limit: int | None = None) -> list[StoredEvent]:
@@ -304,14 +322,14 @@ class Runs:
 
 
 @dataclass(frozen=True)
-class _Locked:
+class Locked:
     store: Store
     run: RunRecord
     timeline: Timeline
     now: datetime
 
 
-def _require_live(run: RunRecord) -> None:
+def require_live(run: RunRecord) -> None:
     if run.state != "live":
         raise Conflict(
             f"run {run.name!r} is {run.state}: it takes no more changes", extra={"state": run.state}
@@ -332,9 +350,19 @@ def _effective(run: RunRecord, from_step: int | None) -> int:
     return from_step
 
 
-def _state_of(
-    config: PlateauConfig, record: PlateauRecord | None, n_groups: int
-) -> plateau_rule.PlateauState:
+def plateau_record(state: plateau_rule.PlateauState, last_step: int) -> PlateauRecord:
+    """The plateau state as stored, after the metric of `last_step`."""
+    return PlateauRecord(
+        best=state.best if math.isfinite(state.best) else None,
+        num_bad_epochs=state.num_bad_epochs,
+        cooldown_counter=state.cooldown_counter,
+        factors=list(state.factors),
+        reductions=state.reductions,
+        last_step=last_step,
+    )
+
+
+def state_of(config: PlateauConfig, record: PlateauRecord | None, n_groups: int) -> plateau_rule.PlateauState:
     if record is None:
         return plateau_rule.initial_state(config, n_groups)
     worst = math.inf if config.mode == "min" else -math.inf
@@ -355,7 +383,7 @@ def planned(base_lrs: list[float] | None, spec: dict[str, Any]) -> Timeline:
         raise _prefixed(exc, "schedule") from None
 
 
-def _lrs_at(timeline: Timeline, step: int) -> list[float] | None:
+def lrs_at(timeline: Timeline, step: int) -> list[float] | None:
     try:
         return timeline.at(step).lrs
     except DomainError:
@@ -365,6 +393,13 @@ def _lrs_at(timeline: Timeline, step: int) -> list[float] | None:
 def _replayed(store: Store, run: RunRecord, body: MetricIn) -> MetricOut | None:
     """The stored answer if this metric (name, step, value) was posted already; 409 if the step
     was posted with another value; None if it is new."""
+    if body.attempt is not None and body.attempt != run.attempt:
+        raise Conflict(
+            f"run {run.name!r} is in attempt {run.attempt}, not {body.attempt}: a rewind ended the job's "
+            "attempt, whose metrics no longer count",
+            [FieldError(("attempt",), f"the current attempt is {run.attempt}")],
+            extra={"attempt": run.attempt, "high_water": run.high_water},
+        )
     config = PlateauConfig.model_validate(run.plateau) if run.plateau else None
     metric = body.name or (config.metric if config else "loss")
     seen = store.metric(run.id, metric, body.step)

@@ -12,6 +12,12 @@ was served (the mark). The rules (docs/consistency.md):
   lies within `max_ahead` of the mark. Raises waiting at the same moment share that write's
   transaction (marks.py). The answer is sent only after that commit.
 
+Attempts (SPEC §4.10): each rewind starts a new attempt and bumps the version, so a copy of an
+older attempt is reloaded before it raises a mark. Every answer names the attempt it belongs to.
+A caller pinned to an attempt (`attempt=N`) that a rewind has ended gets the steps the two
+attempts share (those at or below every later rewind's step), and a 409 naming the current
+attempt for any other; a copy here that is older than the caller's attempt is reloaded first.
+
 Who may raise the mark, and how far (SPEC §4.7): only a consumer (a write token, or anyone on a
 server without tokens), and one request at most `max_ahead` steps past the mark. Every request's
 work is bounded by points x groups x the schedule's evaluation cost (`max_work`).
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -30,7 +37,7 @@ from ..schedules import DomainError, FieldError
 from ..schedules.plateau import PlateauConfig
 from .auth import Forbidden
 from .marks import GroupCommit, reached
-from .problems import Invalid, NotFound, Unavailable
+from .problems import Conflict, Invalid, NotFound, Unavailable
 from .timeline import Answer, Change, PlateauChange, ScaleChange, ScheduleChange, Timeline
 
 LOOP_WORK = 200.0
@@ -54,6 +61,20 @@ class Compiled:
     mark: int
     size: int
     """Its estimated memory, but for what its schedules cache (counted at every keep)."""
+    attempt: int = 1
+    rewinds: tuple[int, ...] = ()
+    """The step each rewind went back to: attempt i + 2 started at rewinds[i]."""
+
+    def shared_with(self, attempt: int) -> int:
+        """The last step that `attempt` (an earlier one) answers as the current attempt does."""
+        return min(self.rewinds[attempt - 1 :], default=self.mark)
+
+
+class Served(NamedTuple):
+    """Answers, and the attempt they belong to."""
+
+    attempt: int
+    answers: list[Answer]
 
 
 @dataclass(frozen=True)
@@ -80,15 +101,21 @@ class Serving:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def known(self, name: str, steps: range) -> Timeline | None:
-        """The run's timeline if every step asked is at or below the mark this process knows (no
-        change can alter them), so that answering needs no database; None otherwise."""
+    def attempt(self, name: str) -> int | None:
+        """The attempt of the run as this process holds it, if it does."""
         compiled = self._compiled.get(name)
-        if compiled is None or steps[-1] > compiled.mark:
-            return None
-        return compiled.timeline
+        return None if compiled is None else compiled.attempt
 
-    async def serve_on_loop(self, name: str, steps: range) -> list[Answer] | None:
+    def known(self, name: str, steps: range, attempt: int | None = None) -> Compiled | None:
+        """The run as compiled here if every step asked is at or below the mark this process
+        knows (no change can alter them) and the caller is not pinned to another attempt, so
+        that answering needs no database; None otherwise."""
+        compiled = self._compiled.get(name)
+        if compiled is None or steps[-1] > compiled.mark or attempt not in (None, compiled.attempt):
+            return None
+        return compiled
+
+    async def serve_on_loop(self, name: str, steps: range, attempt: int | None) -> Served | None:
         """`serve` for a consumer's new steps of a run this process holds compiled, when they are
         cheap to compute: computed on the event loop, then the mark raised by the group commit,
         awaited without a worker thread. None when `serve` must decide (in a thread): the run is
@@ -97,6 +124,8 @@ class Serving:
         compiled = self._compiled.get(name)
         top = steps[-1]
         if compiled is None or not compiled.mark < top <= compiled.mark + self.limits.max_ahead:
+            return None
+        if attempt not in (None, compiled.attempt):
             return None
         timeline = compiled.timeline
         if timeline.has_products or timeline.work(len(steps)) > LOOP_WORK:
@@ -109,7 +138,7 @@ class Serving:
         if mark is None:
             return None
         self._keep(name, replace(compiled, mark=mark))
-        return answers
+        return Served(compiled.attempt, answers)
 
     def check_work(self, timeline: Timeline, steps: range, field: str = "stop") -> None:
         work = timeline.work(len(steps))
@@ -126,11 +155,12 @@ class Serving:
         self.check_work(timeline, steps, field)
         return timeline.over(steps)
 
-    def serve(self, name: str, steps: range, consume: bool) -> list[Answer]:
+    def serve(self, name: str, steps: range, consume: bool, attempt: int | None = None) -> Served:
         """The answers for `steps`, which count as served: they never change afterwards.
 
         Blocking (it may read and write the database, and compute for a while): call it from a
-        worker thread. `consume` says whether the caller may raise the mark (SPEC §4.7).
+        worker thread. `consume` says whether the caller may raise the mark (SPEC §4.7);
+        `attempt`, the attempt the caller is pinned to, if any.
         """
         field = "step" if len(steps) == 1 else "stop"
         top = steps[-1]
@@ -138,8 +168,13 @@ class Serving:
         for _ in range(RACES):
             if compiled is None:
                 compiled, fresh = self._read(name), True
+            if attempt is not None and attempt != compiled.attempt:
+                if not fresh:
+                    compiled = None  # a rewind may have started the caller's attempt since
+                    continue
+                return Served(attempt, self._shared(name, compiled, attempt, steps, field))
             if top <= compiled.mark:
-                return self.answers(compiled.timeline, steps, field)
+                return Served(compiled.attempt, self.answers(compiled.timeline, steps, field))
             if not (consume and top <= compiled.mark + self.limits.max_ahead) and not fresh:
                 compiled = None  # the mark known here may be stale: decide on the durable one
                 continue
@@ -164,13 +199,38 @@ class Serving:
             raised = self._raise(name, top, compiled.version)
             if raised is not None:
                 self._keep(name, replace(compiled, mark=raised))
-                return answers
+                return Served(compiled.attempt, answers)
             compiled = None  # a change committed since the copy was read: read again, recompute
         raise Unavailable("the run changed under every attempt to serve it; retry shortly")
 
-    def plan(self, name: str, steps: range) -> list[Answer]:
+    def plan(self, name: str, steps: range) -> Served:
         """The planned answers for `steps`, without serving them: later changes may alter them."""
-        return self.answers(self._read(name).timeline, steps)
+        compiled = self._read(name)
+        return Served(compiled.attempt, self.answers(compiled.timeline, steps))
+
+    def _shared(self, name: str, compiled: Compiled, attempt: int, steps: range, field: str) -> list[Answer]:
+        """The answers of an earlier `attempt` for steps it shares with the current one; a 409
+        naming the current attempt for any other (and for an attempt that does not exist)."""
+        shared = compiled.shared_with(attempt) if attempt < compiled.attempt else -1
+        if steps[-1] > shared:
+            where = (
+                f"it ended when attempt {attempt + 1} rewound the run to step {compiled.rewinds[attempt - 1]}"
+                if attempt < compiled.attempt
+                else "it has not started"
+            )
+            raise Conflict(
+                f"run {name!r} is in attempt {compiled.attempt}; attempt {attempt} answers no step above "
+                f"{max(shared, -1)}: {where}. Reload the checkpoint the current attempt resumed from, "
+                "or follow the current attempt",
+                [FieldError(("query", "attempt"), f"the current attempt is {compiled.attempt}")],
+                extra={"attempt": compiled.attempt, "high_water": compiled.mark},
+            )
+        return self.answers(compiled.timeline, steps, field)
+
+    def refresh(self, name: str) -> None:
+        """Replace this process's copy of the run by the database's: after a rewind, whose new
+        version also keeps a request still computing on the old copy from putting it back."""
+        self._read(name)
 
     def _check_ahead(self, name: str, mark: int, top: int, field: str) -> None:
         limit = mark + self.limits.max_ahead
@@ -199,6 +259,8 @@ class Serving:
                 run = store.require_run(name)
                 # The row's own version: a change may have committed since the first read.
                 compiled = _compile(run, store.changes(run.id), run.version, max(mark, run.high_water))
+                rewinds = tuple(a.rewound_to for a in store.attempts(run.id))
+                compiled = replace(compiled, attempt=run.attempt, rewinds=rewinds)
         self._keep(name, compiled)
         return compiled
 

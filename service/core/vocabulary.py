@@ -15,7 +15,14 @@ ChangeKind = Literal["schedule", "scale", "plateau"]
 CHANGE_KINDS: tuple[ChangeKind, ...] = get_args(ChangeKind)
 
 EventKind = Literal[
-    "run_created", "schedule_changed", "scaled", "plateau_reduced", "run_finished", "run_archived"
+    "run_created",
+    "schedule_changed",
+    "scaled",
+    "plateau_reduced",
+    "run_finished",
+    "run_archived",
+    "rewound",
+    "forked",
 ]
 """What an audit event records. An event read back may hold any text (the database can be
 edited): reads keep `str`, writes take an EventKind."""

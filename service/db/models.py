@@ -17,11 +17,13 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -53,6 +55,7 @@ class Run(Base):
     __table_args__ = (
         CheckConstraint(f"state IN {RUN_STATES}", name="state"),
         CheckConstraint("high_water >= -1", name="high_water"),
+        CheckConstraint("attempt >= 1", name="attempt"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -70,6 +73,13 @@ class Run(Base):
     version is."""
     high_water: Mapped[int] = mapped_column(BigInteger, default=-1)
     """The highest step served so far (-1: none). Changes take effect only above it."""
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """The attempt now served: each rewind starts a new one (SPEC §4.10)."""
+    parent: Mapped[str | None] = mapped_column(String(128))
+    """The run this one was forked from, at step `forked_at`, when the parent's audit chain
+    ended in `parent_head`."""
+    forked_at: Mapped[int | None] = mapped_column(BigInteger)
+    parent_head: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -95,6 +105,29 @@ class Change(Base):
     factor: Mapped[float | None]
     factors: Mapped[list[float] | None]
     created_at: Mapped[datetime]
+    decided_at: Mapped[int] = mapped_column(BigInteger)
+    """The last step its decision saw: the mark, for an operator's change; the metric's step,
+    for a plateau reduction. A rewind to step k keeps the changes decided at or below k."""
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    discarded_in: Mapped[int | None] = mapped_column(Integer)
+    """The attempt whose rewind discarded it (None: in force)."""
+
+
+class Attempt(Base):
+    """A rewind: the run's attempt `number` answers steps 0..`rewound_to` as before it, and
+    discards what the attempt before it served above them (up to `discarded_to`)."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("run_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="RESTRICT"))
+    number: Mapped[int] = mapped_column(Integer)
+    rewound_to: Mapped[int] = mapped_column(BigInteger)
+    discarded_to: Mapped[int] = mapped_column(BigInteger)
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime]
 
 
 class PlateauState(Base):
@@ -113,10 +146,22 @@ class PlateauState(Base):
 
 
 class Metric(Base):
-    """A posted metric, with the answer it got, so that posting it again replays that answer."""
+    """A posted metric, with the answer it got, so that posting it again replays that answer.
+
+    One counts per (run, name, step); those a rewind discarded stay, marked, beside it."""
 
     __tablename__ = "metrics"
-    __table_args__ = (UniqueConstraint("run_id", "name", "step"),)
+    __table_args__ = (
+        Index(
+            "uq_metrics_counted",
+            "run_id",
+            "name",
+            "step",
+            unique=True,
+            sqlite_where=text("discarded_in IS NULL"),
+            postgresql_where=text("discarded_in IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="RESTRICT"))
@@ -125,6 +170,10 @@ class Metric(Base):
     value: Mapped[float]
     answer: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    discarded_in: Mapped[int | None] = mapped_column(Integer)
+    plateau: Mapped[dict[str, Any] | None]
+    """The plateau state after this post, for a metric the plateau watches: a rewind restores it."""
 
 
 class IdempotentWrite(Base):

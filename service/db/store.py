@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, LargeBinary, Text, cast, exists, func, select, text, update
+from sqlalchemy import ColumnElement, LargeBinary, Text, cast, delete, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from ..core import audit
 from ..core.problems import NotFound
 from ..core.vocabulary import ChangeKind, EventKind, RunState, Scope
-from .models import Change, Event, IdempotentWrite, Metric, PlateauState, Run, Token
+from .models import Attempt, Change, Event, IdempotentWrite, Metric, PlateauState, Run, Token
 
 
 def utc(moment: datetime) -> datetime:
@@ -41,6 +41,20 @@ class RunRecord:
     high_water: int
     created_at: datetime
     updated_at: datetime
+    attempt: int = 1
+    parent: str | None = None
+    forked_at: int | None = None
+    parent_head: str | None = None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    number: int
+    rewound_to: int
+    discarded_to: int
+    actor: str
+    reason: str
+    started_at: datetime
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,10 @@ class ChangeRecord:
     factor: float | None
     factors: list[float] | None
     created_at: datetime
+    decided_at: int
+    """The last step its decision saw (see models.Change)."""
+    attempt: int = 1
+    discarded_in: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +142,10 @@ def _run(row: Run) -> RunRecord:
         high_water=row.high_water,
         created_at=utc(row.created_at),
         updated_at=utc(row.updated_at),
+        attempt=row.attempt,
+        parent=row.parent,
+        forked_at=row.forked_at,
+        parent_head=row.parent_head,
     )
 
 
@@ -169,7 +191,11 @@ class Store:
         labels: dict[str, str],
         definition_hash: str,
         now: datetime,
+        high_water: int = -1,
+        parent: tuple[str, int, str] | None = None,
     ) -> RunRecord:
+        """A new run; a fork also gives its mark, and its `parent` as (name, step, chain head)."""
+        parent_name, forked_at, parent_head = parent if parent is not None else (None, None, None)
         row = Run(
             name=name,
             lrs=lrs,
@@ -179,7 +205,11 @@ class Store:
             definition_hash=definition_hash,
             state="live",
             version=0,
-            high_water=-1,
+            high_water=high_water,
+            attempt=1,
+            parent=parent_name,
+            forked_at=forked_at,
+            parent_head=parent_head,
             created_at=now,
             updated_at=now,
         )
@@ -187,8 +217,11 @@ class Store:
         self.session.flush()
         return _run(row)
 
-    def changes(self, run_id: int) -> list[ChangeRecord]:
-        rows = self.session.scalars(select(Change).where(Change.run_id == run_id).order_by(Change.seq))
+    def changes(self, run_id: int, *, discarded: bool = False) -> list[ChangeRecord]:
+        """The run's changes in force, by seq; with `discarded`, also those rewinds discarded."""
+        query = select(Change).where(Change.run_id == run_id).order_by(Change.seq)
+        if not discarded:
+            query = query.where(Change.discarded_in.is_(None))
         return [
             ChangeRecord(
                 seq=r.seq,
@@ -199,9 +232,27 @@ class Store:
                 factor=r.factor,
                 factors=r.factors,
                 created_at=utc(r.created_at),
+                decided_at=r.decided_at,
+                attempt=r.attempt,
+                discarded_in=r.discarded_in,
             )
+            for r in self.session.scalars(query)
+        ]
+
+    def attempts(self, run_id: int) -> list[AttemptRecord]:
+        """The run's rewinds, oldest first: attempt 2 onwards."""
+        rows = self.session.scalars(select(Attempt).where(Attempt.run_id == run_id).order_by(Attempt.number))
+        return [
+            AttemptRecord(r.number, r.rewound_to, r.discarded_to, r.actor, r.reason, utc(r.started_at))
             for r in rows
         ]
+
+    def chain_head(self, run_id: int) -> str:
+        """The hash of the run's last event (the genesis value if it has none)."""
+        head = self.session.scalar(
+            select(Event.hash).where(Event.run_id == run_id).order_by(Event.seq.desc()).limit(1)
+        )
+        return head or audit.GENESIS
 
     def mark(self, name: str) -> tuple[int, int] | None:
         """(version, high_water) of the run; None if there is no such run."""
@@ -325,8 +376,11 @@ class Store:
         restart: bool = False,
         factor: float | None = None,
         factors: list[float] | None = None,
+        decided_at: int | None = None,
     ) -> None:
-        """Append a change and bump the run's version, so every cached copy reloads."""
+        """Append a change and bump the run's version, so every cached copy reloads. It was
+        decided at the run's mark unless `decided_at` says otherwise (a plateau reduction: the
+        metric's step)."""
         seq = (self.session.scalar(select(func.max(Change.seq)).where(Change.run_id == run.id)) or 0) + 1
         self.session.add(
             Change(
@@ -339,6 +393,8 @@ class Store:
                 factor=factor,
                 factors=factors,
                 created_at=now,
+                decided_at=run.high_water if decided_at is None else decided_at,
+                attempt=run.attempt,
             )
         )
         self.session.execute(
@@ -359,19 +415,98 @@ class Store:
         return [(row[0], row[1], row[2]) for row in rows]
 
     def metric(self, run_id: int, name: str, step: int) -> tuple[float, dict[str, Any]] | None:
+        """The (value, answer) of the metric that counts at `step`, if one was posted."""
         row = self.session.execute(
             select(Metric.value, Metric.answer).where(
-                Metric.run_id == run_id, Metric.name == name, Metric.step == step
+                Metric.run_id == run_id,
+                Metric.name == name,
+                Metric.step == step,
+                Metric.discarded_in.is_(None),
             )
         ).one_or_none()
         return None if row is None else (row[0], row[1])
 
     def add_metric(
-        self, run_id: int, name: str, step: int, value: float, answer: dict[str, Any], now: datetime
+        self,
+        run: RunRecord,
+        name: str,
+        step: int,
+        value: float,
+        answer: dict[str, Any],
+        now: datetime,
+        plateau: dict[str, Any] | None = None,
     ) -> None:
+        """Record a post; `plateau` is the plateau state after it, where the plateau watches it."""
         self.session.add(
-            Metric(run_id=run_id, name=name, step=step, value=value, answer=answer, created_at=now)
+            Metric(
+                run_id=run.id,
+                name=name,
+                step=step,
+                value=value,
+                answer=answer,
+                created_at=now,
+                attempt=run.attempt,
+                plateau=plateau,
+            )
         )
+
+    def plateau_after(self, run_id: int, name: str, step: int) -> tuple[int, dict[str, Any] | None] | None:
+        """(step, plateau state after it) of the last counted post of `name` at or below `step`."""
+        row = self.session.execute(
+            select(Metric.step, Metric.plateau)
+            .where(
+                Metric.run_id == run_id,
+                Metric.name == name,
+                Metric.step <= step,
+                Metric.discarded_in.is_(None),
+            )
+            .order_by(Metric.step.desc())
+            .limit(1)
+        ).one_or_none()
+        return None if row is None else (row[0], row[1])
+
+    def discard_above(self, run_id: int, step: int, attempt: int) -> tuple[list[int], int]:
+        """Mark the changes decided above `step`, and the metrics posted above it, as discarded
+        by `attempt`: (the seqs of those changes, the number of those metrics)."""
+        seqs = list(
+            self.session.scalars(
+                update(Change)
+                .where(Change.run_id == run_id, Change.discarded_in.is_(None), Change.decided_at > step)
+                .values(discarded_in=attempt)
+                .returning(Change.seq)
+            )
+        )
+        metrics = self.session.scalars(
+            update(Metric)
+            .where(Metric.run_id == run_id, Metric.discarded_in.is_(None), Metric.step > step)
+            .values(discarded_in=attempt)
+            .returning(Metric.id)
+        ).all()
+        return sorted(seqs), len(metrics)
+
+    def start_attempt(self, run: RunRecord, step: int, actor: str, reason: str, now: datetime) -> int:
+        """Start the run's next attempt at `step`, its new mark: the attempt's number."""
+        number = run.attempt + 1
+        self.session.add(
+            Attempt(
+                run_id=run.id,
+                number=number,
+                rewound_to=step,
+                discarded_to=run.high_water,
+                actor=actor,
+                reason=reason,
+                started_at=now,
+            )
+        )
+        self.session.execute(
+            update(Run)
+            .where(Run.id == run.id)
+            .values(attempt=number, high_water=step, version=Run.version + 1, updated_at=now)
+        )
+        return number
+
+    def delete_plateau_state(self, run_id: int) -> None:
+        self.session.execute(delete(PlateauState).where(PlateauState.run_id == run_id))
 
     def idempotent_write(self, run_id: int, key: str) -> tuple[str, dict[str, Any]] | None:
         """The (request hash, answer) of the write made under `key`, if any."""
@@ -402,27 +537,8 @@ class Store:
             last_step=row.last_step,
         )
 
-    def save_plateau_state(
-        self,
-        run_id: int,
-        best: float | None,
-        num_bad_epochs: int,
-        cooldown_counter: int,
-        factors: list[float],
-        reductions: int,
-        last_step: int,
-    ) -> None:
-        self.session.merge(
-            PlateauState(
-                run_id=run_id,
-                best=best,
-                num_bad_epochs=num_bad_epochs,
-                cooldown_counter=cooldown_counter,
-                factors=factors,
-                reductions=reductions,
-                last_step=last_step,
-            )
-        )
+    def save_plateau_state(self, run_id: int, state: PlateauRecord) -> None:
+        self.session.merge(PlateauState(run_id=run_id, **asdict(state)))
 
     def events(
         self, run_id: int, after: int = 0, limit: int | None = None, *, written_order: bool = False

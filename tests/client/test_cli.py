@@ -22,15 +22,25 @@ from servers import Server, free_port
 
 STEP = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
 RUN_YAML = """\
-name: yaml-run
+name: {name}
 lrs: [0.1, 0.01]
 schedule:
   type: StepLR
   step_size: 10
   gamma: 0.5
-plateau: {metric: val_loss, patience: 0}
-labels: {team: vision}
+plateau: {{metric: val_loss, patience: 0}}
+labels: {{team: {team}}}
 """
+
+
+@pytest.fixture
+def server(tower: str) -> str:
+    """The module's one server (`tower`): each test here creates runs of its own names."""
+    return tower
+
+
+def run_yaml(folder: Path, name: str = "yaml-run", team: str = "vision") -> Path:
+    return _write(folder, "run.yaml", RUN_YAML.format(name=name, team=team))
 
 
 def cli(server: str, *args: str) -> Result:
@@ -44,29 +54,37 @@ def ok(server: str, *args: str) -> str:
 
 
 def test_create_list_and_show_runs(server: str, tmp_path: Path) -> None:
-    (tmp_path / "run.yaml").write_text(RUN_YAML)
     (tmp_path / "run.json").write_text(json.dumps({"name": "ignored", "lr": 0.5, "schedule": STEP}))
-    assert "run yaml-run: live" in ok(server, "runs", "create", "-f", str(tmp_path / "run.yaml"))
-    ok(server, "runs", "create", "-f", str(tmp_path / "run.yaml"))  # the same again: a no-op
-    ok(server, "runs", "create", "-f", str(tmp_path / "run.json"), "--name", "json-run")
+    yaml = run_yaml(tmp_path, "listed-yaml", team="listing")
+    assert "run listed-yaml: live" in ok(server, "runs", "create", "-f", str(yaml))
+    ok(server, "runs", "create", "-f", str(yaml))  # the same again: a no-op
+    ok(server, "runs", "create", "-f", str(tmp_path / "run.json"), "--name", "listed-json")
 
     listed = ok(server, "runs", "list").splitlines()
     assert listed[0].split() == ["NAME", "STATE", "SERVED", "VERSION", "LABELS"]
-    assert [line.split()[0] for line in listed[1:]] == ["json-run", "yaml-run"]
+    names = [line.split()[0] for line in listed[1:]]  # with the other tests' runs, in name order
+    assert names == sorted(names) and [n for n in names if n.startswith("listed-")] == [
+        "listed-json",
+        "listed-yaml",
+    ]
     assert [
-        r["name"] for r in json.loads(ok(server, "runs", "list", "--label", "team=vision", "--json"))
-    ] == ["yaml-run"]
-    assert json.loads(ok(server, "runs", "list", "--state", "finished", "--json")) == []
+        r["name"] for r in json.loads(ok(server, "runs", "list", "--label", "team=listing", "--json"))
+    ] == ["listed-yaml"]
+    finished = json.loads(ok(server, "runs", "list", "--state", "finished", "--json"))
+    assert all(r["state"] == "finished" for r in finished) and not {"listed-json", "listed-yaml"} & {
+        r["name"] for r in finished
+    }
 
-    shown = json.loads(ok(server, "runs", "show", "yaml-run", "--json"))
-    assert shown["lrs"] == [0.1, 0.01] and shown["schedule"] == STEP and shown["labels"] == {"team": "vision"}
-    assert "high-water  -1" in ok(server, "runs", "show", "yaml-run")
+    shown = json.loads(ok(server, "runs", "show", "listed-yaml", "--json"))
+    assert (
+        shown["lrs"] == [0.1, 0.01] and shown["schedule"] == STEP and shown["labels"] == {"team": "listing"}
+    )
+    assert "high-water  -1" in ok(server, "runs", "show", "listed-yaml")
 
 
 def test_lr_prints_every_groups_exact_lr_and_serves_it(server: str, tmp_path: Path) -> None:
-    (tmp_path / "run.yaml").write_text(RUN_YAML)
-    ok(server, "runs", "create", "-f", str(tmp_path / "run.yaml"))
-    printed = [float(x) for x in ok(server, "lr", "yaml-run", "25").split()]
+    ok(server, "runs", "create", "-f", str(run_yaml(tmp_path, "printed")))
+    printed = [float(x) for x in ok(server, "lr", "printed", "25").split()]
     optimizer = torch.optim.SGD(
         [{"params": [torch.zeros(1)], "lr": 0.1}, {"params": [torch.zeros(1)], "lr": 0.01}]
     )
@@ -75,14 +93,14 @@ def test_lr_prints_every_groups_exact_lr_and_serves_it(server: str, tmp_path: Pa
         scheduler.step()
     assert printed == scheduler.get_last_lr()
     with Client(server) as client:
-        assert client.get_run("yaml-run").high_water == 25
+        assert client.get_run("printed").high_water == 25
 
 
 def test_changes_events_and_verify(
     start_server: Callable[..., Server], tmp_path: Path, database_url: str
 ) -> None:
-    server = start_server().url
-    (tmp_path / "run.yaml").write_text(RUN_YAML)
+    server = start_server().url  # its own: the test edits the database under it
+    run_yaml(tmp_path)
     (tmp_path / "exp.json").write_text(json.dumps({"type": "ExponentialLR", "gamma": 0.9}))
     ok(server, "runs", "create", "-f", str(tmp_path / "run.yaml"))
     ok(server, "lr", "yaml-run", "30")
@@ -228,8 +246,8 @@ def test_missing_extras_are_named_with_the_install_command(tmp_path: Path) -> No
 def test_text_from_the_server_cannot_forge_rows_or_drive_the_terminal(
     start_server: Callable[..., Server], tmp_path: Path, database_url: str
 ) -> None:
-    server = start_server().url
-    ok(server, "runs", "create", "-f", str(_write(tmp_path, "run.yaml", RUN_YAML)))
+    server = start_server().url  # its own: the test edits the database under it
+    ok(server, "runs", "create", "-f", str(run_yaml(tmp_path)))
     ok(server, "runs", "scale", "yaml-run", "0.5", "--reason", "ordinary")
     # A row written before free text was checked, or by hand: a forged row and an ANSI colour.
     forged = "x\n3  2026-12-02 10:00:00  alice-admin  run_finished  approved\x1b[31m\x9b2J"

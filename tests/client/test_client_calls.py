@@ -40,6 +40,13 @@ from lrtower import (
     Verification,
 )
 
+
+@pytest.fixture
+def server(tower: str) -> str:
+    """The module's one server (`tower`): each test here creates runs of its own names."""
+    return tower
+
+
 # -- the full tour -------------------------------------------------------------------------
 
 
@@ -75,7 +82,14 @@ def test_tour_of_every_call(server: str) -> None:
             after = page.next_after
         assert names == ["tour", "tour-b", "tour-c"]
         everything = tower.list_runs()
-        assert [r.name for r in everything.runs] == ["other", "tour", "tour-b", "tour-c"]
+        listed = [r.name for r in everything.runs]  # with the other tests' runs, in name order
+        assert listed == sorted(listed)
+        assert [n for n in listed if n in {"other", "tour", "tour-b", "tour-c"}] == [
+            "other",
+            "tour",
+            "tour-b",
+            "tour-c",
+        ]
         assert everything.next_after is None
 
         fetched = tower.get_run("tour")
@@ -258,7 +272,7 @@ def test_methods_keep_their_builders_signatures() -> None:
             "plateau",
             "labels",
         ]
-        assert list(inspect.signature(tower.lr).parameters) == ["run", "step"]
+        assert list(inspect.signature(tower.lr).parameters) == ["run", "step", "attempt"]
     assert list(inspect.signature(AsyncClient("http://tower.test").scale).parameters) == list(
         scale.parameters
     )
@@ -267,7 +281,18 @@ def test_methods_keep_their_builders_signatures() -> None:
     assert inspect.signature(AsyncClient.lr).return_annotation == "Awaitable[LR]"
     assert Client.lr.__qualname__ == "Client.lr" and AsyncClient.lr.__qualname__ == "AsyncClient.lr"
     documented = pydoc.render_doc(Client, renderer=pydoc.plaintext)
-    for name in ("create_run", "lr", "lr_range", "scale", "post_metric", "events", "verify", "preview"):
+    for name in (
+        "create_run",
+        "lr",
+        "lr_range",
+        "scale",
+        "rewind",
+        "fork",
+        "post_metric",
+        "events",
+        "verify",
+        "preview",
+    ):
         assert f"{name}(self, " in documented, name
     with pytest.raises(TypeError):
         Client("http://tower.test").scale("r", 0.5, 10)  # type: ignore[misc]  # from_step is keyword-only

@@ -8,16 +8,17 @@ and the far steps; a history adds changes of every kind inside the range.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
+from test_torch_cases import CLOSED_FORMS, TORCH_SUITE_CASES
 
 import reference_vectors as rv
 from lrtower_server.core.timeline import PlateauChange, ScaleChange, ScheduleChange, Timeline
 from lrtower_server.schedules import STEP_MAX, DomainError, build_schedule
 from lrtower_server.schedules.examples import EXAMPLES
 from lrtower_server.schedules.plateau import PlateauConfig
-from test_torch_cases import CLOSED_FORMS, TORCH_SUITE_CASES
 
 RANGES = [
     range(0, 40),
@@ -39,7 +40,10 @@ ERRORS: list[tuple[dict[str, Any], list[float] | None]] = [
     ({"type": "MultiplicativeLR", "lr_lambda": "1 - 1 / (epoch + 10)"}, [1.0]),
     ({"type": "ExponentialLR", "gamma": 1.5}, [0.1]),
     ({"type": "optax.exponential_decay", "init_value": 0.1, "transition_steps": 1, "decay_rate": 2.0}, None),
-    ({"type": "optax.exponential_decay", "init_value": 0.1, "transition_steps": 1, "decay_rate": 2.0}, [0.1, 0.3]),
+    (
+        {"type": "optax.exponential_decay", "init_value": 0.1, "transition_steps": 1, "decay_rate": 2.0},
+        [0.1, 0.3],
+    ),
 ]
 
 
@@ -65,7 +69,9 @@ def _outcome(answer: Callable[[], object]) -> str:
 
 
 @pytest.mark.parametrize(("name", "spec", "base_lrs"), SPECS, ids=[name for name, _, _ in SPECS])
-def test_a_range_is_its_steps_one_by_one(name: str, spec: dict[str, Any], base_lrs: list[float] | None) -> None:
+def test_a_range_is_its_steps_one_by_one(
+    name: str, spec: dict[str, Any], base_lrs: list[float] | None
+) -> None:
     schedule = build_schedule(spec, base_lrs)
     for steps in RANGES:
         one_by_one = _outcome(lambda steps=steps: [schedule.at(step) for step in steps])
@@ -76,7 +82,7 @@ def test_the_error_cases_do_fail_inside_the_ranges() -> None:
     """The error specs above are checked where they have no value, not only where they have one."""
     for spec, base_lrs in ERRORS:
         schedule = build_schedule(spec, base_lrs)
-        failed = [steps for steps in RANGES if _outcome(lambda s=steps: schedule.over(s)).startswith("DomainError")]
+        failed = [s for s in RANGES if _outcome(partial(schedule.over, s)).startswith("DomainError")]
         assert failed, spec
 
 
@@ -96,6 +102,13 @@ CHANGES = [
 @pytest.mark.parametrize("changes", range(len(CHANGES) + 1))
 def test_a_history_answers_a_range_as_its_steps(changes: int) -> None:
     timeline = Timeline([0.1, 0.01], EXAMPLES["SequentialLR"], PLATEAU, CHANGES[:changes])
-    for steps in [range(0, 120), range(3, 121, 4), range(19, 22), range(33, 34), range(0, 10**6, 4999), *RANGES]:
+    for steps in [
+        range(0, 120),
+        range(3, 121, 4),
+        range(19, 22),
+        range(33, 34),
+        range(0, 10**6, 4999),
+        *RANGES,
+    ]:
         one_by_one = _outcome(lambda steps=steps: [timeline.at(step) for step in steps])
         assert _outcome(lambda steps=steps: timeline.over(steps)) == one_by_one, steps

@@ -60,6 +60,7 @@ def test_lr_equals_the_engine_and_text_plain(client: TestClient) -> None:
         body = client.get("/runs/job-1/lr", params={"step": step}).json()
         assert body == {
             "run": "job-1",
+            "attempt": 1,
             "step": step,
             "lr": engine.at(step)[0][0],
             "lrs": engine.at(step)[0],
@@ -69,7 +70,7 @@ def test_lr_equals_the_engine_and_text_plain(client: TestClient) -> None:
     assert far["lr"] == [engine.at(10**12)[0][0]]
     text = client.get("/runs/job-1/lr", params={"step": 5}, headers={"accept": "text/plain"})
     assert text.headers["content-type"].startswith("text/plain")
-    assert float(text.text) == engine.at(5)[0][0]
+    assert float(text.text) == engine.at(5)[0][0] and text.headers["lrtower-attempt"] == "1"
 
 
 def test_ranges_are_served_and_curves_are_not(client: TestClient) -> None:

@@ -59,8 +59,8 @@ def test_raises_waiting_at_once_share_one_commit(database_url: str) -> None:
             ranks = [pool.submit(serving.serve, "run-1", range(s, s + 1), True) for s in range(6, 11)]
             time.sleep(0.3)
             assert not any(f.done() for f in [first, again, *others, *ranks])  # nothing answered early
-        answers = [f.result(timeout=30) for f in [first, *others, *ranks]]
-        assert [a.lrs for a in again.result(timeout=30)] == [[0.5**1], [0.5**1]]
+        answers = [f.result(timeout=30).answers for f in [first, *others, *ranks]]
+        assert [a.lrs for a in again.result(timeout=30).answers] == [[0.5**1], [0.5**1]]
     assert [a[0].lrs for a in answers[:10]] == [[0.5**1]] * 10
     assert serving.marks.groups == 2 and serving.marks.raises == 10  # 16 requests, 10 raises, 2 commits
     for i in range(10):
@@ -74,14 +74,14 @@ def test_a_reserve_answers_the_next_steps_without_a_commit_and_changes_land_abov
     engine = make_engine(Settings(database_url=database_url))
     runs, serving = Runs(engine), Serving(engine, Limits(mark_reserve=8))
     runs.create(RunCreate(name="run", lr=1.0, schedule=SPEC), "test")
-    first = serving.serve("run", range(5, 6), True)
+    first = serving.serve("run", range(5, 6), True).answers
     assert runs.get("run")[0].high_water == 13  # durable before the answer: 5 and 8 reserved
-    later = [serving.serve("run", range(s, s + 1), True) for s in range(6, 14)]
+    later = [serving.serve("run", range(s, s + 1), True).answers for s in range(6, 14)]
     assert serving.marks.groups == 1  # the reserved steps cost no commit
     assert [a[0].lrs for a in [first, *later]] == [[0.5 ** (s // 3)] for s in range(5, 14)]
     assert runs.scale("run", ScaleIn(factor=0.5, reason="test"), "test").effective_step == 14
     # This process's copy is stale: its raise fails on the version, and the run is read again.
-    assert serving.serve("run", range(14, 15), True)[0].lrs == [0.5 ** (14 // 3) * 0.5]
+    assert serving.serve("run", range(14, 15), True).answers[0].lrs == [0.5 ** (14 // 3) * 0.5]
     assert runs.get("run")[0].high_water == 22 and serving.marks.groups == 3
     engine.dispose()
 
@@ -185,7 +185,7 @@ def test_replicas_asking_for_a_window_another_raised_write_nothing(database_url:
     first = replicas[0].serve("run-0", range(4, 8), True)
     # The other replica's copy says mark 3: it tries its raise, finds 7, and writes nothing.
     assert replicas[1].serve("run-0", range(4, 8), True) == first
-    assert replicas[1].serve("run-0", range(4, 6), True) == first[:2]  # from memory now
+    assert replicas[1].serve("run-0", range(4, 6), True).answers == first.answers[:2]  # from memory now
     with counter.connect() as db:
         assert db.execute(text("SELECT n FROM updates")).scalar_one() == 1
     assert runs.get("run-0")[0].high_water == 7

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Response
 
 from ...schemas import (
     SEQ_MAX,
     ChangeResult,
     EventOut,
     EventPage,
+    ForkIn,
     MetricIn,
     MetricOut,
+    RewindIn,
+    RewindResult,
     RunOut,
     ScaleIn,
     ScheduleChangeIn,
@@ -20,7 +23,7 @@ from ...schemas import (
     VerifyOut,
     problems,
 )
-from ..deps import Reader, RunPath, RunsDep, Writer
+from ..deps import BranchingDep, Creator, Reader, RunPath, RunsDep, ServingDep, Writer
 from ..wire import QueryInt
 from .runs import run_out
 
@@ -52,6 +55,42 @@ def scale(
 ) -> ChangeResult:
     """Multiply the LR from a step above the high-water mark (409 at or below it)."""
     return runs.scale(run, body, caller.name, key)
+
+
+@router.post("/runs/{run}/rewind", response_model=RewindResult, name="rewind_run")
+def rewind(
+    run: RunPath,
+    body: RewindIn,
+    branching: BranchingDep,
+    serving: ServingDep,
+    caller: Writer,
+    key: IdempotencyKey = None,
+) -> RewindResult:
+    """Start a new attempt of the run at `to_step` k, a served step (the usual k is the step of
+    the checkpoint a job resumes from). Steps 0..k answer as before, bit for bit; above k, the
+    plan as it stood when k was the last step served, plus this call's changes, from k + 1.
+    Changes decided and metrics posted above k are discarded (kept, marked); the plateau state
+    is the one after the metrics at steps <= k. Every LR answer names its attempt, and a caller
+    pinned to an earlier attempt gets 409 for steps above k. With an Idempotency-Key, every
+    rank of a resumed job can ask it and land on the same attempt."""
+    result = branching.rewind(run, body, caller.name, key)
+    serving.refresh(run)  # this process's copy holds served steps of the attempt that ended
+    return result
+
+
+@router.post(
+    "/runs/{run}/fork", response_model=RunOut, status_code=201, responses={200: {"model": RunOut}}, name="fork_run"
+)
+def fork(
+    run: RunPath, body: ForkIn, runs: RunsDep, branching: BranchingDep, caller: Creator, response: Response
+) -> RunOut:
+    """Make a new run `name` that answers steps 0..`at_step` as this one did, with its own mark
+    at `at_step`; above it, this run's plan as it stood then, plus this call's changes. The same
+    fork again answers 200 with the run; another run of that name, 409."""
+    child, created = branching.fork(run, body, caller.name)
+    if not created:
+        response.status_code = 200
+    return run_out(*runs.get(child.name))
 
 
 @router.post("/runs/{run}/metrics", response_model=MetricOut)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from functools import partial
 from importlib.resources import files
 from typing import Annotated, Any
@@ -28,12 +29,13 @@ from ...core.problems import NotFound, Problem
 from ...core.runs import Runs
 from ...core.serving import timeline_of
 from ...core.timeline import Answer, Timeline
+from ...db.store import AttemptRecord, ChangeRecord, RunRecord
 from ...schedules import STEP_MAX, DomainError, SpecError
 from ...schedules.registry import MAX_NESTING
 from ...schemas import LR, RUN_NAME, ScaleIn, ScheduleChangeIn, StateIn
 from ..deps import RunsDep
 from ..ratelimit import RateLimit
-from ..svg import Marker, curve_svg, sparkline
+from ..svg import Discarded, Marker, curve_svg, sparkline
 from ..wire import QueryInt, integer_text
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -54,7 +56,13 @@ EXAMPLE_SPEC = json.dumps(
     },
     indent=2,
 )
-MARKED = {"schedule_changed": "schedule", "scaled": "scale", "plateau_reduced": "plateau"}
+MARKED = {
+    "schedule_changed": "schedule",
+    "scaled": "scale",
+    "plateau_reduced": "plateau",
+    "rewound": "rewind",
+    "forked": "fork",
+}
 BASE_LR: TypeAdapter[float] = TypeAdapter(LR)  # the API's own rule for a base LR: finite, >= 0
 JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # strings whole, and brackets
 
@@ -149,7 +157,7 @@ def runs_page(
     wanted = dict([label.split("=", 1)]) if "=" in label else {}
     rows = []
     listed = runs.page(after, PAGE, wanted)
-    for run, changes in listed:
+    for run, changes, _ in listed:
         if (q and q not in run.name) or (state and run.state != state):
             continue
         last = changes[-1] if changes else None
@@ -180,7 +188,7 @@ def sparkline_image(
     """A run's planned curve in about 60 points, with its LR at the mark (`mark`, the run's own by
     default). A run's plan only changes with its version, so the answer for the version it names
     (`v`) never changes, and the browser may keep it."""
-    record, changes = runs.get(run)
+    record, changes, _ = runs.get(run)
     at = record.high_water if mark is None else mark
     horizon = max(1000, math.ceil(max(at, *(c.effective_step for c in changes), 0) * 1.25))
     timeline = timeline_of(record, changes)
@@ -224,7 +232,8 @@ def _run_view(
 ) -> Response:
     """The run's page; with the error of a form just posted, which is never read from the URL
     (a link could then put any words on the page)."""
-    record, changes = runs.get(run)
+    record, every_change, attempts = runs.history(run)
+    changes = [c for c in every_change if c.discarded_in is None]
     events = _all_events(runs, run)
     markers = [
         Marker(e.seq, e.kind, e.effective_step, _title(e))
@@ -234,13 +243,23 @@ def _run_view(
     last = max([record.high_water, *(m.step for m in markers), 0])
     stop = stop if stop is not None and stop > start else max(start + 10, math.ceil(last * 1.25), 1000)
     answers = _planned(timeline_of(record, changes), range(start, stop, max(1, (stop - start) // 600)))
-    svg = curve_svg([a.step for a in answers], [a.lrs for a in answers], record.high_water, markers, log)
+    discarded = tuple(_discarded(record, every_change, attempts, start, stop))
+    svg = curve_svg(
+        [a.step for a in answers],
+        [a.lrs for a in answers],
+        record.high_water,
+        markers,
+        log,
+        discarded=discarded,
+    )
     context = {
         "can_write": viewer.allows("write"),
         "error": error,
         # The answer to a refused form stands at the form's address, which has no page to refresh.
         "live": error is None,
         "run": record,
+        "attempts": attempts,
+        "forks": [e for e in events if e.kind == "forked" and isinstance(e.details, dict)],
         "svg": svg,
         "start": start,
         "stop": stop,
@@ -250,6 +269,26 @@ def _run_view(
         "verify": runs.verify(run),
     }
     return page(request, "run.html", context, status_code=200 if error is None else 422)
+
+
+def _discarded(
+    run: RunRecord, changes: list[ChangeRecord], attempts: list[AttemptRecord], start: int, stop: int
+) -> Iterator[Discarded]:
+    """The steps each earlier attempt served above the rewind that ended it, within [start, stop),
+    as that attempt answered them: its own changes, as they stood then."""
+    for ended in attempts:
+        attempt = ended.number - 1
+        low, high = max(ended.rewound_to + 1, start), min(ended.discarded_to + 1, stop)
+        if low >= high:
+            continue
+        kept = [
+            c
+            for c in changes
+            if c.attempt <= attempt and (c.discarded_in is None or c.discarded_in > attempt)
+        ]
+        answers = _planned(timeline_of(run, kept), range(low, high, max(1, (high - low) // 200)))
+        if answers:
+            yield Discarded(attempt, [a.step for a in answers], [a.lrs for a in answers])
 
 
 def _title(event: Any) -> str:

@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
-from ...db.store import ChangeRecord, RunRecord
+from ...db.store import AttemptRecord, ChangeRecord, RunRecord
 from ...schemas import RUN_NAME, LrAnswer, RangeOut, RunCreate, RunOut, RunPage, problems
 from ..deps import Creator, Reader, RunPath, RunsDep, ServingDep
 from ..headers import read_headers
 from ..observability import FROM_ROUTE, SERVED_STEPS
 from ..wire import (
+    ATTEMPT_HEADER,
     JSON,
     STEP_PARAMETERS,
     TEXT,
@@ -28,8 +29,20 @@ router = APIRouter(tags=["runs"], responses=problems(401, 403, 404, 409, 413, 42
 LabelFilter = Annotated[str, Field(pattern=r"^[^=\x00-\x1f\x7f-\x9f]{1,64}=[^\x00-\x1f\x7f-\x9f]{0,256}$")]
 
 
-def run_out(run: RunRecord, changes: list[ChangeRecord]) -> RunOut:
-    return RunOut.model_validate({**vars(run), "changes": changes}, from_attributes=True)
+def run_out(run: RunRecord, changes: list[ChangeRecord], attempts: list[AttemptRecord]) -> RunOut:
+    """The run as the API shows it: its changes in force, its rewinds, its lineage."""
+    fork = None
+    if run.parent is not None:
+        fork = {"parent": run.parent, "at_step": run.forked_at, "parent_head": run.parent_head}
+    return RunOut.model_validate(
+        {
+            **vars(run),
+            "changes": [c for c in changes if c.discarded_in is None],
+            "attempts": attempts,
+            "fork": fork,
+        },
+        from_attributes=True,
+    )
 
 
 @router.post("/runs", response_model=RunOut, status_code=201, responses={200: {"model": RunOut}})
@@ -38,7 +51,7 @@ def create_run(body: RunCreate, runs: RunsDep, caller: Creator, response: Respon
     run, created = runs.create(body, caller.name)
     if not created:
         response.status_code = 200
-    return run_out(run, [] if created else runs.get(run.name)[1])
+    return run_out(run, [], []) if created else run_out(*runs.get(run.name))
 
 
 @router.get("/runs", response_model=RunPage)
@@ -53,7 +66,7 @@ def list_runs(
     wanted = dict(item.split("=", 1) for item in label)
     page = runs.page(after, limit, wanted)
     return RunPage(
-        runs=[run_out(run, changes) for run, changes in page],
+        runs=[run_out(*found) for found in page],
         next_after=page[-1][0].name if len(page) == limit else None,
     )
 
@@ -76,11 +89,13 @@ def get_lr(run: RunPath, request: Request, serving: ServingDep, caller: Reader) 
     Only a consumer (a `write` token, or anyone on a server without tokens) may ask steps above
     the high-water mark, and at most LRTOWER_MAX_AHEAD steps past it; `/curve` shows the plan."""
     asked = asked_steps(request.scope["query_string"])
-    answers = serving.serve(run, asked.steps, consume=caller.allows("write"))
+    served = serving.serve(run, asked.steps, consume=caller.allows("write"), attempt=asked.attempt)
     FROM_ROUTE.inc()
-    SERVED_STEPS.inc(len(answers))
+    SERVED_STEPS.inc(len(served.answers))
     text = wants_text(asked, read_headers(request.scope["headers"]).accept)
-    return Response(answer_body(run, asked, answers, text), media_type=TEXT if text else JSON)
+    body = answer_body(run, served.attempt, asked, served.answers, text)
+    headers = {ATTEMPT_HEADER.decode(): str(served.attempt)} if text else None
+    return Response(body, media_type=TEXT if text else JSON, headers=headers)
 
 
 @router.get(
@@ -92,4 +107,5 @@ def get_curve(run: RunPath, request: Request, serving: ServingDep, caller: Reade
     """The planned curve over [start, stop) (default [0, 1000)), for plotting. Unlike /lr, it
     serves nothing, so anyone who may read may ask any step."""
     asked = parse_step_query(request.query_params.multi_items(), default_range=range(0, 1000))
-    return Response(range_body(run, serving.plan(run, asked.steps)), media_type=JSON)
+    planned = serving.plan(run, asked.steps)
+    return Response(range_body(run, planned.answers, planned.attempt), media_type=JSON)

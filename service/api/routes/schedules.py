@@ -17,4 +17,4 @@ def preview_schedule(body: PreviewIn, serving: ServingDep, caller: Reader) -> Re
     """Validate a spec and evaluate it over [start, stop) by `stride`, for checks and plots."""
     steps = steps_of(body.start, body.stop, body.stride, where="body")
     answers = serving.answers(planned(body.base_lrs, body.schedule), steps)
-    return Response(range_body("", answers), media_type=JSON)
+    return Response(range_body("", answers, None), media_type=JSON)
