@@ -37,8 +37,8 @@ in the background with growing pauses (never blocking a step), and says when it 
 **Attempts.** A rewind of the run starts a new attempt (SPEC §4.10). The feed pins the attempt
 of its first answer, and asks every window and posts every metric in it, so it never mixes two.
 Once a rewind has ended that attempt, the server answers 409 for steps past the rewind: the feed
-then keeps the last LR and warns (once), or raises with `strict=True`; it asks nothing more of
-the run. `forget()` (a resume from a checkpoint) unpins it: the resumed job takes the newest
+then runs out the steps it fetched already (its attempt's), keeps the last LR and warns (once),
+or raises with `strict=True`; it asks nothing more of the run. `forget()` (a resume from a checkpoint) unpins it: the resumed job takes the newest
 attempt.
 
 **Reach.** The server serves at most `LRTOWER_MAX_AHEAD` steps past a run's mark in one request
@@ -411,8 +411,7 @@ class LRFeed:
                     self.attempt,
                 )
             self._ended_by = current
-            self._known.clear()
-            self._pending = None
+            self._pending = None  # the steps fetched already are our attempt's: they are used still
             return
         if self.strict or not _transient(error):
             raise error

@@ -8,6 +8,31 @@ from typing import Any
 
 import torch
 
+WARMUP_COSINE = {
+    "type": "SequentialLR",
+    "schedulers": [
+        {"type": "LinearLR", "start_factor": 0.1, "total_iters": 20},
+        {"type": "CosineAnnealingLR", "T_max": 180, "eta_min": 1e-4},
+    ],
+    "milestones": [20],
+}
+"""A warmup, then a cosine: the run's spec of `warmup_cosine`."""
+FLAT = {"type": "ConstantLR", "factor": 1.0, "total_iters": 1}
+"""The base LR at every step: a plateau run's schedule."""
+
+
+def warmup_cosine(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """WARMUP_COSINE as torch's own schedulers."""
+    return torch.optim.lr_scheduler.SequentialLR(
+        opt,
+        [
+            torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=20),
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=180, eta_min=1e-4),
+        ],
+        milestones=[20],
+    )
+
+
 Step = Callable[[Any, int, Callable[[], float]], None]
 """Steps the scheduler after training step i: `step(scheduler, i, validation_loss)`."""
 

@@ -28,7 +28,7 @@ from ..schedules.plateau import PlateauConfig
 from ..schemas import ForkIn, RewindIn, RewindResult
 from . import audit
 from .problems import Conflict, Invalid
-from .runs import Locked, Runs, lrs_at
+from .runs import Locked, Runs, lrs_at, same_definition
 from .serving import timeline_of
 from .timeline import Change, ScaleChange, ScheduleChange, Timeline
 
@@ -91,7 +91,7 @@ class Branching:
                 parent, store, k = locked.run, locked.store, body.at_step
                 existing = store.run(body.name)
                 if existing is not None:
-                    return _same_fork(existing, digest), False
+                    return same_definition(existing, digest, "exists, and is not this fork"), False
                 _served(parent, k, "at_step")
                 kept = [c for c in store.changes(parent.id) if c.decided_at <= k]
                 head = store.chain_head(parent.id)
@@ -160,7 +160,7 @@ class Branching:
                 existing = Store(session).run(body.name)
             if existing is None:  # pragma: no cover - the unique name is the only constraint hit
                 raise
-            return _same_fork(existing, digest), False
+            return same_definition(existing, digest, "exists, and is not this fork"), False
 
 
 def _served(run: RunRecord, k: int, field: str) -> None:
@@ -171,15 +171,6 @@ def _served(run: RunRecord, k: int, field: str) -> None:
             [FieldError((field,), f"must be at most the high-water mark {run.high_water}")],
             extra={"high_water": run.high_water},
         )
-
-
-def _same_fork(existing: RunRecord, digest: str) -> RunRecord:
-    if existing.definition_hash != digest:
-        raise Conflict(
-            f"a run named {existing.name!r} exists, and is not this fork",
-            extra={"high_water": existing.high_water},
-        )
-    return existing
 
 
 def _asked(body: RewindIn | ForkIn) -> dict[str, Any]:

@@ -70,7 +70,7 @@ class Runs:
                 store = Store(session)
                 existing = store.run(body.name)
                 if existing is not None:
-                    return self._same_or_conflict(existing, digest), False
+                    return same_definition(existing, digest, "exists with a different definition"), False
                 now = datetime.now(UTC)
                 run = store.insert_run(
                     name=body.name,
@@ -97,16 +97,7 @@ class Runs:
                 existing = Store(session).run(body.name)
             if existing is None:  # pragma: no cover - the unique name is the only constraint hit
                 raise
-            return self._same_or_conflict(existing, digest), False
-
-    @staticmethod
-    def _same_or_conflict(existing: RunRecord, digest: str) -> RunRecord:
-        if existing.definition_hash != digest:
-            raise Conflict(
-                f"run {existing.name!r} exists with a different definition",
-                extra={"high_water": existing.high_water},
-            )
-        return existing
+            return same_definition(existing, digest, "exists with a different definition"), False
 
     def get(self, name: str) -> tuple[RunRecord, list[ChangeRecord], list[AttemptRecord]]:
         """The run, its changes in force, and its rewinds."""
@@ -327,6 +318,14 @@ class Locked:
     run: RunRecord
     timeline: Timeline
     now: datetime
+
+
+def same_definition(existing: RunRecord, digest: str, otherwise: str) -> RunRecord:
+    """`existing` if its definition hash is `digest` (the same creation again), else 409: the run
+    `otherwise` says why."""
+    if existing.definition_hash != digest:
+        raise Conflict(f"run {existing.name!r} {otherwise}", extra={"high_water": existing.high_water})
+    return existing
 
 
 def require_live(run: RunRecord) -> None:

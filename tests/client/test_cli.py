@@ -264,3 +264,30 @@ def test_text_from_the_server_cannot_forge_rows_or_drive_the_terminal(
 def _write(folder: Path, name: str, content: str) -> Path:
     (folder / name).write_text(content)
     return folder / name
+
+
+def test_rewind_and_fork_from_the_command_line(server: str, tmp_path: Path) -> None:
+    ok(server, "runs", "create", "-f", str(run_yaml(tmp_path, "cli-spike")))
+    ok(server, "lr", "cli-spike", "40")
+    (tmp_path / "exp.json").write_text(json.dumps({"type": "ExponentialLR", "gamma": 0.9}))
+    printed = ok(
+        server, "runs", "rewind", "cli-spike", "--to", "30", "--scale", "0.5", "--reason", "loss spike"
+    )
+    assert printed.splitlines() == [
+        "run cli-spike: attempt 2 from step 31",
+        "lr 0.0125 0.00125 -> 0.00625 0.000625",
+        "discarded: steps 31..40 of attempt 1, 0 changes, 0 metrics",
+    ]
+    shown = ok(server, "runs", "show", "cli-spike")
+    assert "attempt     2" in shown and "31..40" in shown and "loss spike" in shown
+    assert cli(server, "runs", "rewind", "cli-spike", "--to", "3").exit_code == 2  # a reason is required
+    no_schedule = cli(server, "runs", "rewind", "cli-spike", "--to", "3", "--restart", "--reason", "x")
+    assert no_schedule.exit_code == 2 and "-f" in no_schedule.output
+    forked = ok(server, "runs", "fork", "cli-spike", "cli-spike-exp", "--at", "20", "-f", str(tmp_path / "exp.json"),
+                "--restart", "--json")  # fmt: skip
+    child = json.loads(forked)
+    assert child["fork"]["parent"] == "cli-spike" and child["high_water"] == 20
+    assert [c["kind"] for c in child["changes"]] == ["schedule"] and child["changes"][0]["restart"] is True
+    assert ok(server, "lr", "cli-spike-exp", "21").split() == ["0.1", "0.01"]
+    too_far = cli(server, "runs", "fork", "cli-spike", "other", "--at", "999")
+    assert too_far.exit_code == 1 and "409" in too_far.output and "never served" in too_far.output

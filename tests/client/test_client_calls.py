@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import pydoc
 from itertools import pairwise
@@ -34,6 +35,7 @@ from lrtower import (
     LrtowerError,
     MetricResult,
     NotFound,
+    RewindResult,
     Run,
     RunPage,
     TooLarge,
@@ -296,3 +298,47 @@ def test_methods_keep_their_builders_signatures() -> None:
         assert f"{name}(self, " in documented, name
     with pytest.raises(TypeError):
         Client("http://tower.test").scale("r", 0.5, 10)  # type: ignore[misc]  # from_step is keyword-only
+
+
+# -- rewinds and forks ---------------------------------------------------------------------------
+
+
+def test_rewind_and_fork_from_both_clients(server: str) -> None:
+    with Client(server) as tower:
+        tower.create_run("spiky", STEP, lr=0.1)
+        first = tower.lr_range("spiky", 0, 40)
+        assert first.attempt == 1 and first.at(39).attempt == 1
+        rewound = tower.rewind("spiky", 30, scale=0.5, reason="loss spike")
+        assert isinstance(rewound, RewindResult)
+        assert (rewound.attempt, rewound.to_step, rewound.effective_step, rewound.discarded_to) == (
+            2,
+            30,
+            31,
+            39,
+        )
+        assert rewound.lr_before == first.lrs[31] and rewound.lr_after == [first.lr[31] * 0.5]
+        with pytest.raises(Conflict) as ended:
+            tower.lr("spiky", 31, attempt=1)
+        assert ended.value.attempt == 2 and ended.value.status == 409
+        assert tower.lr("spiky", 30, attempt=1).lrs == first.lrs[30]  # shared by both attempts
+        assert tower.lr("spiky", 31).attempt == 2
+        run = tower.get_run("spiky")
+        assert run.attempt == 2 and [(a.number, a.rewound_to, a.reason) for a in run.attempts] == [
+            (2, 30, "loss spike")
+        ]
+        with pytest.raises(Conflict):
+            tower.post_metric("spiky", 40, 1.0, attempt=1)
+
+    async def fork() -> None:
+        async with AsyncClient(server) as tower:
+            child = await tower.fork("spiky", "spiky-b", 20, schedule=EXPONENTIAL, restart=True, reason="try")
+            assert isinstance(child, Run) and child.fork is not None
+            assert (child.fork.parent, child.fork.at_step, child.high_water) == ("spiky", 20, 20)
+            shared = await tower.lr_range("spiky-b", 0, 21)
+            assert shared.lrs == (await tower.lr_range("spiky", 0, 21)).lrs
+            assert (await tower.lr("spiky-b", 21)).lr == approx(torch_lrs(EXPONENTIAL, [0.1], 1)[0][0])
+            again = await tower.rewind("spiky", 10, reason="again", idempotency_key="k-1")
+            assert again == await tower.rewind("spiky", 10, reason="again", idempotency_key="k-1")
+            assert again.attempt == 3
+
+    asyncio.run(fork())

@@ -17,29 +17,17 @@ from torch.optim import lr_scheduler
 from lrtower import Client, NotFound, Retry, ServerError, ServerUnreachable
 from lrtower.scheduler import RemoteScheduler
 from servers import Server
-from training import data, every_step, metric_each_step, model, optimizer, train
-
-WARMUP_COSINE = {
-    "type": "SequentialLR",
-    "schedulers": [
-        {"type": "LinearLR", "start_factor": 0.1, "total_iters": 20},
-        {"type": "CosineAnnealingLR", "T_max": 180, "eta_min": 1e-4},
-    ],
-    "milestones": [20],
-}
-FLAT = {"type": "ConstantLR", "factor": 1.0, "total_iters": 1}
-
-
-def warmup_cosine(opt: torch.optim.Optimizer) -> lr_scheduler.LRScheduler:
-    return lr_scheduler.SequentialLR(
-        opt,
-        [
-            lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=20),
-            lr_scheduler.CosineAnnealingLR(opt, T_max=180, eta_min=1e-4),
-        ],
-        milestones=[20],
-    )
-
+from training import (
+    FLAT,
+    WARMUP_COSINE,
+    data,
+    every_step,
+    metric_each_step,
+    model,
+    optimizer,
+    train,
+    warmup_cosine,
+)
 
 # name: (optimizer, lr, local torch scheduler, lrtower spec, plateau, how the job steps)
 CASES: dict[str, tuple[str, float, Callable[[torch.optim.Optimizer], Any], dict[str, Any], Any, Any]] = {

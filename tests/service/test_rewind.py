@@ -333,3 +333,19 @@ def test_every_k_from_0_to_the_mark(client: TestClient, k: int) -> None:
     assert client.post("/runs/e/rewind", json={"to_step": k, "reason": "x"}).status_code == 200
     assert _lrs(client, "e", 0, 31) == before  # no changes, no metrics: the same plan
     assert client.get("/runs/e").json()["high_water"] == 30  # served again up to 30
+
+
+def test_the_console_shows_attempts_forks_and_the_discarded_tail(client: TestClient) -> None:
+    client.post("/runs", json={"name": "c", "lr": 1.0, "schedule": STEP})
+    client.get("/runs/c/lr", params={"step": 60})
+    client.post("/runs/c/rewind", json={"to_step": 40, "scale": 0.1, "reason": "spike at 55"})
+    client.post("/runs/c/fork", json={"name": "c-fork", "at_step": 30, "reason": "branch"})
+    page = client.get("/ui/runs/c").text
+    assert 'id="attempts"' in page and "attempt 2 (current)" in page and "steps 41 to 60 of attempt 1" in page
+    assert "spike at 55" in page and 'href="/ui/runs/c-fork"' in page
+    # The discarded tail: attempt 1's LRs of steps 41..60, drawn greyed, beside the new curve.
+    tail = page.split('id="discarded-1-0"')[1].split(">")[0]
+    assert 'class="discarded"' in tail and len(tail.split('points="')[1].split('"')[0].split()) == 20
+    assert 'class="marker rewound"' in page and 'class="marker forked"' in page
+    child = client.get("/ui/runs/c-fork").text
+    assert 'id="lineage"' in child and 'href="/ui/runs/c"' in child and "at step 30" in child

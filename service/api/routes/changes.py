@@ -79,7 +79,11 @@ def rewind(
 
 
 @router.post(
-    "/runs/{run}/fork", response_model=RunOut, status_code=201, responses={200: {"model": RunOut}}, name="fork_run"
+    "/runs/{run}/fork",
+    response_model=RunOut,
+    status_code=201,
+    responses={200: {"model": RunOut}},
+    name="fork_run",
 )
 def fork(
     run: RunPath, body: ForkIn, runs: RunsDep, branching: BranchingDep, caller: Creator, response: Response
