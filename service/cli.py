@@ -6,8 +6,11 @@ only when one of them is run, so its client commands work without the server ins
 
 from __future__ import annotations
 
+import getpass
+import json
 import os
 import tempfile
+from datetime import UTC, datetime, timedelta
 
 import click
 import uvicorn
@@ -22,6 +25,7 @@ from .core.problems import Problem
 from .core.vocabulary import SCOPES, Scope
 from .db import migrate
 from .db.engine import make_engine
+from .db.tokens import TokenRecord
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -90,38 +94,201 @@ def serve(
 
 @click.group()
 def token() -> None:
-    """API tokens (stored hashed; a secret is shown once)."""
+    """API tokens (stored hashed; a secret is shown once). Every change is in the admin trail."""
+
+
+def _actor(actor: str | None) -> str:
+    """Who a command acts as, in the admin trail: `--actor`, else the operating system's user."""
+    return actor or getpass.getuser()
+
+
+ACTOR = click.option("--actor", help="Who acts, for the admin trail. Default: the OS user.")
+REASON = click.option("--reason", help="Why, for the admin trail.")
+RUNS = click.option(
+    "--runs",
+    "runs",
+    multiple=True,
+    metavar="PATTERN",
+    help="Reach only runs whose name matches (* any characters, ? any one); repeatable. Default: every run.",
+)
+EXPIRES = click.option(
+    "--expires", metavar="WHEN", help="90d, 12h, 30m, 2w, or a date/time (UTC unless given)."
+)
 
 
 @token.command("create")
 @click.argument("name")
 @click.option("--scope", type=click.Choice(SCOPES), default="write", show_default=True)
-def token_create(name: str, scope: Scope) -> None:
+@RUNS
+@EXPIRES
+@ACTOR
+@REASON
+def token_create(
+    name: str, scope: Scope, runs: tuple[str, ...], expires: str | None, actor: str | None, reason: str | None
+) -> None:
     """Create a token and print its secret, once."""
+    tokens = Tokens(_migrated_engine())
     try:
-        secret = Tokens(_migrated_engine()).create(name, scope)
+        _, secret = tokens.create(
+            name,
+            scope,
+            actor=_actor(actor),
+            runs=list(runs) or None,
+            expires_at=_when(expires, tokens.clock()),
+            reason=reason,
+        )
     except Problem as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(secret)
 
 
 @token.command("list")
-def token_list() -> None:
-    """List tokens: name, scope, created, revoked."""
-    for info in Tokens(_migrated_engine()).list():
-        revoked = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "live"
-        click.echo(f"{info.name}\t{info.scope}\t{info.created_at:%Y-%m-%d %H:%M}\t{revoked}")
+@click.option("--json", "as_json", is_flag=True, help="As JSON.")
+def token_list(as_json: bool) -> None:
+    """List tokens: name, scope, runs reached, created, expires, last used, state."""
+    found = Tokens(_migrated_engine()).all()
+    if as_json:
+        click.echo(json.dumps([_token_json(t) for t in found], indent=2))
+        return
+    rows = [["NAME", "SCOPE", "RUNS", "CREATED", "EXPIRES", "LAST USED", "STATE"]]
+    for t in found:
+        state = f"revoked {_at(t.revoked_at)}" if t.revoked_at else "live"
+        if t.previous_until and not t.revoked_at:
+            state += f" (old secret until {_at(t.previous_until)})"
+        rows.append([t.name, t.scope, ",".join(t.runs) if t.runs else "*", _at(t.created_at),
+                     _at(t.expires_at) or "never", _at(t.last_used_at) or "never", state])  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@token.command("rotate")
+@click.argument("name")
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="How long the old secret still works.",
+)
+@ACTOR
+@REASON
+def token_rotate(name: str, grace: str, actor: str | None, reason: str | None) -> None:
+    """Give a token a new secret and print it, once; the old one stops after the grace period."""
+    try:
+        _, secret = Tokens(_migrated_engine()).rotate(
+            name, _duration(grace), actor=_actor(actor), reason=reason
+        )
+    except Problem as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(secret)
+
+
+@token.command("change")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(SCOPES))
+@RUNS
+@click.option("--every-run", is_flag=True, help="Lift the token's run patterns: it reaches every run.")
+@EXPIRES
+@click.option("--never-expires", is_flag=True, help="Lift the token's expiry.")
+@ACTOR
+@REASON
+def token_change(
+    name: str,
+    scope: Scope | None,
+    runs: tuple[str, ...],
+    every_run: bool,
+    expires: str | None,
+    never_expires: bool,
+    actor: str | None,
+    reason: str | None,
+) -> None:
+    """Change a token's scope, the runs it reaches, or its expiry (servers apply it within seconds)."""
+    tokens = Tokens(_migrated_engine())
+    try:
+        changed = tokens.change(
+            name,
+            actor=_actor(actor),
+            scope=scope,
+            runs=list(runs) or None,
+            every_run=every_run,
+            expires_at=_when(expires, tokens.clock()),
+            never_expires=never_expires,
+            reason=reason,
+        )
+    except Problem as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(json.dumps(_token_json(changed)))
 
 
 @token.command("revoke")
 @click.argument("name")
-def token_revoke(name: str) -> None:
+@ACTOR
+@REASON
+def token_revoke(name: str, actor: str | None, reason: str | None) -> None:
     """Revoke a token (servers stop accepting it within seconds)."""
     try:
-        Tokens(_migrated_engine()).revoke(name)
+        Tokens(_migrated_engine()).revoke(name, actor=_actor(actor), reason=reason)
     except Problem as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(f"revoked {name}")
+
+
+@token.command("audit")
+@click.option("--verify", is_flag=True, help="Check the trail's hash chain instead: exit 1 if it is broken.")
+def token_audit(verify: bool) -> None:
+    """The admin trail: every creation, rotation, revocation and change of a token."""
+    tokens = Tokens(_migrated_engine())
+    if verify:
+        result = tokens.verify()
+        if not result.ok:
+            raise click.ClickException(f"BROKEN at event {result.first_bad_seq} of {result.count}")
+        click.echo(f"ok: {result.count} events")
+        return
+    for e in tokens.trail():
+        token_name = (e.details or {}).get("token", "")
+        click.echo(f"{e.seq}  {_at(e.at)}  {e.actor}  {e.kind}  {token_name}  {e.reason or ''}".rstrip())
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(text: str) -> timedelta:
+    """`90d`, `12h`, `30m`, `45s`, `2w` as a timedelta."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in _UNITS or not number.isdigit():
+        raise click.BadParameter(f"{text!r}: give a whole number and a unit, s, m, h, d or w (90d, 1h)")
+    return timedelta(seconds=int(number) * _UNITS[unit])
+
+
+def _when(text: str | None, now: datetime) -> datetime | None:
+    """An expiry: a duration from now (`90d`), or a date or date/time (UTC unless it says)."""
+    if text is None:
+        return None
+    if text[-1:] in _UNITS and text[:-1].isdigit():
+        return now + _duration(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give a duration (90d) or a date (2027-03-01)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _at(moment: datetime | None) -> str:
+    return "" if moment is None else f"{moment:%Y-%m-%d %H:%M}"
+
+
+def _token_json(t: TokenRecord) -> dict[str, object]:
+    return {
+        "name": t.name,
+        "scope": t.scope,
+        "runs": t.runs,
+        "created_at": t.created_at.isoformat(),
+        "expires_at": t.expires_at and t.expires_at.isoformat(),
+        "last_used_at": t.last_used_at and t.last_used_at.isoformat(),
+        "revoked_at": t.revoked_at and t.revoked_at.isoformat(),
+        "previous_until": t.previous_until and t.previous_until.isoformat(),
+    }
 
 
 def _migrated_engine() -> Engine:

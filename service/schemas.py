@@ -19,7 +19,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from .core.vocabulary import ChangeKind, RunState
+from .core.vocabulary import ChangeKind, RunState, Scope
 from .schedules import STEP_MAX, WholeNumber
 from .schedules.plateau import PlateauConfig
 from .schedules.registry import SPEC_ADAPTER
@@ -479,6 +479,84 @@ class EventOut(BaseModel):
 class EventPage(BaseModel):
     run: str
     events: list[EventOut]
+
+
+class AuditPage(BaseModel):
+    """A page of the admin trail: token creations, rotations, revocations and changes."""
+
+    events: list[EventOut]
+
+
+RunPattern = Annotated[str, Field(pattern=r"^[A-Za-z0-9._*?-]{1,128}$", examples=["vision-*"])]
+"""A run-name glob: a run name's characters, with `*` (any characters) and `?` (any one)."""
+Patterns = Annotated[list[RunPattern], Field(min_length=1, max_length=32)]
+TokenName = Annotated[str, Field(min_length=1, max_length=128, json_schema_extra=NO_CONTROL), Printable]
+
+
+class TokenOut(BaseModel):
+    """A token as administrators see it: never its secret."""
+
+    name: str
+    scope: Scope
+    runs: list[str] | None = Field(description="The run-name patterns it reaches; null: every run")
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None = Field(description="Noted at most once a minute")
+    revoked_at: datetime | None
+    previous_until: datetime | None = Field(
+        description="After a rotation: until when the replaced secret is still accepted"
+    )
+
+
+class TokenCreate(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "vision-ci",
+                    "scope": "write",
+                    "runs": ["vision-*"],
+                    "expires_in_days": 90,
+                    "reason": "CI of the vision team",
+                }
+            ]
+        },
+    )
+
+    name: TokenName
+    scope: Scope = "write"
+    runs: Patterns | None = Field(None, description="Run-name patterns it reaches; none: every run")
+    expires_in_days: Annotated[int, Field(ge=1, le=36_500), WholeNumber] | None = None
+    reason: Reason | None = None
+
+
+class TokenSecret(BaseModel):
+    """A token and its secret, which is shown this once: only its SHA-256 is stored."""
+
+    token: TokenOut
+    secret: str
+
+
+class TokenRotate(Strict):
+    grace_seconds: Annotated[int, Field(ge=0, le=30 * 86_400), WholeNumber] = Field(
+        3600, description="How long the replaced secret still works"
+    )
+    reason: Reason | None = None
+
+
+class TokenChange(Strict):
+    """Change a token's scope, the runs it reaches (`every_run` lifts its patterns), or its expiry."""
+
+    scope: Scope | None = None
+    runs: Patterns | None = None
+    every_run: bool = False
+    expires_in_days: Annotated[int, Field(ge=1, le=36_500), WholeNumber] | None = None
+    never_expires: bool = False
+    reason: Reason | None = None
+
+
+class TokenRevoke(Strict):
+    reason: Reason | None = None
 
 
 class VerifyOut(BaseModel):

@@ -28,7 +28,7 @@ from .hosts import AllowedHosts
 from .limits import BodyLimit
 from .observability import Observe
 from .ratelimit import RateLimit
-from .routes import changes, console, health, runs, schedules
+from .routes import changes, console, console_tokens, health, runs, schedules, tokens
 
 
 class App(FastAPI):
@@ -136,7 +136,9 @@ def create_app(settings: Settings | None = None) -> App:
     app.include_router(changes.router)
     app.include_router(schedules.router)
     app.include_router(health.router)
+    app.include_router(tokens.router)
     app.include_router(console.router)
+    app.include_router(console_tokens.router)
 
     @app.exception_handler(console.SignIn)
     async def _sign_in(_: Request, __: console.SignIn) -> RedirectResponse:

@@ -116,8 +116,8 @@ class LrFastPath:
         consume = True
         if self.tokens is not None:
             caller = self.tokens.cached((headers.authorization or b"").decode("latin-1"))
-            if caller is None or not caller.allows("read"):
-                return None
+            if caller is None or not caller.allows("read") or not caller.reaches(name):
+                return None  # the route refuses it: 401, 403, or 404 outside the token's reach
             consume = caller.allows("write")
         text = wants_text(asked, headers.accept)
         # An answer belongs to an attempt: the bytes kept are looked up under the attempt this

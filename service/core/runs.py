@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -114,13 +114,14 @@ class Runs:
             return run, store.changes(run.id, discarded=True), store.attempts(run.id)
 
     def page(
-        self, after: str | None, limit: int, labels: dict[str, str]
+        self, after: str | None, limit: int, labels: dict[str, str], patterns: Sequence[str] | None = None
     ) -> list[tuple[RunRecord, list[ChangeRecord], list[AttemptRecord]]]:
+        """A page of runs by name, with labels and names as asked (`patterns`: a token's reach)."""
         with Session(self.engine) as session, session.begin():
             store = Store(session)
             return [
                 (run, store.changes(run.id), store.attempts(run.id))
-                for run in store.runs(after, limit, labels)
+                for run in store.runs(after, limit, labels, patterns)
             ]
 
     # -- changes, under the run's lock ----------------------------------------------------

@@ -225,3 +225,31 @@ class Token(Base):
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    runs: Mapped[list[str] | None] = mapped_column(JSON)
+    """The run-name patterns (globs) it reaches; None: every run."""
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    """Written at most once a minute per token, never once per request."""
+    previous_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The secret a rotation replaced, accepted still until `previous_until`."""
+    previous_until: Mapped[datetime | None]
+
+
+class AdminEvent(Base):
+    """One entry of the global, append-only trail of token administration, chained by SHA-256 as
+    a run's events are (the same columns, but the run)."""
+
+    __tablename__ = "admin_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    effective_step: Mapped[int | None] = mapped_column(BigInteger)
+    lr_before: Mapped[list[float] | None]
+    lr_after: Mapped[list[float] | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

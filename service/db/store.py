@@ -1,5 +1,5 @@
-"""All SQL: runs, changes, events, tokens. The store never commits: its caller owns the
-transaction.
+"""The runs' SQL: runs, changes, metrics, attempts, events (tokens' is in tokens.py). The store
+never commits: its caller owns the transaction.
 
 ORM objects stay in here; callers get frozen records.
 """
@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, LargeBinary, Text, cast, delete, exists, func, select, text, update
+from sqlalchemy import ColumnElement, LargeBinary, Text, cast, delete, exists, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from ..core import audit
 from ..core.problems import NotFound
-from ..core.vocabulary import ChangeKind, EventKind, RunState, Scope
-from .models import Attempt, Change, Event, IdempotentWrite, Metric, PlateauState, Run, Token
+from ..core.vocabulary import ChangeKind, EventKind, RunState
+from .models import AdminEvent, Attempt, Change, Event, IdempotentWrite, Metric, PlateauState, Run
 
 
 def utc(moment: datetime) -> datetime:
@@ -164,15 +164,28 @@ class Store:
             raise NotFound(f"no run named {name!r}")
         return run
 
-    def runs(self, after: str | None, limit: int, labels: dict[str, str]) -> list[RunRecord]:
-        """Runs by name, after `after`, whose labels include all of `labels`: one query, filtered
-        by the database, so a page costs the same however many runs do not match."""
+    def runs(
+        self, after: str | None, limit: int, labels: dict[str, str], patterns: Sequence[str] | None = None
+    ) -> list[RunRecord]:
+        """Runs by name, after `after`, whose labels include all of `labels` and whose name
+        matches one of `patterns` (globs of `*` and `?`; None: any name): one query, filtered by
+        the database, so a page costs the same however many runs do not match."""
         query = select(Run).order_by(Run.name).limit(limit)
         if after is not None:
             query = query.where(Run.name > after)
         for key, value in labels.items():
             query = query.where(self._has_label(key, value))
+        if patterns is not None:
+            query = query.where(or_(*(self._matches(pattern) for pattern in patterns)))
         return [_run(row) for row in self.session.scalars(query)]
+
+    def _matches(self, pattern: str) -> ColumnElement[bool]:
+        """A run name matching a glob of `*` and `?` (the only special characters a pattern may
+        hold, auth.PATTERN), case-sensitively on both databases."""
+        if _is_sqlite(self.session):
+            return Run.name.op("GLOB")(pattern)  # SQLite's LIKE ignores case; GLOB does not
+        like = pattern.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+        return Run.name.like(like.replace("*", "%").replace("?", "_"), escape="\\")
 
     def _has_label(self, key: str, value: str) -> ColumnElement[bool]:
         if _is_sqlite(self.session):
@@ -335,12 +348,8 @@ class Store:
         reason: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> EventRecord:
-        last = self.session.execute(
-            select(Event.seq, Event.hash).where(Event.run_id == run.id).order_by(Event.seq.desc()).limit(1)
-        ).one_or_none()
-        seq, prev_hash = (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
         record = EventRecord(
-            seq=seq,
+            seq=0,
             at=at,
             actor=actor,
             kind=kind,
@@ -349,12 +358,10 @@ class Store:
             lr_after=lr_after,
             reason=reason,
             details=details or {},
-            prev_hash=prev_hash,
+            prev_hash="",
             hash="",
         )
-        record = replace(record, hash=audit.chain_hash(prev_hash, audit.event_payload(run.name, record)))
-        self.session.add(Event(run_id=run.id, **asdict(record)))
-        return record
+        return append_to_trail(self.session, Event, run.name, record, run_id=run.id)
 
     # -- writes under the run's lock -------------------------------------------------------
 
@@ -545,78 +552,69 @@ class Store:
     ) -> list[StoredEvent]:
         """The run's events after seq `after`, by seq; or, `written_order`, in the order they were
         appended (ids grow with every append, which holds the run's lock), which a tampered seq
-        does not change.
-
-        Every value is read as the database holds it and checked in Python, so that a row edited
-        behind the service's back, whatever was written into it, is shown as damaged rather than
-        failing the read. SQLite keeps any value in any column: each is read as its storage class
-        and its bytes. PostgreSQL keeps every column's type, but a json column takes any JSON: it
-        is read as text.
-        """
-        columns = [getattr(Event, name) for name in _EVENT_READERS]
-        sqlite = _is_sqlite(self.session)
-        selected: list[ColumnElement[Any]]
-        if sqlite:
-            selected = [
-                part for column in columns for part in (func.typeof(column), cast(column, LargeBinary))
-            ]
-        else:
-            selected = [cast(column, Text) if column.key in _JSON_COLUMNS else column for column in columns]
-        query = (
-            select(*selected)
-            .where(Event.run_id == run_id, Event.seq > after)
-            .order_by(Event.id if written_order else Event.seq)
-        )
-        if limit is not None:
-            query = query.limit(limit)
-        found = []
-        for row in self.session.execute(query):
-            stored = [_as_stored(row[2 * i], row[2 * i + 1]) for i in range(len(columns))] if sqlite else row
-            found.append(_read_event(stored))
-        return found
+        does not change. See `read_trail`."""
+        return read_trail(self.session, Event, after, limit, written_order, Event.run_id == run_id)
 
 
 # -- tokens -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TokenRecord:
-    name: str
-    scope: Scope
-    created_at: datetime
-    revoked_at: datetime | None
+# -- hash-chained trails: a run's events, the admin trail ------------------------------------------
+
+Trail = type[Event] | type[AdminEvent]
+"""A table of hash-chained events: a run's (`events`, one chain per run) or the admin trail."""
 
 
-class TokenStore:
-    """The tokens' SQL. Only a token's SHA-256 is stored; the caller owns the transaction."""
+def append_to_trail(
+    session: Session, table: Trail, trail: str, record: EventRecord, **keys: Any
+) -> EventRecord:
+    """Append `record` to the trail named `trail` (a run's name, or `ADMIN_TRAIL`), numbered and
+    chained after its last event; `keys` select the chain in `table` (a run's id). The caller
+    holds what serializes appends to it (the run's lock; the admin trail's)."""
+    where = [getattr(table, key) == value for key, value in keys.items()]
+    last = session.execute(
+        select(table.seq, table.hash).where(*where).order_by(table.seq.desc()).limit(1)
+    ).one_or_none()
+    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, audit.GENESIS)
+    record = replace(record, seq=seq, prev_hash=prev_hash)
+    record = replace(record, hash=audit.chain_hash(prev_hash, audit.event_payload(trail, record)))
+    session.add(table(**keys, **asdict(record)))
+    return record
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
 
-    def insert(self, name: str, scope: Scope, secret_hash: str, now: datetime) -> None:
-        """Add a token; IntegrityError if its name (or hash) is taken, at the flush."""
-        self.session.add(Token(name=name, scope=scope, secret_hash=secret_hash, created_at=now))
-        self.session.flush()
+def read_trail(
+    session: Session,
+    table: Trail,
+    after: int,
+    limit: int | None,
+    written_order: bool,
+    *where: ColumnElement[bool],
+) -> list[StoredEvent]:
+    """A trail's events after seq `after`, by seq, or in the order they were written.
 
-    def all(self) -> list[TokenRecord]:
-        rows = self.session.scalars(select(Token).order_by(Token.name))
-        return [
-            TokenRecord(t.name, t.scope, utc(t.created_at), t.revoked_at and utc(t.revoked_at)) for t in rows
-        ]
-
-    def revoke(self, name: str, now: datetime) -> bool:
-        """Revoke the live token named `name`; False if there is none."""
-        done = self.session.execute(
-            update(Token).where(Token.name == name, Token.revoked_at.is_(None)).values(revoked_at=now)
-        )
-        return bool(done.rowcount)  # type: ignore[attr-defined]  # a CursorResult for UPDATE
-
-    def live(self, secret_hash: str) -> TokenRecord | None:
-        """The live (unrevoked) token with this hash, if any."""
-        token = self.session.scalar(select(Token).where(Token.secret_hash == secret_hash))
-        if token is None or token.revoked_at is not None:
-            return None
-        return TokenRecord(token.name, token.scope, utc(token.created_at), None)
+    Every value is read as the database holds it and checked in Python, so that a row edited
+    behind the service's back, whatever was written into it, is shown as damaged rather than
+    failing the read. SQLite keeps any value in any column: each is read as its storage class
+    and its bytes. PostgreSQL keeps every column's type, but a json column takes any JSON: it
+    is read as text.
+    """
+    columns = [getattr(table, name) for name in _EVENT_READERS]
+    sqlite = _is_sqlite(session)
+    selected: list[ColumnElement[Any]]
+    if sqlite:
+        selected = [part for column in columns for part in (func.typeof(column), cast(column, LargeBinary))]
+    else:
+        selected = [cast(column, Text) if column.key in _JSON_COLUMNS else column for column in columns]
+    query = (
+        select(*selected).where(*where, table.seq > after).order_by(table.id if written_order else table.seq)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    found = []
+    for row in session.execute(query):
+        stored = [_as_stored(row[2 * i], row[2 * i + 1]) for i in range(len(columns))] if sqlite else row
+        found.append(_read_event(stored))
+    return found
 
 
 # -- reading events back, whatever the database holds -------------------------------------------

@@ -21,7 +21,11 @@ def secured(start_server: Callable[..., Server], database_url: str) -> tuple[str
     engine = make_engine(Settings(database_url=database_url))
     try:
         tokens = Tokens(engine)
-        return url, tokens.create("dashboard", "read"), tokens.create("trainer", "write")
+        return (
+            url,
+            tokens.create("dashboard", "read", actor="test")[1],
+            tokens.create("trainer", "write", actor="test")[1],
+        )
     finally:
         engine.dispose()
 

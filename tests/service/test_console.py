@@ -131,7 +131,7 @@ def test_unknown_runs_and_bad_ranges_are_refused(client: TestClient) -> None:
 def test_with_tokens_the_console_signs_in_once_and_the_api_ignores_its_cookie(database_url: str) -> None:
     settings = Settings(database_url=database_url, auth="required")
     engine = make_engine(settings)
-    reader = Tokens(engine).create("viewer", "read")
+    reader = Tokens(engine).create("viewer", "read", actor="test")[1]
     engine.dispose()
     with TestClient(create_app(settings)) as client:
         assert client.get("/ui/runs", follow_redirects=False).headers["location"] == "/ui/login"
@@ -221,8 +221,11 @@ def test_a_read_token_sees_the_pages_but_no_forms(database_url: str) -> None:
     settings = Settings(database_url=database_url, auth="required")
     engine = make_engine(settings)
     tokens = Tokens(engine)
-    reader, writer = tokens.create("viewer", "read"), tokens.create("operator", "write")
-    admin = tokens.create("root", "admin")
+    reader, writer = (
+        tokens.create("viewer", "read", actor="test")[1],
+        tokens.create("operator", "write", actor="test")[1],
+    )
+    admin = tokens.create("root", "admin", actor="test")[1]
     engine.dispose()
     with TestClient(create_app(settings)) as client:
         client.post(

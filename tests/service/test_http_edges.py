@@ -104,7 +104,7 @@ def hot_and_route(database_url: str) -> Iterator[tuple[TestClient, TestClient, s
     settings = Settings(database_url=database_url, auth="required")
     engine = make_engine(settings)
     app = create_app(settings)
-    secret = Tokens(engine).create("trainer", "write")
+    secret = Tokens(engine).create("trainer", "write", actor="test")[1]
     with TestClient(app) as hot:
         route = TestClient(app.hot_path.app)  # what the hot path hands on: FastAPI's stack
         ok = {"authorization": f"Bearer {secret}"}
@@ -203,7 +203,7 @@ def test_every_served_step_is_counted_once_on_either_path(
     ok = {"authorization": f"Bearer {secret}"}
     steps, by_route = _served_steps(hot, ok)
     engine = make_engine(Settings(database_url=database_url))
-    fresh = {"authorization": f"Bearer {Tokens(engine).create('new', 'write')}"}
+    fresh = {"authorization": f"Bearer {Tokens(engine).create('new', 'write', actor='test')[1]}"}
     engine.dispose()
     not_cached = hot.get("/runs/r/lr", params={"step": 7}, headers=fresh)  # the route serves it
     assert not_cached.status_code == 200

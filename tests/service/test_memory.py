@@ -64,7 +64,7 @@ def test_a_flood_of_distinct_keys_and_tokens_stays_within_the_caches_bounds(
     start_server: Callable[..., Server], database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = make_engine(Settings(database_url=database_url))
-    secret = Tokens(engine).create("trainer", "write")
+    secret = Tokens(engine).create("trainer", "write", actor="test")[1]
     engine.dispose()
     monkeypatch.setenv("LRTOWER_AUTH", "required")
     monkeypatch.setenv("LRTOWER_RESPONSE_CACHE_MIB", "1")

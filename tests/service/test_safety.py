@@ -89,7 +89,10 @@ def test_a_read_token_never_moves_the_mark(database_url: str) -> None:
     settings = Settings(database_url=database_url, auth="required")
     engine = make_engine(settings)
     tokens = Tokens(engine)
-    reader, writer = tokens.create("dashboard", "read"), tokens.create("trainer", "write")
+    reader, writer = (
+        tokens.create("dashboard", "read", actor="test")[1],
+        tokens.create("trainer", "write", actor="test")[1],
+    )
     app = create_app(settings)
     with TestClient(app) as hot:
         route = TestClient(partial(FastAPI.__call__, app))

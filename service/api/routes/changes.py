@@ -23,7 +23,7 @@ from ...schemas import (
     VerifyOut,
     problems,
 )
-from ..deps import BranchingDep, Creator, Reader, RunPath, RunsDep, ServingDep, Writer
+from ..deps import BranchingDep, Creator, Reader, RunPath, RunsDep, ServingDep, Writer, within_reach
 from ..wire import QueryInt
 from .runs import run_out
 
@@ -91,6 +91,7 @@ def fork(
     """Make a new run `name` that answers steps 0..`at_step` as this one did, with its own mark
     at `at_step`; above it, this run's plan as it stood then, plus this call's changes. The same
     fork again answers 200 with the run; another run of that name, 409."""
+    within_reach(caller, body.name)
     child, created = branching.fork(run, body, caller.name)
     if not created:
         response.status_code = 200

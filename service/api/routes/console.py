@@ -29,6 +29,7 @@ from ...core.problems import NotFound, Problem
 from ...core.runs import Runs
 from ...core.serving import timeline_of
 from ...core.timeline import Answer, Timeline
+from ...core.vocabulary import Scope
 from ...db.store import AttemptRecord, ChangeRecord, RunRecord
 from ...schedules import STEP_MAX, DomainError, SpecError
 from ...schedules.registry import MAX_NESTING
@@ -82,9 +83,13 @@ def console_caller(request: Request) -> Caller:
     secret = request.cookies.get(COOKIE)
     header = request.headers.get("authorization") or (f"Bearer {secret}" if secret else None)
     try:
-        return tokens.authenticate(header)
+        caller = tokens.authenticate(header)
     except Unauthorized:
         raise SignIn() from None
+    run = request.path_params.get("run")
+    if isinstance(run, str) and not caller.reaches(run):
+        raise NotFound(f"no run named {run[:128]!r}")  # as for a run that does not exist
+    return caller
 
 
 Viewer = Annotated[Caller, Depends(console_caller)]
@@ -156,7 +161,7 @@ def runs_page(
     light ones, so each curve is an image of its own (`sparkline`), loaded only when shown."""
     wanted = dict([label.split("=", 1)]) if "=" in label else {}
     rows = []
-    listed = runs.page(after, PAGE, wanted)
+    listed = runs.page(after, PAGE, wanted, viewer.reach.patterns if viewer.reach else None)
     for run, changes, _ in listed:
         if (q and q not in run.name) or (state and run.state != state):
             continue
@@ -173,7 +178,7 @@ def runs_page(
             }
         )
     more = listed[-1][0].name if len(listed) == PAGE else None
-    context = {"rows": rows, "q": q, "label": label, "state": state, "more": more}
+    context = {"rows": rows, "q": q, "label": label, "state": state, "more": more, "viewer": viewer}
     return page(request, "runs.html", context)
 
 
@@ -254,6 +259,7 @@ def _run_view(
     )
     context = {
         "can_write": viewer.allows("write"),
+        "viewer": viewer,
         "error": error,
         # The answer to a refused form stands at the form's address, which has no page to refresh.
         "live": error is None,
@@ -396,11 +402,13 @@ def _same_origin(request: Request) -> bool:
     return origin is None or origin.split("://", 1)[-1] == request.headers.get("host")
 
 
-async def _form(request: Request, viewer: Caller) -> dict[str, str]:
+async def form_of(request: Request, viewer: Caller, needed: Scope = "write") -> dict[str, str]:
+    """A console form's fields, if it was posted from the console's own pages by a caller with
+    `needed` scope, within its rate of writes."""
     if not _same_origin(request):
         raise Forbidden("a console form was posted from another site")
-    if not viewer.allows("write"):
-        raise Forbidden(f"token {viewer.name!r} has scope {viewer.scope!r}; changing a run needs 'write'")
+    if not viewer.allows(needed):
+        raise Forbidden(f"token {viewer.name!r} has scope {viewer.scope!r}; this form needs {needed!r}")
     writes: RateLimit = request.app.state.write_limit  # a form post is a write like any other
     writes.take(viewer.name)
     fields = parse_qs((await request.body()).decode("utf-8", "replace"))
@@ -429,7 +437,7 @@ def _from_step(form: dict[str, str]) -> int | None:
 
 @router.post("/runs/{run}/scale")
 async def scale_form(request: Request, run: RunName, runs: RunsDep, viewer: Viewer) -> Response:
-    form = await _form(request, viewer)
+    form = await form_of(request, viewer)
     try:
         body = ScaleIn(
             factor=float(form.get("factor", "")),
@@ -446,7 +454,7 @@ async def scale_form(request: Request, run: RunName, runs: RunsDep, viewer: View
 
 @router.post("/runs/{run}/schedule")
 async def schedule_form(request: Request, run: RunName, runs: RunsDep, viewer: Viewer) -> Response:
-    form = await _form(request, viewer)
+    form = await form_of(request, viewer)
     try:
         body = ScheduleChangeIn(
             schedule=_load_json(form.get("schedule", "")),
@@ -464,7 +472,7 @@ async def schedule_form(request: Request, run: RunName, runs: RunsDep, viewer: V
 
 @router.post("/runs/{run}/finish")
 async def finish_form(request: Request, run: RunName, runs: RunsDep, viewer: Viewer) -> Response:
-    form = await _form(request, viewer)
+    form = await form_of(request, viewer)
     try:
         body = StateIn(state="finished", reason=form.get("reason") or None)
         await anyio.to_thread.run_sync(runs.set_state, run, body, viewer.name)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
+from ...core.auth import Forbidden
 from ...db import migrate
 from ...schemas import problems
 from ..deps import Reader
@@ -29,6 +30,11 @@ def healthz() -> dict[str, str]:
 def metrics(request: Request, caller: Reader) -> Response:
     """Prometheus metrics (text format): requests and latency per route, the hot path's answers by
     source, served steps, changes by kind, database errors, the connection pool."""
+    if caller.reach is not None:
+        raise Forbidden(
+            f"token {caller.name!r} reaches only some runs: the metrics are the whole server's, and "
+            "need a token that reaches every run"
+        )
     request.app.hot_path.flush()  # this process's latest counts, not a quarter second old
     body, content_type = metrics_body(request.app.state.engine)
     return Response(body, media_type=content_type)

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from ...db.store import AttemptRecord, ChangeRecord, RunRecord
 from ...schemas import RUN_NAME, LrAnswer, RangeOut, RunCreate, RunOut, RunPage, problems
-from ..deps import Creator, Reader, RunPath, RunsDep, ServingDep
+from ..deps import Creator, Reader, RunPath, RunsDep, ServingDep, within_reach
 from ..headers import read_headers
 from ..observability import FROM_ROUTE, SERVED_STEPS
 from ..wire import (
@@ -48,6 +48,7 @@ def run_out(run: RunRecord, changes: list[ChangeRecord], attempts: list[AttemptR
 @router.post("/runs", response_model=RunOut, status_code=201, responses={200: {"model": RunOut}})
 def create_run(body: RunCreate, runs: RunsDep, caller: Creator, response: Response) -> RunOut:
     """Create a run. The same definition again answers 200 with the run; a different one, 409."""
+    within_reach(caller, body.name)
     run, created = runs.create(body, caller.name)
     if not created:
         response.status_code = 200
@@ -64,7 +65,7 @@ def list_runs(
 ) -> RunPage:
     """Runs by name, a page at a time; `label=key=value` (repeatable) keeps runs with those labels."""
     wanted = dict(item.split("=", 1) for item in label)
-    page = runs.page(after, limit, wanted)
+    page = runs.page(after, limit, wanted, caller.reach.patterns if caller.reach else None)
     return RunPage(
         runs=[run_out(*found) for found in page],
         next_after=page[-1][0].name if len(page) == limit else None,
