@@ -324,3 +324,64 @@ def test_revocation_reaches_the_hot_path_of_another_process_within_the_cache_bou
             time.sleep(0.2)
         refused = replica.get("/runs/team-r/lr", params={"step": 3}, headers=headers)
         assert refused.status_code == 401 and refused.json()["detail"] == "the token is unknown or revoked"
+
+
+def test_token_administration_needs_an_admin_that_reaches_every_run(tower: Tower) -> None:
+    client = tower.client
+    callers = {
+        "read": tower.tokens.create("a-read", "read", actor="test")[1],
+        "write": tower.tokens.create("a-write", "write", actor="test")[1],
+        "admin limited to runs": tower.tokens.create("a-team", "admin", actor="test", runs=["team-*"])[1],
+        "admin": tower.root,
+    }
+    calls: dict[str, Callable[[dict[str, str]], httpx.Response]] = {
+        "list": lambda h: client.get("/tokens", headers=h),
+        "create": lambda h: client.post("/tokens", json={"name": f"t-{len(h)}-{time.monotonic_ns()}", "scope": "read"}, headers=h),
+        "rotate": lambda h: client.post("/tokens/a-read/rotate", json={"grace_seconds": 0}, headers=h),
+        "change": lambda h: client.patch("/tokens/a-write", json={"runs": ["team-*"]}, headers=h),
+        "audit": lambda h: client.get("/audit", headers=h),
+        "verify": lambda h: client.get("/audit/verify", headers=h),
+        "console page": lambda h: client.get("/ui/tokens", headers=h),
+    }  # fmt: skip
+    for who, secret in callers.items():
+        for name, call in calls.items():
+            answer = call(tower.as_(secret))
+            assert answer.status_code == (403 if who != "admin" else (201 if name == "create" else 200)), (
+                who,
+                name,
+            )
+    assert client.post("/tokens/nobody/revoke", json={}, headers=tower.as_(tower.root)).status_code == 404
+    bad = client.post("/tokens", json={"name": "x", "runs": ["a b"]}, headers=tower.as_(tower.root))
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "body.runs.0"
+
+
+def test_the_console_tokens_page_creates_rotates_and_revokes_with_reasons(tower: Tower) -> None:
+    client, admin = tower.client, {**tower.as_(tower.root), **FORM}
+    made = client.post(
+        "/ui/tokens",
+        content="name=vision-ci&scope=write&runs=vision-*,+eval-?&expires_in_days=30&reason=CI",
+        headers=admin,
+    )
+    assert made.status_code == 200 and 'id="secret"' in made.text
+    secret = made.text.split('id="secret"')[1].split("<code>")[1].split("</code>")[0]
+    assert secret.startswith("lrt_")
+    assert client.get("/runs", headers=tower.as_(secret)).status_code == 200  # it works, once shown
+    page_after = client.get("/ui/tokens", headers=tower.as_(tower.root)).text
+    assert secret not in page_after and "vision-*, eval-?" in page_after  # shown once, never again
+    rotated = client.post("/ui/tokens/vision-ci/rotate", content="grace_seconds=0&reason=leak", headers=admin)
+    assert 'id="secret"' in rotated.text and secret not in rotated.text
+    assert client.get("/runs", headers=tower.as_(secret)).status_code == 401  # no grace: the old one stops
+    revoked = client.post(
+        "/ui/tokens/vision-ci/revoke", content="reason=left", headers=admin, follow_redirects=False
+    )
+    assert revoked.status_code == 303
+    refused = client.post("/ui/tokens", content="name=bad&runs=a+b", headers=admin)
+    assert refused.status_code == 422 and "form-error" in refused.text
+    forged = client.post(
+        "/ui/tokens", content="name=evil", headers={**admin, "origin": "https://evil.example"}
+    )
+    assert forged.status_code == 403
+    trail = [
+        (e["kind"], e["reason"]) for e in client.get("/audit", headers=tower.as_(tower.root)).json()["events"]
+    ]
+    assert trail[-3:] == [("token_created", "CI"), ("token_rotated", "leak"), ("token_revoked", "left")]
