@@ -66,16 +66,15 @@ def race(urls: list[str], seconds: float, record: Record) -> None:
         rng = random.Random(index)
         with httpx.Client(base_url=urls[index % len(urls)], timeout=30) as client:
             pinned: int | None = None
-            step = 0
+            step = posted_up_to = 0
             while time.monotonic() < stop:
                 step += rng.randint(0, 2)
                 asked = max(0, step - rng.randint(0, 3))  # ranks lag and repeat
-                if index % 4 == 0 and asked % 5 == 4 and pinned is not None:
-                    posted = client.post(
-                        f"/runs/{RUN}/metrics",
-                        json={"step": asked + 1, "value": rng.random(), "attempt": pinned},
-                    )
-                    record.status(posted)
+                if index == 0 and asked % 5 == 4 and pinned is not None and asked + 1 > posted_up_to:
+                    # rank 0 posts the job's metric (one value per step), in step order
+                    posted_up_to = asked + 1
+                    body = {"step": asked + 1, "value": 1.0 / (asked + 2), "attempt": pinned}
+                    record.status(client.post(f"/runs/{RUN}/metrics", json=body))
                 params: dict[str, Any] = (
                     {"step": asked} if pinned is None else {"step": asked, "attempt": pinned}
                 )
@@ -140,7 +139,7 @@ def test_rewinds_racing_with_ranks_of_both_attempts(
             if attempt == new and step <= started["rewound_to"] and (old, step) in record.answers:
                 assert record.answers[(old, step)] == lrs, (new, step)
                 shared += 1
-    assert shared > 50 and record.statuses.get(409, 0) > 0, (shared, record.statuses)
+    assert shared > 10 and record.statuses.get(409, 0) > 0, (shared, record.statuses)
     for url in urls:
         assert httpx.get(f"{url}/runs/{RUN}/events/verify").json()["ok"] is True
     with capsys.disabled():
