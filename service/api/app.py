@@ -28,7 +28,7 @@ from .hosts import AllowedHosts
 from .limits import BodyLimit
 from .observability import Observe
 from .ratelimit import RateLimit
-from .routes import changes, console, console_tokens, health, runs, schedules, tokens
+from .routes import changes, console, console_tokens, health, reference, runs, schedules, tokens
 
 
 class App(FastAPI):
@@ -97,6 +97,8 @@ def create_app(settings: Settings | None = None) -> App:
         lifespan=lifespan,
         generate_unique_id_function=openapi.operation_id,
         separate_input_output_schemas=False,  # one schema per model: a spec given is a spec shown
+        docs_url=None,  # served from the package's own files (routes/reference.py), not a CDN
+        redoc_url=None,
     )
     openapi.install(app)
     app.state.engine = engine
@@ -139,6 +141,8 @@ def create_app(settings: Settings | None = None) -> App:
     app.include_router(tokens.router)
     app.include_router(console.router)
     app.include_router(console_tokens.router)
+    app.include_router(reference.router)
+    app.mount("/static", reference.STATIC, name="static")
 
     @app.exception_handler(console.SignIn)
     async def _sign_in(_: Request, __: console.SignIn) -> RedirectResponse:

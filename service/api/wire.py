@@ -158,7 +158,11 @@ STEP_PARAMETERS = [
         "name": name,
         "in": "query",
         "required": False,
-        "schema": {"type": "integer", "minimum": 1 if name == "stride" else 0, "maximum": STEP_MAX},
+        "schema": {
+            "type": "integer",
+            "minimum": 1 if name in ("stride", "attempt") else 0,
+            "maximum": STEP_MAX,
+        },
         "description": description,
     }
     for name, description in (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from halves import HALVES, unavailable
 from servers import Server
@@ -162,3 +162,32 @@ def test_the_live_refresh_waits_for_a_slow_fetch_and_rests_while_hidden(console:
     assert asked_after(10) == 2  # a hidden tab fetches nothing
     page.evaluate("window.tabHidden = false")
     assert asked_after(4) == 3 and page.evaluate("window.most") == 1
+
+
+def test_the_api_reference_renders_with_every_other_host_blocked(
+    start_server: Callable[..., Server], browser: Browser, request: pytest.FixtureRequest
+) -> None:
+    """An air-gapped cluster: the browser may reach the server and nothing else. /docs and /redoc
+    render every operation from the package's own files, and ask no other host for anything."""
+    url = start_server().url
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    elsewhere: list[str] = []
+
+    def only_the_server(route: Route) -> None:
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_server)
+    page.goto(f"{url}/docs")
+    expect(page.locator(".opblock-summary-path", has_text="/runs/{run}/lr").first).to_be_visible(
+        timeout=30_000
+    )
+    assert page.locator(".opblock").count() >= 20
+    page.screenshot(path=str(SHOTS / f"docs-{request.node.callspec.id}.png"))
+    page.goto(f"{url}/redoc")
+    expect(page.get_by_text("/runs/{run}/rewind").first).to_be_attached(timeout=30_000)
+    assert elsewhere == []
+    page.close()

@@ -348,11 +348,12 @@ def test_the_runs_list_computes_no_curve_and_each_sparkline_is_a_cacheable_image
 def test_the_live_refresh_waits_for_each_fetch_to_settle(client: TestClient) -> None:
     busy_run(client)
     for url in ("/ui/runs", "/ui/runs/vision-1"):
-        script = client.get(url).text.split("<script>")[1]
-        assert "setInterval" not in script
-        # The next refresh is scheduled only once this one has finished or failed.
-        assert re.search(r"finally \{\s*setTimeout\(refresh, 3000\)", script)
-        assert "document.hidden" in script
+        assert '<script src="/static/console.js" data-refresh-ms="3000" defer>' in client.get(url).text
+    script = client.get("/static/console.js").text
+    assert "setInterval" not in script
+    # The next refresh is scheduled only once this one has finished or failed.
+    assert re.search(r"finally \{\s*setTimeout\(refresh, every\)", script)
+    assert "document.hidden" in script
 
 
 def test_a_log_chart_without_a_positive_lr_is_empty_with_a_note(client: TestClient) -> None:

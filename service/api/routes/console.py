@@ -106,12 +106,29 @@ def run_name(run: str) -> str:
 RunName = Annotated[str, Depends(run_name)]
 
 
+SECURITY_HEADERS = {
+    # Only the server's own scripts (static/), no inline script, no plugin, no framing.
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
+"""What every console page is sent with."""
+
+
 def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
     """The whole page, or only its main part when the page's own refresh asks for it."""
     fragment = request.headers.get("x-lrtower-fragment") == "1"
     template = name.replace(".html", "_main.html") if fragment else name
     return templates.TemplateResponse(
-        request, template, {"live": True, "refresh_ms": REFRESH_MS, **context}, status_code=status_code
+        request,
+        template,
+        {"live": True, "refresh_ms": REFRESH_MS, **context},
+        status_code=status_code,
+        headers=SECURITY_HEADERS,
     )
 
 
@@ -126,7 +143,8 @@ def login_form() -> HTMLResponse:
         '<!doctype html><title>Sign in · lrtower</title><form method="post" action="/ui/login" '
         'style="font:14px system-ui;margin:40px"><h1>lrtower</h1><p>This server requires a token '
         '(<code>lrtower token create NAME --scope read</code>).</p><input name="token" type="password" '
-        'placeholder="lrt_..." size="50" autofocus> <button>Sign in</button></form>'
+        'placeholder="lrt_..." size="50" autofocus> <button>Sign in</button></form>',
+        headers=SECURITY_HEADERS,
     )
 
 

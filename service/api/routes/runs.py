@@ -102,7 +102,7 @@ def get_lr(run: RunPath, request: Request, serving: ServingDep, caller: Reader) 
 @router.get(
     "/runs/{run}/curve",
     response_model=RangeOut,
-    openapi_extra={"parameters": [p for p in STEP_PARAMETERS if p["name"] != "step"]},
+    openapi_extra={"parameters": [p for p in STEP_PARAMETERS if p["name"] not in ("step", "attempt")]},
 )
 def get_curve(run: RunPath, request: Request, serving: ServingDep, caller: Reader) -> Response:
     """The planned curve over [start, stop) (default [0, 1000)), for plotting. Unlike /lr, it
