@@ -33,7 +33,10 @@ from .routes import changes, console, console_tokens, health, reference, runs, s
 
 class App(FastAPI):
     """The FastAPI app, with `GET /runs/{run}/lr` met by the hot path before FastAPI's own stack
-    (see fastpath.py); everything the hot path does not answer goes through that stack."""
+    (see fastpath.py); everything the hot path does not answer goes through that stack.
+
+    It overrides `__call__` rather than being wrapped: one object is what every ASGI host, test
+    client and worker process loads, with its `state`, routes and lifespan, the hot path in front."""
 
     hot_path: LrFastPath
     entry: ASGIApp

@@ -505,3 +505,18 @@ def test_a_costly_schedule_is_drawn_with_fewer_points(client: TestClient) -> Non
     full = re.search(r'id="curve-0"[^>]*points="([^"]*)"', client.get("/ui/runs/cheap").text)
     assert full is not None and len(full.group(1).split()) >= 500  # a cheap schedule keeps every point
     assert 2 <= drawn <= CURVE_WORK // (64 * 100) + 1
+
+
+def test_audit_rows_show_each_groups_change_and_its_factor(client: TestClient) -> None:
+    client.post("/runs", json={"name": "groups", "lrs": [0.1, 0.01], "schedule": STEP})
+    client.get("/runs/groups/lr", params={"step": 700})
+    client.post("/runs/groups/scale", json={"factor": 0.5, "reason": "hot"})
+    page = client.get("/ui/runs/groups").text
+    row = page.split('data-seq="2"')[1].split("</tr>")[0]
+    cells = re.findall(r'<div data-group="(\d)">(.*?)</div>', row)
+    assert [group for group, _ in cells] == ["0", "1"]
+    scaled = client.get("/runs/groups/events").json()["events"][1]
+    for (_, text), before, after in zip(cells, scaled["lr_before"], scaled["lr_after"], strict=True):
+        assert f"{before:.6g} → {after:.6g}" in text
+    assert all('class="factor">x0.5<' in text for _, text in cells)
+    assert "/ui/runs/groups?start=201&amp;stop=1201" in row, row  # the curve around step 701

@@ -278,6 +278,7 @@ def _run_view(
     context = {
         "can_write": viewer.allows("write"),
         "viewer": viewer,
+        "lr_change": lr_change,
         "error": error,
         # The answer to a refused form stands at the form's address, which has no page to refresh.
         "live": error is None,
@@ -313,6 +314,19 @@ def _discarded(
         answers = _planned(timeline_of(run, kept), range(low, high, max(1, (high - low) // 200)))
         if answers:
             yield Discarded(attempt, [a.step for a in answers], [a.lrs for a in answers])
+
+
+def lr_change(before: list[float] | None, after: list[float] | None) -> list[tuple[int, str, str, str]]:
+    """An event's LR before and after, per param group, as the audit table shows them: (group,
+    before, after, the factor of the change). A field edited into something else shows nothing."""
+    rows: list[tuple[int, str, str, str]] = []
+    if not isinstance(after, list):
+        return rows
+    for group, lr in enumerate(after):
+        old = before[group] if isinstance(before, list) and group < len(before) else None
+        factor = f"x{lr / old:.4g}" if isinstance(old, float | int) and old > 0 and lr != old else ""
+        rows.append((group, "" if old is None else f"{old:.6g}", f"{lr:.6g}", factor))
+    return rows
 
 
 def _title(event: Any) -> str:
