@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from lrtower import Client
+from lrtower import Client, Conflict
 from lrtower.scheduler import RemoteScheduler
 from training import FLAT, WARMUP_COSINE, data, model, optimizer, warmup_cosine
 
@@ -166,3 +166,17 @@ def test_rewind_to_a_checkpoint_with_half_the_lr_trains_as_torch_would(
     got = resumed.weights()
     assert torch.equal(got, expected), f"max difference {(got - expected).abs().max().item():.3g}"
     job.scheduler.feed.close()
+
+
+def test_a_strict_rank_of_an_ended_attempt_raises_naming_the_new_one(tower: str) -> None:
+    net = model()
+    opt = optimizer("sgd", net, 0.1)
+    scheduler = RemoteScheduler(opt, "strict-spike", tower, lookahead=1, strict=True, schedule=FLAT)
+    for _ in range(10):
+        scheduler.step()
+    with Client(tower) as client:
+        client.rewind("strict-spike", 5, scale=0.5, reason="spike")
+    with pytest.raises(Conflict) as ended:
+        scheduler.step()
+    assert ended.value.attempt == 2 and scheduler.feed.attempt == 1
+    scheduler.feed.close()

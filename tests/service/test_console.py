@@ -516,7 +516,7 @@ def test_audit_rows_show_each_groups_change_and_its_factor(client: TestClient) -
     cells = re.findall(r'<div data-group="(\d)">(.*?)</div>', row)
     assert [group for group, _ in cells] == ["0", "1"]
     scaled = client.get("/runs/groups/events").json()["events"][1]
-    for (_, text), before, after in zip(cells, scaled["lr_before"], scaled["lr_after"], strict=True):
-        assert f"{before:.6g} → {after:.6g}" in text
-    assert all('class="factor">x0.5<' in text for _, text in cells)
+    for (_, shown), before, after in zip(cells, scaled["lr_before"], scaled["lr_after"], strict=True):
+        assert f"{before:.6g} → {after:.6g}" in shown
+    assert all('class="factor">x0.5<' in shown for _, shown in cells)
     assert "/ui/runs/groups?start=201&amp;stop=1201" in row, row  # the curve around step 701
