@@ -3,6 +3,7 @@ Playwright) against a real `lrtower serve` process. Screenshots are kept in arti
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -191,3 +192,14 @@ def test_the_api_reference_renders_with_every_other_host_blocked(
     expect(page.get_by_text("/runs/{run}/rewind").first).to_be_attached(timeout=30_000)
     assert elsewhere == []
     page.close()
+
+
+def test_the_playground_type_picker_fills_a_spec_that_draws(console: tuple[str, Page]) -> None:
+    url, page = console
+    page.goto(f"{url}/ui/playground")
+    for name in ("OneCycleLR", "optax.warmup_cosine_decay_schedule", "timm.cosine"):
+        page.select_option("#type-picker", name)
+        expect(page.locator("#spec")).to_have_value(re.compile(f'"type": "{re.escape(name)}"'))
+        expect(page.locator("#hints code").first).to_have_text(name)
+        expect(page.locator("#errors .field-error")).to_have_count(0)
+        expect(page.locator("#preview svg #curve-0")).to_have_count(1)

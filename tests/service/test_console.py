@@ -520,3 +520,31 @@ def test_audit_rows_show_each_groups_change_and_its_factor(client: TestClient) -
         assert f"{before:.6g} → {after:.6g}" in shown
     assert all('class="factor">x0.5<' in shown for _, shown in cells)
     assert "/ui/runs/groups?start=201&amp;stop=1201" in row, row  # the curve around step 701
+
+
+def test_the_playground_picks_every_type_with_a_spec_the_preview_accepts_and_hints_its_parameters(
+    client: TestClient,
+) -> None:
+    page = client.get("/ui/playground").text
+    types = re.findall(r'<option value="([^"]+)"', page)
+    examples = json.loads(
+        page.split('<script type="application/json" id="examples">')[1].split("</script>")[0]
+    )
+    assert types == sorted(examples) and len(types) == 56
+    for name in types:
+        spec = examples[name]
+        assert (
+            client.post(
+                "/schedules/preview", json={"schedule": spec, "lrs": [0.1, 0.01], "stop": 50}
+            ).status_code
+            == 200
+        ), name
+    hinted = client.get("/ui/playground", params={"spec": json.dumps(examples["StepLR"])}).text
+    rows = dict(
+        re.findall(
+            r'<tr data-parameter="(\w+)"><td><code>\w+</code></td><td>[^<]*</td><td><code>([^<]*)</code>',
+            hinted,
+        )
+    )
+    assert rows == {"step_size": "required", "gamma": "0.1"}
+    assert 'value="StepLR" selected' in hinted

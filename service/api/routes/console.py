@@ -32,7 +32,8 @@ from ...core.timeline import Answer, Timeline
 from ...core.vocabulary import Scope
 from ...db.store import AttemptRecord, ChangeRecord, RunRecord
 from ...schedules import STEP_MAX, DomainError, SpecError
-from ...schedules.registry import MAX_NESTING
+from ...schedules.examples import EXAMPLES
+from ...schedules.registry import MAX_NESTING, TYPE_NAMES
 from ...schemas import LR, RUN_NAME, ScaleIn, ScheduleChangeIn, StateIn
 from ..deps import RunsDep
 from ..ratelimit import RateLimit
@@ -394,10 +395,37 @@ def playground(
         except (ValueError, TypeError, ArithmeticError) as exc:  # whatever the spec, the page answers
             errors.append(("spec", str(exc)))
     context = {"spec": spec, "lr": lr, "start": start, "stop": stop, "log": log, "errors": errors, "svg": svg}
+    chosen = parsed.get("type") if isinstance(parsed, dict) else None
+    context |= {
+        "types": sorted(EXAMPLES),
+        "chosen": chosen,
+        "hints": spec_hints(chosen),
+        "examples": EXAMPLES,
+    }
     context["live"] = False  # it redraws as the spec is edited, not on a timer
     response = page(request, "playground.html", context)
     response.headers["cache-control"] = "no-store"
     return response
+
+
+def spec_hints(type_name: object) -> list[tuple[str, str, str, str]]:
+    """The parameters of a schedule type, from its published schema: (name, type, default or
+    "required", description), for the playground's hints."""
+    model = TYPE_NAMES.get(str(type_name).removeprefix("torch.")) if isinstance(type_name, str) else None
+    if model is None:
+        return []
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    hints = []
+    for name, field in schema.get("properties", {}).items():
+        if name == "type":
+            continue
+        kinds = [part.get("type", "") for part in field.get("anyOf", [field])]
+        default = "required" if name in required else json.dumps(field.get("default"))
+        hints.append(
+            (name, " or ".join(k for k in kinds if k) or "object", default, field.get("description", ""))
+        )
+    return hints
 
 
 def _load_json(text: str) -> Any:

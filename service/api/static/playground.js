@@ -12,8 +12,21 @@
       if (!answer.ok || asked !== latest) return;  // a later edit's drawing wins, whatever arrives last
       const page = new DOMParser().parseFromString(await answer.text(), "text/html");
       if (asked !== latest) return;
-      for (const id of ["errors", "preview"]) document.getElementById(id).innerHTML = page.getElementById(id).innerHTML;
+      for (const id of ["errors", "preview", "hints"]) document.getElementById(id).innerHTML = page.getElementById(id).innerHTML;
       history.replaceState(null, "", "/ui/playground?" + query);
     }, 300);
+  });
+})();
+
+// The type picker fills the editor with the chosen type's example (valid, with its defaults
+// shown), and draws it.
+(() => {
+  const picker = document.getElementById("type-picker");
+  const examples = JSON.parse(document.getElementById("examples").textContent);
+  picker.addEventListener("change", () => {
+    if (!picker.value) return;
+    const spec = document.getElementById("spec");
+    spec.value = JSON.stringify(examples[picker.value], null, 2);
+    spec.dispatchEvent(new Event("input", {bubbles: true}));
   });
 })();
