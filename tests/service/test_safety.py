@@ -306,10 +306,13 @@ def test_a_client_that_leaves_mid_request_or_mid_answer_logs_no_error(
 
 
 def test_a_long_answer_does_not_hold_the_event_loop(server: str) -> None:
-    """100,000 steps at or below the mark, asked afresh, are computed in a worker thread: /healthz,
-    asked just after, is answered first (it used to wait for the whole range)."""
+    """100,000 steps of 3 param groups at or below the mark, asked afresh, are computed in a worker
+    thread: /healthz, asked just after, is answered first (it used to wait for the whole range).
+    Three groups, so that the answer takes long enough (about half a second, with its 300,000
+    floats) to still be on its way when /healthz is asked, now that a range is computed in one pass."""
     spec = {"type": "CosineAnnealingLR", "T_max": 1000}
-    assert httpx.post(f"{server}/runs", json={"name": "long", "lr": 0.1, "schedule": spec}).status_code == 201
+    body = {"name": "long", "lrs": [0.1, 0.2, 0.3], "schedule": spec}
+    assert httpx.post(f"{server}/runs", json=body).status_code == 201
     for start in range(0, 100_000, 10_000):  # raise the mark to 100,000, one reach at a time
         assert (
             httpx.get(f"{server}/runs/long/lr", params={"start": start, "stop": start + 10_000}).status_code
