@@ -192,15 +192,11 @@ class IdempotentWrite(Base):
     created_at: Mapped[datetime]
 
 
-class Event(Base):
-    """One entry of a run's append-only audit trail, chained by SHA-256."""
-
-    __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+class TrailEntry:
+    """The columns of an entry of a hash-chained trail, a run's or the admin trail: one reader
+    and one chain (`store.read_trail`, `store.append_to_trail`) serve both."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="RESTRICT"))
-    seq: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(32))
@@ -211,6 +207,16 @@ class Event(Base):
     details: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Event(TrailEntry, Base):
+    """One entry of a run's append-only audit trail, chained by SHA-256."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="RESTRICT"))
+    seq: Mapped[int] = mapped_column(Integer)
 
 
 class Token(Base):
@@ -235,21 +241,10 @@ class Token(Base):
     previous_until: Mapped[datetime | None]
 
 
-class AdminEvent(Base):
+class AdminEvent(TrailEntry, Base):
     """One entry of the global, append-only trail of token administration, chained by SHA-256 as
     a run's events are (the same columns, but the run)."""
 
     __tablename__ = "admin_events"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, unique=True)
-    at: Mapped[datetime]
-    actor: Mapped[str] = mapped_column(String(128))
-    kind: Mapped[str] = mapped_column(String(32))
-    effective_step: Mapped[int | None] = mapped_column(BigInteger)
-    lr_before: Mapped[list[float] | None]
-    lr_after: Mapped[list[float] | None]
-    reason: Mapped[str | None] = mapped_column(Text)
-    details: Mapped[dict[str, Any]]
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
