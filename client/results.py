@@ -68,10 +68,33 @@ class Fork:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleNow:
+    """The schedule a run applies at `step` (the step after its high-water mark) and what carries
+    over into it. `from_step` is where it took over (0: the run's own schedule), set by the change
+    `change_seq` (None: the run's own); with `restart` it counts its own steps from 0 there,
+    otherwise it is read at the run's step. `scale` is the product of every scale in force and
+    `plateau_factors` each group's plateau factor (None: no reduction): both multiply the new
+    schedule as they did the old one."""
+
+    step: int
+    schedule: Json
+    from_step: int
+    restart: bool
+    change_seq: int | None
+    scale: float
+    plateau_factors: list[float] | None = None
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
     """A run: its definition, state, changes, version and high-water mark (-1: nothing served),
     the attempt it serves (each rewind starts one, and `attempts` lists them), and where it was
-    forked from, if it was."""
+    forked from, if it was. `schedule` is the schedule it was created with; `schedule_now` the
+    one in force now (None from a server older than this field)."""
 
     name: str
     lrs: list[float] | None
@@ -87,14 +110,16 @@ class Run:
     attempt: int = 1
     attempts: list[Attempt] = field(default_factory=list)
     fork: Fork | None = None
+    schedule_now: ScheduleNow | None = None
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
-        fork = data.get("fork")
+        fork, now = data.get("fork"), data.get("schedule_now")
         return cls(
             **{
                 **_known(cls, data),
                 "changes": [Change.from_json(c) for c in data["changes"]],
+                "schedule_now": None if now is None else ScheduleNow.from_json(now),
                 "created_at": datetime.fromisoformat(data["created_at"]),
                 "updated_at": datetime.fromisoformat(data["updated_at"]),
                 "attempts": [Attempt.from_json(a) for a in data.get("attempts", [])],

@@ -178,10 +178,53 @@ class ForkOut(BaseModel):
     parent_head: str = Field(description="The hash that ended the parent's audit trail at the fork")
 
 
+class ScheduleNow(BaseModel):
+    """The schedule a run applies at `step`, the step after its high-water mark, and what carries
+    over into it from earlier changes. Until the next change, each group's LR at step s is
+    `max(x * f, min(x, min_lr))` with `x = schedule(s - origin) * scale` and `f` its plateau factor
+    (1 without a reduction), where `origin` is `from_step` for a restarted schedule and 0 for one
+    read at the run's own step."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "step": 200,
+                    "schedule": {"type": "CosineAnnealingLR", "T_max": 500},
+                    "from_step": 200,
+                    "restart": True,
+                    "change_seq": 3,
+                    "scale": 0.5,
+                    "plateau_factors": [0.5],
+                }
+            ]
+        }
+    )
+
+    step: int = Field(description="The step described: the one after the high-water mark")
+    schedule: StoredSpec
+    from_step: int = Field(description="Where this schedule took over: 0 for the run's own")
+    restart: bool = Field(
+        description="The schedule counts its own steps from 0 at from_step; if false, it is read at the run's step"
+    )
+    change_seq: int | None = Field(
+        description="The schedule change (its seq in `changes`) that set it; null: the run's own schedule"
+    )
+    scale: float = Field(
+        description="The product of every scale in force at `step`, made before or after this schedule took over"
+    )
+    plateau_factors: list[float] | None = Field(
+        description="Each group's plateau factor in force at `step`; null while no reduction is"
+    )
+
+
 class RunOut(BaseModel):
     name: str
     lrs: list[float] | None
-    schedule: StoredSpec
+    schedule: StoredSpec = Field(description="The schedule the run was created with; see `schedule_now`")
+    schedule_now: ScheduleNow = Field(
+        description="The schedule in force now, with the scale and plateau factors carried into it"
+    )
     plateau: dict[str, Any] | None
     labels: dict[str, str]
     state: RunState

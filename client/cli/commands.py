@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
-from .. import LrtowerError
-from ..results import Event, Run
+from .. import Client, LrtowerError
+from ..results import Event, Run, ScheduleNow
 from .options import as_json, connect, connection, load_definition
 from .output import echo, echo_json, escaped, table
 from .plot import plot
@@ -142,15 +142,17 @@ def _labels(run: Run) -> str:
 @as_json
 @click.pass_context
 def runs_show(ctx: click.Context, run: str, as_json: bool) -> None:
-    """Show a run: its definition, state and changes."""
-    found = connect(ctx).get_run(run)
+    """Show a run: its definition, state, the schedule in force now and how it got there, and
+    its changes."""
+    client = connect(ctx)
+    found = client.get_run(run)
     if as_json:
         echo_json(found)
         return
     echo(f"name        {found.name}")
     echo(f"state       {found.state}")
     echo(f"lrs         {found.lrs}")
-    echo(f"schedule    {json.dumps(found.schedule)}")
+    echo(f"schedule    {json.dumps(found.schedule)} (as created)")
     echo(f"plateau     {json.dumps(found.plateau)}")
     echo(f"labels      {_labels(found)}")
     echo(f"high-water  {found.high_water}")
@@ -159,6 +161,14 @@ def runs_show(ctx: click.Context, run: str, as_json: bool) -> None:
         echo(f"forked from {found.fork.parent} at step {found.fork.at_step}")
     echo(f"version     {found.version}")
     echo(f"created     {found.created_at:%Y-%m-%d %H:%M:%S %Z}")
+    if found.schedule_now is not None:
+        _schedule_now(found, found.schedule_now)
+        if any(c.kind == "schedule" for c in found.changes):
+            echo("schedule history:")
+            table(
+                ["FROM STEP", "RESTART", "STATUS", "BY", "REASON", "SCHEDULE"],
+                _schedule_history(found, found.schedule_now, _trail(client, run)),
+            )
     if found.changes:
         echo("changes:")
         table(
@@ -177,6 +187,93 @@ def runs_show(ctx: click.Context, run: str, as_json: bool) -> None:
                 for a in found.attempts
             ],
         )
+
+
+def _schedule_now(run: Run, now: ScheduleNow) -> None:
+    """The schedule in force at the step after the mark, and the factors it inherited."""
+    echo(f"in force at step {now.step} (the next step served):")
+    echo(f"  schedule  {json.dumps(now.schedule)}")
+    if now.change_seq is None:
+        echo(f"  from      step {now.from_step}: the run's own schedule")
+    elif now.restart:
+        echo(
+            f"  from      step {now.from_step} (change {now.change_seq}), restarted: "
+            f"its own step 0 is step {now.from_step}"
+        )
+    else:
+        echo(f"  from      step {now.from_step} (change {now.change_seq}), read at the run's own step")
+    echo(f"  scale     x{now.scale:.6g} (every scale in force, carried over)")
+    if run.plateau is not None:
+        factors = now.plateau_factors
+        shown = "x1 (no reduction)" if factors is None else " ".join(f"x{f:.6g}" for f in factors)
+        echo(f"  plateau   {shown} (the plateau factors in force, carried over)")
+
+
+def _schedule_history(run: Run, now: ScheduleNow, trail: list[Event]) -> list[list[Any]]:
+    """A row per schedule the run has had or will have, in the order they take over: the run's
+    own, then every schedule change in force (those a rewind discarded are not), with who made
+    it and why, from the audit trail."""
+    created = next((e for e in trail if e.kind == "run_created"), None)
+    rows: list[list[Any]] = [
+        [
+            0,
+            "-",
+            "in force" if now.change_seq is None else "replaced",
+            _by(created),
+            "(created)" if created is None or not created.reason else created.reason,
+            json.dumps(run.schedule),
+        ]
+    ]
+    changes = sorted(
+        (c for c in run.changes if c.kind == "schedule"), key=lambda c: (c.effective_step, c.seq)
+    )
+    for change in changes:
+        # A change's event is written in its transaction, at the same time and step. Changes a
+        # fork copied were made on the parent: their events are in the parent's trail.
+        made = next(
+            (
+                e
+                for e in trail
+                if e.kind in ("schedule_changed", "rewound", "run_created")
+                and e.effective_step == change.effective_step
+                and e.at == change.created_at
+            ),
+            None,
+        )
+        if made is not None:
+            reason = made.reason or ""
+        else:
+            reason = f"(made on {run.fork.parent})" if run.fork is not None else ""
+        status = "in force" if change.seq == now.change_seq else "replaced"
+        if change.effective_step > now.step:
+            status = "pending"
+        rows.append(
+            [
+                change.effective_step,
+                "yes" if change.restart else "no",
+                status,
+                _by(made),
+                reason,
+                json.dumps(change.schedule),
+            ]
+        )
+    return rows
+
+
+def _by(event: Event | None) -> str:
+    return "?" if event is None or event.actor is None else event.actor
+
+
+def _trail(client: Client, run: str) -> list[Event]:
+    """The run's whole audit trail, a page at a time."""
+    found, after = list[Event](), 0
+    while True:
+        page = client.events(run, after=after, limit=1000).events
+        found += page
+        last = max((e.seq for e in page if e.seq is not None), default=None)
+        if last is None or last <= after:
+            return found
+        after = last
 
 
 def _what(kind: str, schedule: Any, factor: float | None, factors: Any, restart: bool) -> str:

@@ -301,10 +301,11 @@ class Serving:
 def timeline_of(run: RunRecord, changes: list[ChangeRecord]) -> Timeline:
     """The run's compiled history: its definition and every change."""
     plateau = PlateauConfig.model_validate(run.plateau) if run.plateau else None
-    return Timeline(run.lrs, run.schedule, plateau, [_change(c) for c in changes])
+    return Timeline(run.lrs, run.schedule, plateau, [change_of(c) for c in changes])
 
 
-def _change(record: ChangeRecord) -> Change:
+def change_of(record: ChangeRecord) -> Change:
+    """A stored change as the engine takes it."""
     if record.kind == "schedule" and record.schedule is not None:
         return ScheduleChange(record.effective_step, record.schedule, record.restart)
     if record.kind == "scale" and record.factor is not None:

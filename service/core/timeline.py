@@ -10,6 +10,10 @@ When two changes of a kind take effect at the same step, the later one wins.
 LR(s) = plateau(schedule(s) * scale(s), factors(s)), with the plateau rule of
 `schedules.plateau.reduce_by_plateau`. Each lookup is a bisection over the change steps, so an answer costs
 the same whatever the step and (but for a logarithm) however long the history.
+
+Scales and plateau factors are not tied to a schedule: those in force where a new schedule takes
+over carry over to it, restart or not. `Plan` puts the changes in that order without compiling
+anything, and says what is in force at a step (`Plan.in_force`); `Timeline` evaluates it.
 """
 
 from __future__ import annotations
@@ -57,6 +61,70 @@ class Answer(NamedTuple):
     momentum: list[float] | None
 
 
+@dataclass(frozen=True)
+class InForce:
+    """What a run's plan applies at `step`: the schedule, where it took over, and what carries
+    over into it from earlier changes. Until the next change, for every group,
+    LR(s) = plateau(schedule(s - origin) * scale, factors), with `origin` = `from_step` for a
+    restarted schedule and 0 for one read at the run's own step.
+    """
+
+    step: int
+    spec: dict[str, Any]
+    from_step: int
+    """Where this schedule took over: 0 for the run's own."""
+    restart: bool
+    change: int | None
+    """The index of the schedule change that set it among the plan's changes; None: the run's own."""
+    scale: float
+    """The product of every scale in force at `step`, made before or after this schedule took over."""
+    factors: tuple[float, ...] | None
+    """Each group's plateau factor in force at `step`; None while no reduction is."""
+
+    @property
+    def origin(self) -> int:
+        """The run's step at which this schedule's own step is 0."""
+        return self.from_step if self.restart else 0
+
+
+class Plan:
+    """A run's changes in order on the step axis: which schedule, which product of scales and which
+    plateau factors hold from which step. Nothing is compiled, so it is cheap to read."""
+
+    def __init__(self, spec: dict[str, Any], changes: Sequence[Change] = ()) -> None:
+        self.spec = spec
+        self.changes = tuple(changes)
+        ordered = sorted(enumerate(self.changes), key=lambda ic: (ic[1].effective_step, ic[0]))
+        self.schedules = [(i, c) for i, c in ordered if isinstance(c, ScheduleChange)]
+        scales = [c for _, c in ordered if isinstance(c, ScaleChange)]
+        reductions = [c for _, c in ordered if isinstance(c, PlateauChange)]
+        # Segment i (0: the run's own schedule) runs from starts[i]; a bisection to the right picks
+        # the last of the changes of one step, so the later one wins.
+        self.starts = [0, *(c.effective_step for _, c in self.schedules)]
+        self.scale_steps = [c.effective_step for c in scales]
+        self.scale_products = [1.0, *accumulate((c.factor for c in scales), mul)]
+        self.plateau_steps = [c.effective_step for c in reductions]
+        self.reductions = [c.factors for c in reductions]
+
+    def in_force(self, step: int) -> InForce:
+        """The schedule in force at `step`, and the scale and plateau factors carried into it."""
+        segment = bisect_right(self.starts, step) - 1
+        spec, from_step, restart, change = self.spec, 0, False, None
+        if segment > 0:
+            change, schedule = self.schedules[segment - 1]
+            spec, from_step, restart = schedule.spec, schedule.effective_step, schedule.restart
+        reduced = bisect_right(self.plateau_steps, step)
+        return InForce(
+            step,
+            spec,
+            from_step,
+            restart,
+            change,
+            self.scale_products[bisect_right(self.scale_steps, step)],
+            self.reductions[reduced - 1] if reduced else None,
+        )
+
+
 class Timeline:
     """The compiled history of one run. Immutable: a new change makes a new Timeline."""
 
@@ -71,24 +139,21 @@ class Timeline:
         self.spec = spec
         self.plateau = plateau
         self.changes = tuple(changes)
-        ordered = sorted(enumerate(changes), key=lambda ic: (ic[1].effective_step, ic[0]))
-        schedules = [c for _, c in ordered if isinstance(c, ScheduleChange)]
-        scales = [c for _, c in ordered if isinstance(c, ScaleChange)]
-        reductions = [c for _, c in ordered if isinstance(c, PlateauChange)]
+        self.plan = plan = Plan(spec, self.changes)
 
         base = build_schedule(spec, self.base_lrs)
         self.n_groups = base.n_groups
         # Segment i runs from starts[i]; a restarted segment counts steps from its start.
-        self._starts = [0, *(c.effective_step for c in schedules)]
+        self._starts = plan.starts
         self._segments: list[tuple[Schedule, int]] = [(base, 0)]
-        for c in schedules:
+        for _, c in plan.schedules:
             self._segments.append(
                 (build_schedule(c.spec, self.base_lrs), c.effective_step if c.restart else 0)
             )
-        self._scale_steps = [c.effective_step for c in scales]
-        self._scale_products = [1.0, *accumulate((c.factor for c in scales), mul)]
-        self._plateau_steps = [c.effective_step for c in reductions]
-        self._plateau_factors = [(1.0,) * self.n_groups, *(c.factors for c in reductions)]
+        self._scale_steps = plan.scale_steps
+        self._scale_products = plan.scale_products
+        self._plateau_steps = plan.plateau_steps
+        self._plateau_factors = [(1.0,) * self.n_groups, *plan.reductions]
         self._floors = plateau.min_lrs(self.n_groups) if plateau else None
         # The steps where a segment, a scale or a plateau factor begins: a range is answered in
         # pieces between them, each of one segment, one scale and one set of factors.

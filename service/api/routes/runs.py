@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
+from ...core.in_force import schedule_now
 from ...db.store import AttemptRecord, ChangeRecord, RunRecord
 from ...schemas import RUN_NAME, LrAnswer, RangeOut, RunCreate, RunOut, RunPage, problems
 from ..deps import Creator, Reader, RunPath, RunsDep, ServingDep, within_reach
@@ -30,14 +31,17 @@ LabelFilter = Annotated[str, Field(pattern=r"^[^=\x00-\x1f\x7f-\x9f]{1,64}=[^\x0
 
 
 def run_out(run: RunRecord, changes: list[ChangeRecord], attempts: list[AttemptRecord]) -> RunOut:
-    """The run as the API shows it: its changes in force, its rewinds, its lineage."""
+    """The run as the API shows it: its changes in force and the schedule they put in force now,
+    its rewinds, its lineage."""
     fork = None
     if run.parent is not None:
         fork = {"parent": run.parent, "at_step": run.forked_at, "parent_head": run.parent_head}
+    kept = [c for c in changes if c.discarded_in is None]
     return RunOut.model_validate(
         {
             **vars(run),
-            "changes": [c for c in changes if c.discarded_in is None],
+            "changes": kept,
+            "schedule_now": schedule_now(run, kept),
             "attempts": attempts,
             "fork": fork,
         },
