@@ -28,7 +28,17 @@ from .hosts import AllowedHosts
 from .limits import BodyLimit
 from .observability import Observe
 from .ratelimit import RateLimit
-from .routes import changes, console, console_tokens, health, reference, runs, schedules, tokens
+from .routes import (
+    changes,
+    console,
+    console_chart,
+    console_tokens,
+    health,
+    reference,
+    runs,
+    schedules,
+    tokens,
+)
 
 
 class App(FastAPI):
@@ -144,6 +154,7 @@ def create_app(settings: Settings | None = None) -> App:
     app.include_router(tokens.router)
     app.include_router(console.router)
     app.include_router(console_tokens.router)
+    app.include_router(console_chart.router)
     app.include_router(reference.router)
     app.mount("/static", reference.STATIC, name="static")
 

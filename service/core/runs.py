@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from ..db.engine import writer
 from ..db.store import AttemptRecord, ChangeRecord, PlateauRecord, RunRecord, Store, StoredEvent
-from ..schedules import DomainError, FieldError, SpecError, build_schedule
+from ..schedules import STEP_MAX, DomainError, FieldError, SpecError, build_schedule
 from ..schedules import plateau as plateau_rule
 from ..schedules.plateau import PlateauConfig
 from ..schemas import (
@@ -305,6 +305,29 @@ class Runs:
             store = Store(session)
             run = store.require_run(name)
             return store.recent_metrics(run.id, limit)
+
+    def metric_series(
+        self, name: str, start: int, stop: int, most: int, names: int, first: str | None = None
+    ) -> dict[str, tuple[list[int], list[float]]]:
+        """The run's metrics at steps in [start, stop), for a chart: (steps, values) of each of at
+        most `names` metrics (`first` always among them), by name, with at most `most` points
+        each (every k-th post where there are more)."""
+        with Session(self.engine) as session, session.begin():
+            store = Store(session)
+            run = store.require_run(name)
+            counts = store.metric_counts(run.id, start, stop)
+            chosen = ([first] if first in counts else []) + [n for n in counts if n != first]
+            return {
+                metric: store.metric_series(run.id, metric, start, stop, math.ceil(counts[metric] / most))
+                for metric in sorted(chosen[:names])
+            }
+
+    def metric_names(self, name: str) -> list[str]:
+        """The names of the run's metrics that have counted posts, sorted."""
+        with Session(self.engine) as session, session.begin():
+            store = Store(session)
+            run = store.require_run(name)
+            return list(store.metric_counts(run.id, 0, STEP_MAX + 1))
 
     def verify(self, name: str) -> VerifyOut:
         with Session(self.engine) as session, session.begin():

@@ -421,6 +421,32 @@ class Store:
         ).all()
         return [(row[0], row[1], row[2]) for row in rows]
 
+    def metric_counts(self, run_id: int, start: int, stop: int) -> dict[str, int]:
+        """How many counted posts each metric has at steps in [start, stop)."""
+        rows = self.session.execute(
+            select(Metric.name, func.count())
+            .where(*_counted(run_id, start, stop))
+            .group_by(Metric.name)
+            .order_by(Metric.name)
+        ).all()
+        return {row[0]: row[1] for row in rows}
+
+    def metric_series(
+        self, run_id: int, name: str, start: int, stop: int, every: int
+    ) -> tuple[list[int], list[float]]:
+        """(steps, values) of every `every`-th counted post of `name` at steps in [start, stop)."""
+        numbered = (
+            select(Metric.step, Metric.value, func.row_number().over(order_by=Metric.step).label("n"))
+            .where(*_counted(run_id, start, stop), Metric.name == name)
+            .subquery()
+        )
+        rows = self.session.execute(
+            select(numbered.c.step, numbered.c.value)
+            .where((numbered.c.n - 1) % every == 0)
+            .order_by(numbered.c.step)
+        ).all()
+        return [row[0] for row in rows], [row[1] for row in rows]
+
     def metric(self, run_id: int, name: str, step: int) -> tuple[float, dict[str, Any]] | None:
         """The (value, answer) of the metric that counts at `step`, if one was posted."""
         row = self.session.execute(
@@ -744,3 +770,8 @@ def _read_event(stored: Sequence[object]) -> StoredEvent:
 
 def _is_sqlite(session: Session) -> bool:
     return session.get_bind().dialect.name == "sqlite"
+
+
+def _counted(run_id: int, start: int, stop: int) -> tuple[ColumnElement[bool], ...]:
+    """The posts of a run that count (no rewind discarded them) at steps in [start, stop)."""
+    return (Metric.run_id == run_id, Metric.discarded_in.is_(None), Metric.step >= start, Metric.step < stop)

@@ -3,6 +3,7 @@ Playwright) against a real `lrtower serve` process. Screenshots are kept in arti
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -45,7 +46,7 @@ def console(start_server: Callable[..., Server], browser: Browser) -> Iterator[t
     url = start_server().url
     body = {
         "name": "vision-1",
-        "lr": 0.1,
+        "lrs": [0.1, 0.01],
         "schedule": STEP,
         "plateau": {"patience": 0},
         "labels": {"team": "vision"},
@@ -78,11 +79,12 @@ def test_the_list_then_a_run_with_its_curve_and_markers(
 
     page.click("text=vision-1")
     expect(page).to_have_url(f"{url}/ui/runs/vision-1")
-    expect(page.locator("svg.curve #curve-0")).to_have_count(1)
-    expect(page.locator("svg.curve #served")).to_have_count(1)
-    markers = page.locator("svg.curve line.marker")
+    expect(page.locator(".lr-panel .u-legend .u-series")).to_have_count(2)  # each group
+    markers = page.locator(".lr-panel .marker")
     expect(markers).to_have_count(2)
-    expect(markers.first.locator("title")).to_have_text("scale from step 251 by anonymous: loss spikes")
+    expect(markers.first).to_have_attribute("title", "scale from step 251 by anonymous: loss spikes")
+    markers.first.click()
+    expect(page.locator(".marker-detail")).to_have_text("scale from step 251 by anonymous: loss spikes")
     expect(page.locator("#verify")).to_contain_text("hash chain intact")
     page.screenshot(path=str(SHOTS / f"run-{request.node.callspec.id}.png"), full_page=True)
 
@@ -98,7 +100,7 @@ def test_a_change_made_through_the_form_lands_in_the_audit_trail(console: tuple[
     form.locator("button").click()
     expect(rows).to_have_count(before + 1)
     expect(rows.last).to_contain_text("cool it down")
-    expect(page.locator("svg.curve line.marker")).to_have_count(3)
+    expect(page.locator(".lr-panel .marker")).to_have_count(3)
 
 
 def test_the_playground_shows_a_bad_field_next_to_the_editor(
@@ -125,12 +127,13 @@ def test_a_run_page_updates_live_without_a_reload(console: tuple[str, Page]) -> 
     assert page.evaluate("window.notReloaded") is True
 
 
-# Every fetch of the page is held until the test lets it go, and counted: how many were asked
+# Every fetch of the page (not the chart's data) is held until the test lets it go, and counted: how many were asked
 # for, and the most ever in flight at once. `document.hidden` follows `window.tabHidden`.
 HOLD_FETCHES = """
 window.asked = 0; window.inFlight = 0; window.most = 0; window.held = []; window.tabHidden = false;
 const realFetch = window.fetch.bind(window);
 window.fetch = (...args) => {
+  if (String(args[0]).includes("/chart.json")) return realFetch(...args);  // the chart's own data: not the page's
   window.asked += 1; window.inFlight += 1; window.most = Math.max(window.most, window.inFlight);
   return new Promise(go => window.held.push(go)).then(() => realFetch(...args)).finally(() => { window.inFlight -= 1; });
 };
@@ -203,3 +206,132 @@ def test_the_playground_type_picker_fills_a_spec_that_draws(console: tuple[str, 
         expect(page.locator("#hints code").first).to_have_text(name)
         expect(page.locator("#errors .field-error")).to_have_count(0)
         expect(page.locator("#preview svg #curve-0")).to_have_count(1)
+
+
+def over_box(page: Page, panel: str) -> dict[str, float]:
+    """Where a chart panel's plotting area is on the page."""
+    box = page.locator(f".{panel} .u-over").bounding_box()
+    assert box is not None
+    return dict(box)
+
+
+def test_hovering_a_step_shows_each_groups_lr_as_the_api_answers_it(
+    console: tuple[str, Page], request: pytest.FixtureRequest
+) -> None:
+    url, page = console
+    page.goto(f"{url}/ui/runs/vision-1")
+    expect(page.locator(".lr-panel .marker")).to_have_count(2)
+    expect(page.locator(".lr-panel .u-legend .u-series .u-label")).to_have_text(["group 0", "group 1"])
+    box, readout = over_box(page, "lr-panel"), page.locator(".readout")
+    seen = set()
+    for fraction in (0.02, 0.11, 0.26, 0.29, 0.31, 0.55, 0.97):
+        page.mouse.move(box["x"] + box["width"] * fraction, box["y"] + box["height"] / 2)
+        expect(readout).to_contain_text("step")
+        step = int(readout.get_attribute("data-step") or "-1")
+        shown = [float(text) for text in readout.locator(".lr .value").all_inner_texts()]
+        planned = httpx.get(f"{url}/runs/vision-1/curve", params={"start": step, "stop": step + 1}).json()
+        assert shown == planned["lrs"][0], step  # both groups, every bit
+        if step >= 301:  # the metric's last post at or before the step is shown beside the LRs
+            expect(readout.locator(".metric")).to_contain_text("loss (plateau) 2 (step 301)")
+        seen.add(step)
+    assert len(seen) == 7
+    page.screenshot(path=str(SHOTS / f"run-hover-{request.node.callspec.id}.png"), full_page=True)
+
+
+def test_a_drag_zooms_both_panels_onto_one_step_axis_and_a_double_click_resets(
+    console: tuple[str, Page],
+) -> None:
+    url, page = console
+    page.goto(f"{url}/ui/runs/vision-1")
+    note = page.locator("#chart .range")
+    expect(note).to_have_text("steps 0 to 999")
+    box = over_box(page, "lr-panel")
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.25, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=8)
+    page.mouse.up()
+    expect(note).not_to_have_text("steps 0 to 999")
+    scales = "[lrtowerCharts.lr.scales.x.min, lrtowerCharts.lr.scales.x.max, lrtowerCharts.metrics.scales.x.min, lrtowerCharts.metrics.scales.x.max]"
+    low, high, metrics_low, metrics_high = page.evaluate(scales)
+    assert (metrics_low, metrics_high) == (low, high)
+    assert 200 < low < 300 and 450 < high < 550, (low, high)
+    # One step axis: every step is at the same x on both panels, and their plots line up.
+    for step in (low, (low + high) / 2, high):
+        assert (
+            page.evaluate(
+                f"[lrtowerCharts.lr.valToPos({step}, 'x'), lrtowerCharts.metrics.valToPos({step}, 'x')]"
+            )
+            == [pytest.approx(page.evaluate(f"lrtowerCharts.lr.valToPos({step}, 'x')"))] * 2
+        )
+    assert over_box(page, "lr-panel")["x"] == over_box(page, "metrics-panel")["x"]
+    assert over_box(page, "lr-panel")["width"] == over_box(page, "metrics-panel")["width"]
+    # The zoomed range is asked for again, and drawn at every step in it.
+    drawn = "lrtowerCharts.lr.data[0].filter(s => s >= lrtowerCharts.lr.scales.x.min && s <= lrtowerCharts.lr.scales.x.max).length"
+    page.wait_for_function(
+        f"{drawn} >= Math.floor(lrtowerCharts.lr.scales.x.max) - Math.ceil(lrtowerCharts.lr.scales.x.min)"
+    )
+    page.mouse.dblclick(box["x"] + box["width"] / 2, y)
+    expect(note).to_have_text("steps 0 to 999")
+    assert page.evaluate(scales) == [0, 999, 0, 999]
+
+
+def test_a_plateau_reduction_is_marked_at_its_effective_step_on_both_panels(
+    console: tuple[str, Page],
+) -> None:
+    url, page = console
+    events = httpx.get(f"{url}/runs/vision-1/events").json()["events"]
+    (reduction,) = [e for e in events if e["kind"] == "plateau_reduced"]
+    page.goto(f"{url}/ui/runs/vision-1")
+    for panel, chart in (("lr-panel", "lr"), ("metrics-panel", "metrics")):
+        marker = page.locator(f".{panel} .marker[data-kind=plateau]")
+        expect(marker).to_have_count(1)
+        expect(marker).to_have_attribute("data-step", str(reduction["effective_step"]))
+        at, per_pixel = page.evaluate(
+            """([panel, chart]) => {
+              const label = document.querySelector(`.${panel} .marker[data-kind=plateau]`).getBoundingClientRect();
+              const over = document.querySelector(`.${panel} .u-over`).getBoundingClientRect();
+              const drawn = lrtowerCharts[chart];
+              return [drawn.posToVal(label.left + label.width / 2 - over.left, "x"), drawn.posToVal(1, "x") - drawn.posToVal(0, "x")];
+            }""",
+            [panel, chart],
+        )
+        assert abs(at - reduction["effective_step"]) <= per_pixel
+    legend = page.locator(".metrics-panel .u-legend .u-label")
+    expect(legend).to_have_text(["loss (plateau)"])
+
+
+def test_runs_ticked_in_the_list_are_overlaid_on_one_chart(
+    console: tuple[str, Page], request: pytest.FixtureRequest
+) -> None:
+    url, page = console
+    page.goto(f"{url}/ui/runs")
+    page.check('input[aria-label="compare vision-1"]')
+    page.check('input[aria-label="compare nlp-1"]')
+    page.click("text=Compare")
+    expect(page).to_have_url(re.compile(r"/ui/compare\?run=nlp-1&run=vision-1$"))
+    labels = page.locator(".lr-panel .u-legend .u-series .u-label")
+    expect(labels).to_have_text(["nlp-1", "vision-1 · group 0", "vision-1 · group 1"])
+    drawn = page.evaluate("lrtowerCharts.lr.data.slice(1).map(s => s.filter(v => v != null).length)")
+    assert len(drawn) == 3 and min(drawn) >= 500, drawn  # each run's curve, over the whole range
+    expect(page.locator(".metrics-panel .u-legend .u-label")).to_have_text(["vision-1 · loss (plateau)"])
+    page.screenshot(path=str(SHOTS / f"compare-{request.node.callspec.id}.png"), full_page=True)
+
+
+def test_every_type_the_playground_picker_offers_is_a_spec_the_preview_accepts(
+    console: tuple[str, Page],
+) -> None:
+    url, page = console
+    page.goto(f"{url}/ui/playground")
+    names = [
+        name
+        for name in page.locator("#type-picker option").evaluate_all("os => os.map(o => o.value)")
+        if name
+    ]
+    assert len(names) >= 50
+    for name in names:
+        page.select_option("#type-picker", name)
+        spec = json.loads(page.input_value("#spec"))
+        assert spec["type"] == name
+        answer = httpx.post(f"{url}/schedules/preview", json={"lr": 0.1, "schedule": spec, "stop": 50})
+        assert answer.status_code == 200, (name, answer.text)

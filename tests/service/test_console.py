@@ -19,6 +19,7 @@ from lrtower_server.api.app import create_app
 from lrtower_server.api.svg import curve_svg, sparkline
 from lrtower_server.core.auth import Tokens
 from lrtower_server.core.config import Settings
+from lrtower_server.core.runs import Runs
 from lrtower_server.core.timeline import Timeline
 from lrtower_server.db.engine import make_engine
 
@@ -87,23 +88,33 @@ def test_a_run_page_draws_its_curve_changes_metrics_and_audit_trail(
 ) -> None:
     busy_run(client)
     page = client.get("/ui/runs/vision-1").text
-    svg = svg_of(page)
-    ids = {element.get("id"): element for element in svg.iter()}
-    assert "curve-0" in ids and "served" in ids
+    assert '"url": "/ui/runs/vision-1/chart.json"' in page and '<script src="/static/chart.js" defer>' in page
+    chart = client.get("/ui/runs/vision-1/chart.json")
+    assert chart.headers["cache-control"] == "no-store" and "content-security-policy" in chart.headers
+    drawn = chart.json()
+    planned = client.get("/runs/vision-1/curve", params={"start": 0, "stop": 1000}).json()
+    assert (drawn["start"], drawn["stop"], drawn["high_water"], drawn["attempt"]) == (0, 1000, 30, 1)
+    assert drawn["steps"] == planned["steps"] and drawn["lrs"] == [planned["lr"]]  # as the API answers
     events = client.get("/runs/vision-1/events").json()["events"]
     changed = [e for e in events if e["kind"] != "run_created"]
-    titles = {e["seq"]: ids[f"change-{e['seq']}"].findtext("title") for e in changed}
-    assert titles[changed[0]["seq"]] == "scale from step 31 by anonymous: loss <spikes>"  # escaped, read back
-    assert titles[changed[1]["seq"]] == "plateau from step 41 by anonymous"
-    assert [int(ids[f"change-{e['seq']}"].get("data-step", -1)) for e in changed] == [31, 41]
+    assert [(m["seq"], m["kind"], m["step"], m["actor"]) for m in drawn["markers"]] == [
+        (changed[0]["seq"], "scale", 31, "anonymous"),
+        (changed[1]["seq"], "plateau", 41, "anonymous"),
+    ]
+    assert drawn["markers"][0]["title"] == "scale from step 31 by anonymous: loss <spikes>"  # text, not HTML
+    assert drawn["metrics"] == {"loss": {"steps": [40, 41], "values": [1.0, 2.0]}}
+    assert drawn["plateau_metric"] == "loss" and drawn["branches"] == []
     assert rows(page, "events", "data-seq") == [str(e["seq"]) for e in events]
     assert "hash chain intact (3 events)" in page and "<td>loss</td>" in page
 
-    zoomed = svg_of(client.get("/ui/runs/vision-1", params={"start": 35, "stop": 60, "log": 1}).text)
-    assert zoomed.get("data-log") == "true"
-    assert {el.get("id") for el in zoomed.iter()} >= {"curve-0", "change-3"} and "change-2" not in {
-        el.get("id") for el in zoomed.iter()
-    }  # the scale at step 31 is outside steps 35-60
+    zoomed = client.get("/ui/runs/vision-1/chart.json", params={"start": 35, "stop": 60}).json()
+    assert zoomed["steps"] == list(range(35, 60)) and zoomed["metrics"]["loss"]["steps"] == [40, 41]
+    wide = client.get("/ui/runs/vision-1/chart.json", params={"start": 0, "stop": 10**9}).json()
+    assert 500 <= len(wide["steps"]) <= 601 and wide["steps"][-1] < 10**9
+    sampled = client.get(
+        "/runs/vision-1/curve", params={"start": wide["steps"][7], "stop": wide["steps"][7] + 1}
+    )
+    assert wide["lrs"][0][7] == sampled.json()["lr"][0]
 
     tamper = create_engine(settings.database_url)
     with tamper.begin() as db:
@@ -235,7 +246,7 @@ def test_a_read_token_sees_the_pages_but_no_forms(database_url: str) -> None:
         )
         client.post("/ui/login", content=f"token={reader}", headers=FORM)
         page = client.get("/ui/runs/r").text
-        assert "<svg" in page and 'id="scale-form"' not in page
+        assert 'id="chart"' in page and 'id="scale-form"' not in page
         assert client.post("/ui/runs/r/scale", content="factor=0.5&reason=x", headers=FORM).status_code == 403
         client.post("/ui/login", content=f"token={writer}", headers=FORM)
         assert 'id="scale-form"' in client.get("/ui/runs/r").text
@@ -356,13 +367,37 @@ def test_the_live_refresh_waits_for_each_fetch_to_settle(client: TestClient) -> 
     assert "document.hidden" in script
 
 
-def test_a_log_chart_without_a_positive_lr_is_empty_with_a_note(client: TestClient) -> None:
-    assert client.post("/runs", json={"name": "zero", "lr": 0.0, "schedule": STEP}).status_code == 201
-    page = client.get("/ui/runs/zero", params={"log": "true"})
-    assert page.status_code == 200
-    svg = svg_of(page.text)
-    assert svg.findtext("text[@class='note']") == "no positive LR to draw on a log scale"
-    assert all(line.get("points") == "" for line in svg.iter("polyline"))
+def test_a_metric_posted_at_every_step_is_drawn_from_every_kth_post(client: TestClient) -> None:
+    assert client.post("/runs", json={"name": "dense", "lr": 0.1, "schedule": STEP}).status_code == 201
+    for step in range(1, 26):
+        client.post("/runs/dense/metrics", json={"step": step, "value": step / 10, "name": "acc"})
+    runs: Runs = client.app.state.runs  # type: ignore[attr-defined]
+    assert runs.metric_series("dense", 0, 100, 10, 8) == {
+        "acc": ([1, 4, 7, 10, 13, 16, 19, 22, 25], [0.1, 0.4, 0.7, 1.0, 1.3, 1.6, 1.9, 2.2, 2.5])
+    }
+    assert runs.metric_series("dense", 5, 8, 10, 8) == {"acc": ([5, 6, 7], [0.5, 0.6, 0.7])}
+    assert runs.metric_series("dense", 0, 100, 10, 0) == {}
+    assert runs.metric_names("dense") == ["acc"]
+
+
+def test_runs_are_compared_on_one_chart_and_unknown_ones_are_named(client: TestClient) -> None:
+    busy_run(client)
+    page = client.get(
+        "/ui/compare", params=[("run", "vision-1"), ("run", "nlp-1"), ("run", "nope"), ("run", "../x")]
+    )
+    assert page.status_code == 200 and "content-security-policy" in page.headers
+    assert (
+        '"url": "/ui/runs/vision-1/chart.json"' in page.text
+        and '"url": "/ui/runs/nlp-1/chart.json"' in page.text
+    )
+    assert (
+        'id="missing"' in page.text and "<code>nope</code>" in page.text and "<code>../x</code>" in page.text
+    )
+    assert "<option selected>loss</option>" in page.text  # the plateau's metric, unless another is asked
+    empty = client.get("/ui/compare")
+    assert empty.status_code == 200 and 'id="chart"' not in empty.text
+    too_many = client.get("/ui/compare", params=[("run", f"r{i}") for i in range(9)])
+    assert too_many.status_code == 422
 
 
 @pytest.mark.parametrize("log", [False, True])
@@ -449,6 +484,8 @@ HOSTILE = [
         ("/ui/runs", ["q", "label", "state", "after"]),
         ("/ui/runs/vision-1", ["start", "stop", "log", "error"]),
         ("/ui/runs/vision-1/sparkline.svg", ["v", "mark"]),
+        ("/ui/runs/vision-1/chart.json", ["start", "stop"]),
+        ("/ui/compare", ["run", "metric", "log"]),
         ("/ui/playground", ["spec", "lr", "start", "stop", "log"]),
     ],
 )
@@ -464,7 +501,7 @@ def test_hostile_query_strings_get_a_page_or_a_4xx(client: TestClient, route: st
 def test_hostile_paths_and_forms_get_a_page_or_a_4xx(client: TestClient) -> None:
     busy_run(client)
     for value in HOSTILE:
-        for path in ("/ui/runs/{}", "/ui/runs/{}/sparkline.svg"):
+        for path in ("/ui/runs/{}", "/ui/runs/{}/sparkline.svg", "/ui/runs/{}/chart.json"):
             assert client.get(path.format(quote(value, safe="") or "x")).status_code < 500, (path, value[:20])
     for value in [*HOSTILE, "x" * 100_000]:  # a body may be longer than a URL
         for action, field in [
@@ -483,28 +520,23 @@ def test_hostile_paths_and_forms_get_a_page_or_a_4xx(client: TestClient) -> None
 
 
 def test_a_costly_schedule_is_drawn_with_fewer_points(client: TestClient) -> None:
-    """A run page draws up to 600 points, but never more work than one curve's budget: a product
-    over steps on 64 groups is drawn with a handful of points, quickly, and still from step 0."""
-    import re
-
-    from lrtower_server.api.routes.console import CURVE_WORK
+    """A run's chart draws up to 600 points, but never more work than one curve's budget: a
+    product over steps on 64 groups is drawn with a handful of points, quickly, from step 0."""
+    from lrtower_server.api.chart import CURVE_WORK
 
     spec = {"type": "MultiplicativeLR", "lr_lambda": "1 - 1 / (epoch + 10)"}
     assert (
         client.post("/runs", json={"name": "costly", "lrs": [0.1] * 64, "schedule": spec}).status_code == 201
     )
-    page = client.get("/ui/runs/costly")
-    assert page.status_code == 200
-    points = re.search(r'id="curve-0"[^>]*points="([^"]*)"', page.text)
-    assert points is not None
-    drawn = len(points.group(1).split())
+    drawn = client.get("/ui/runs/costly/chart.json").json()["steps"]
     cheap = client.post(
         "/runs", json={"name": "cheap", "lr": 0.1, "schedule": {"type": "StepLR", "step_size": 7}}
     )
     assert cheap.status_code == 201
-    full = re.search(r'id="curve-0"[^>]*points="([^"]*)"', client.get("/ui/runs/cheap").text)
-    assert full is not None and len(full.group(1).split()) >= 500  # a cheap schedule keeps every point
-    assert 2 <= drawn <= CURVE_WORK // (64 * 100) + 1
+    assert (
+        len(client.get("/ui/runs/cheap/chart.json").json()["steps"]) >= 500
+    )  # a cheap one keeps every point
+    assert drawn[0] == 0 and 2 <= len(drawn) <= CURVE_WORK // (64 * 100) + 1
 
 
 def test_audit_rows_show_each_groups_change_and_its_factor(client: TestClient) -> None:

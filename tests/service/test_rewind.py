@@ -343,9 +343,17 @@ def test_the_console_shows_attempts_forks_and_the_discarded_tail(client: TestCli
     page = client.get("/ui/runs/c").text
     assert 'id="attempts"' in page and "attempt 2 (current)" in page and "steps 41 to 60 of attempt 1" in page
     assert "spike at 55" in page and 'href="/ui/runs/c-fork"' in page
-    # The discarded tail: attempt 1's LRs of steps 41..60, drawn greyed, beside the new curve.
-    tail = page.split('id="discarded-1-0"')[1].split(">")[0]
-    assert 'class="discarded"' in tail and len(tail.split('points="')[1].split('"')[0].split()) == 20
-    assert 'class="marker rewound"' in page and 'class="marker forked"' in page
+    # The chart's branches: attempt 1's LRs of steps 41..60 as it served them, and the fork from 30.
+    chart = client.get("/ui/runs/c/chart.json").json()
+    tail, fork = chart["branches"]
+    assert (tail["label"], tail["kind"], tail["steps"]) == (
+        "attempt 1 (discarded)",
+        "attempt",
+        list(range(41, 61)),
+    )
+    assert chart["lrs"][0][50] == pytest.approx(tail["lrs"][0][9] * 0.1)  # before the rewind's scale
+    assert (fork["label"], fork["kind"], fork["steps"][0]) == ("fork c-fork", "fork", 30)
+    assert fork["lrs"][0][0] == chart["lrs"][0][30]  # it branches off its parent's curve
+    assert [m["kind"] for m in chart["markers"]] == ["rewind", "fork"]
     child = client.get("/ui/runs/c-fork").text
     assert 'id="lineage"' in child and 'href="/ui/runs/c"' in child and "at step 30" in child

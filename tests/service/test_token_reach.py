@@ -119,6 +119,7 @@ ENDPOINTS: dict[str, tuple[str, Call, Callable[[Any], bool]]] = {
     ),
     "console page": ("read", lambda c, r, h, i: c.get(f"/ui/runs/{r}", headers=h), lambda b: True),
     "console sparkline": ("read", lambda c, r, h, i: c.get(f"/ui/runs/{r}/sparkline.svg", headers=h), lambda b: True),
+    "console chart": ("read", lambda c, r, h, i: c.get(f"/ui/runs/{r}/chart.json", headers=h), lambda b: True),
     "console scale form": (
         "write", lambda c, r, h, i: c.post(f"/ui/runs/{r}/scale", content="factor=0.5&reason=x", headers={**h, **FORM}),
         lambda b: True,

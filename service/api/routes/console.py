@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
 from functools import partial
 from importlib.resources import files
 from typing import Annotated, Any
@@ -28,16 +27,16 @@ from ...core.auth import ANONYMOUS, Caller, Forbidden, Tokens, Unauthorized
 from ...core.problems import NotFound, Problem
 from ...core.runs import Runs
 from ...core.serving import timeline_of
-from ...core.timeline import Answer, Timeline
+from ...core.timeline import Timeline
 from ...core.vocabulary import Scope
-from ...db.store import AttemptRecord, ChangeRecord, RunRecord
-from ...schedules import STEP_MAX, DomainError, SpecError
+from ...schedules import STEP_MAX, SpecError
 from ...schedules.examples import EXAMPLES
 from ...schedules.registry import MAX_NESTING, TYPE_NAMES
 from ...schemas import LR, RUN_NAME, ScaleIn, ScheduleChangeIn, StateIn
+from ..chart import chart_source, default_stop, markers, planned
 from ..deps import RunsDep
 from ..ratelimit import RateLimit
-from ..svg import Discarded, Marker, curve_svg, sparkline
+from ..svg import curve_svg, sparkline
 from ..wire import QueryInt, integer_text
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -58,19 +57,8 @@ EXAMPLE_SPEC = json.dumps(
     },
     indent=2,
 )
-MARKED = {
-    "schedule_changed": "schedule",
-    "scaled": "scale",
-    "plateau_reduced": "plateau",
-    "rewound": "rewind",
-    "forked": "fork",
-}
 BASE_LR: TypeAdapter[float] = TypeAdapter(LR)  # the API's own rule for a base LR: finite, >= 0
 JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # strings whole, and brackets
-
-
-CURVE_WORK = 100_000.0
-"""The most work one drawn curve may take (points x groups x cost units, about 0.1 s)."""
 
 
 class SignIn(Exception):
@@ -216,8 +204,8 @@ def sparkline_image(
     at = record.high_water if mark is None else mark
     horizon = max(1000, math.ceil(max(at, *(c.effective_step for c in changes), 0) * 1.25))
     timeline = timeline_of(record, changes)
-    answers = _planned(timeline, range(0, horizon, math.ceil(horizon / SPARK_POINTS)))
-    now = _planned(timeline, range(max(at, 0), max(at, 0) + 1))
+    answers = planned(timeline, range(0, horizon, math.ceil(horizon / SPARK_POINTS)))
+    now = planned(timeline, range(max(at, 0), max(at, 0) + 1))
     caption = f"{now[0].lrs[0]:.4g}" if now else "—"
     title = f"LR {caption} at step {max(at, 0)}; planned to step {horizon}"
     image = sparkline([a.lrs[0] for a in answers], caption, title)
@@ -256,26 +244,9 @@ def _run_view(
 ) -> Response:
     """The run's page; with the error of a form just posted, which is never read from the URL
     (a link could then put any words on the page)."""
-    record, every_change, attempts = runs.history(run)
-    changes = [c for c in every_change if c.discarded_in is None]
+    record, _, attempts = runs.history(run)
     events = _all_events(runs, run)
-    markers = [
-        Marker(e.seq, e.kind, e.effective_step, _title(e))
-        for e in events
-        if e.kind in MARKED and e.effective_step is not None
-    ]
-    last = max([record.high_water, *(m.step for m in markers), 0])
-    stop = stop if stop is not None and stop > start else max(start + 10, math.ceil(last * 1.25), 1000)
-    answers = _planned(timeline_of(record, changes), range(start, stop, max(1, (stop - start) // 600)))
-    discarded = tuple(_discarded(record, every_change, attempts, start, stop))
-    svg = curve_svg(
-        [a.step for a in answers],
-        [a.lrs for a in answers],
-        record.high_water,
-        markers,
-        log,
-        discarded=discarded,
-    )
+    stop = stop if stop is not None and stop > start else default_stop(record, markers(events), start)
     context = {
         "can_write": viewer.allows("write"),
         "viewer": viewer,
@@ -286,7 +257,7 @@ def _run_view(
         "run": record,
         "attempts": attempts,
         "forks": [e for e in events if e.kind == "forked" and isinstance(e.details, dict)],
-        "svg": svg,
+        "sources": [chart_source(record.name)],
         "start": start,
         "stop": stop,
         "log": log,
@@ -295,26 +266,6 @@ def _run_view(
         "verify": runs.verify(run),
     }
     return page(request, "run.html", context, status_code=200 if error is None else 422)
-
-
-def _discarded(
-    run: RunRecord, changes: list[ChangeRecord], attempts: list[AttemptRecord], start: int, stop: int
-) -> Iterator[Discarded]:
-    """The steps each earlier attempt served above the rewind that ended it, within [start, stop),
-    as that attempt answered them: its own changes, as they stood then."""
-    for ended in attempts:
-        attempt = ended.number - 1
-        low, high = max(ended.rewound_to + 1, start), min(ended.discarded_to + 1, stop)
-        if low >= high:
-            continue
-        kept = [
-            c
-            for c in changes
-            if c.attempt <= attempt and (c.discarded_in is None or c.discarded_in > attempt)
-        ]
-        answers = _planned(timeline_of(run, kept), range(low, high, max(1, (high - low) // 200)))
-        if answers:
-            yield Discarded(attempt, [a.step for a in answers], [a.lrs for a in answers])
 
 
 def lr_change(before: list[float] | None, after: list[float] | None) -> list[tuple[int, str, str, str]]:
@@ -328,30 +279,6 @@ def lr_change(before: list[float] | None, after: list[float] | None) -> list[tup
         factor = f"x{lr / old:.4g}" if isinstance(old, float | int) and old > 0 and lr != old else ""
         rows.append((group, "" if old is None else f"{old:.6g}", f"{lr:.6g}", factor))
     return rows
-
-
-def _title(event: Any) -> str:
-    what = f"{MARKED[event.kind]} from step {event.effective_step} by {event.actor}"
-    return what + (f": {event.reason}" if event.reason else "")
-
-
-def _planned(timeline: Timeline, steps: range) -> list[Answer]:
-    """The planned answers, up to the schedule's end if it has one (OneCycleLR); nothing served.
-    A schedule costly to evaluate is drawn with fewer points, so that a page stays quick."""
-    most = max(2, int(CURVE_WORK // timeline.work(1)))
-    if len(steps) > most:
-        steps = range(steps.start, steps.stop, math.ceil((steps.stop - steps.start) / most))
-    try:
-        return timeline.over(steps)
-    except DomainError:
-        pass
-    answers = []  # the curve ends where the schedule does: answer up to its first step without a value
-    for step in steps:
-        try:
-            answers.append(timeline.at(step))
-        except DomainError:
-            break
-    return answers
 
 
 def _all_events(runs: Runs, run: str) -> list[Any]:
@@ -388,7 +315,7 @@ def playground(
         try:
             timeline = Timeline(base, parsed, None)
             steps = range(start, max(stop, start + 1), max(1, (max(stop, start + 1) - start) // 600))
-            answers = _planned(timeline, steps)
+            answers = planned(timeline, steps)
             svg = curve_svg([a.step for a in answers], [a.lrs for a in answers], -1, [], log)
         except SpecError as exc:
             errors += [(".".join(map(str, e.loc)) or "spec", e.msg) for e in exc.errors]

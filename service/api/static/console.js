@@ -7,13 +7,25 @@
   const every = Number(document.currentScript.dataset.refreshMs);
   const main = document.getElementById("main");
   const editing = () => main.contains(document.activeElement) && document.activeElement.matches("input, textarea, select")
-    || [...main.querySelectorAll("form[method=post] textarea, form[method=post] input:not([type=checkbox])")].some(f => f.value);
+    || [...main.querySelectorAll("form[method=post] textarea, form[method=post] input:not([type=checkbox])")].some(f => f.value)
+    || main.querySelector("input[form=compare]:checked") !== null;  // runs being chosen to compare
+  // The new main part replaces the old, except the elements marked data-keep (a chart), which
+  // stay as they are and are told to fetch their own data again.
+  const swap = text => {
+    const kept = [...main.querySelectorAll("[data-keep][id]")];
+    main.replaceChildren(...new DOMParser().parseFromString(text, "text/html").body.childNodes);
+    for (const element of kept) {
+      const place = document.getElementById(element.id);
+      if (place) place.replaceWith(element);
+    }
+    document.dispatchEvent(new Event("lrtower:refreshed"));
+  };
   const refresh = async () => {
     try {
       if (!document.hidden && !editing()) {
         const answer = await fetch(location.href, {headers: {"x-lrtower-fragment": "1"}});
         const text = answer.ok ? await answer.text() : null;
-        if (text !== null && !editing()) main.innerHTML = text;
+        if (text !== null && !editing()) swap(text);
       }
     } catch (error) {
       // The server is restarting or the network is down: try again next time.
