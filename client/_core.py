@@ -20,6 +20,8 @@ from .errors import ServerUnreachable, UnreadableAnswer, api_error
 
 T = TypeVar("T")
 log = logging.getLogger("lrtower")
+HTTP_LOGGERS = ("httpx", "httpcore")
+"""httpx logs every request at INFO ("HTTP Request: POST ..."), and httpcore its connections."""
 
 
 class Unset:
@@ -91,6 +93,7 @@ class Core:
             self.headers["authorization"] = f"Bearer {token}"
         self.timeout = DEFAULT_TIMEOUT if isinstance(timeout, Unset) else httpx.Timeout(timeout)
         self.retry = retry
+        quiet_http_logs()
 
     def http_options(self) -> dict[str, Any]:
         """Arguments for the httpx client (sync or async) that sends the calls."""
@@ -131,6 +134,17 @@ class Core:
             log.debug("%s %s: %d; retrying in %.2fs", call.method, call.path, outcome.status_code, pause)
             return Pause(pause)
         raise api_error(outcome.status_code, _problem(outcome))
+
+
+def quiet_http_logs() -> None:
+    """Set httpx's and httpcore's loggers to WARNING, unless the application has given them a
+    level itself (one other than NOTSET). A job under `logging.basicConfig(level=logging.INFO)`
+    would otherwise print a line for every request its scheduler sends. The client's own events
+    go to the `lrtower` logger."""
+    for name in HTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:

@@ -16,6 +16,15 @@ Every error is an `LrtowerError`::
 
 An `APIError` carries what the server said: `status`, `type`, `title`, `detail`, `errors`, and
 the whole `problem` document. `ServerUnreachable` chains httpx's error as its `__cause__`.
+
+What the application can fix, the client says with a warning (`warnings.warn`)::
+
+    UserWarning
+    └── LateMetricWarning      a metric reached the run after its step was served: its plateau
+                               reduction lands later than torch's would
+
+What it cannot fix (an outage, a rewind of the run by an operator), the client logs under the
+`lrtower` logger instead.
 """
 
 from __future__ import annotations
@@ -35,6 +44,12 @@ class ServerUnreachable(LrtowerError):
 class UnreadableAnswer(LrtowerError):
     """The server (or something in front of it) answered success with a body that is not the
     API's JSON."""
+
+
+class LateMetricWarning(UserWarning):
+    """A metric was posted for a step whose LR had been served already, so the run applies it
+    from a later step than torch's `ReduceLROnPlateau` would. Its message names both steps and
+    the likely cause. Given once per run and scheduler."""
 
 
 @dataclass(frozen=True)

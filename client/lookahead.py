@@ -29,6 +29,13 @@ plateau, a window never reaches past the next step the job will post a metric fo
 A post at a step the feed did not expect re-learns the cadence; the reduction then lands at the
 first step not yet fetched, and the server's answer says which (`effective_step`).
 
+**Late metrics.** The feed posts each metric for a step this job has not run yet, so on a run
+with a plateau the answer's `effective_step` is that step, unless it was served before the post
+came in: by this feed's own window (the metric came off its cadence), or by another rank or
+process (rank 0 posts without a barrier while the others run ahead). Then the reduction lands
+later than torch's would, and the feed warns once (`LateMetricWarning`, naming both steps and
+the likely cause). It is a warning, not a log line, because the application can fix it.
+
 **Outages.** When the server cannot be reached (or answers 5xx after the client's retries), the
 feed goes on with the fetched window, then with the last LR. It warns once per outage, retries
 in the background with growing pauses (never blocking a step), and says when it is back. With
@@ -50,8 +57,10 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -59,10 +68,11 @@ from dataclasses import dataclass
 from typing import NamedTuple, TypeAlias
 
 from ._client import Client
-from .errors import APIError, Conflict, LrtowerError, ServerError
+from .errors import APIError, Conflict, LateMetricWarning, LrtowerError, ServerError
 from .results import LRRange, MetricResult
 
 log = logging.getLogger("lrtower")
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 MAX_WINDOW = 100_000  # the server's limit per range request
 PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0)  # between background retries during an outage
@@ -156,6 +166,15 @@ def _stop(jobs: _Jobs) -> None:
     jobs.put(None)
 
 
+def _application_level() -> int:
+    """The `stacklevel` of the first caller outside lrtower, so that a warning points at the
+    application's line (what Python 3.12's `skip_file_prefixes` does)."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_code.co_filename.startswith(_PACKAGE) and frame.f_back is not None:
+        level, frame = level + 1, frame.f_back
+    return level
+
+
 def _transient(error: LrtowerError) -> bool:
     return not isinstance(error, APIError) or isinstance(error, ServerError)
 
@@ -224,6 +243,7 @@ class LRFeed:
         self.attempt: int | None = None
         """The attempt of the run this feed follows: pinned by the first answer."""
         self._ended_by: int | None = None  # the attempt that superseded ours, once the server says so
+        self._warned_late = False
 
     # -- what the job calls -----------------------------------------------------------------
 
@@ -245,7 +265,9 @@ class LRFeed:
 
     def post_metric(self, step: int, value: float, name: str | None = None) -> MetricResult | None:
         """Post a metric for `step`, before its LR is asked for. During an outage it is dropped
-        (the plateau does not see it; the count is logged on recovery) and None is returned."""
+        (the plateau does not see it; the count is logged on recovery) and None is returned.
+        Warns (`LateMetricWarning`, once) if the run applies it from a later step."""
+        fetched = self._top >= step or (self._pending is not None and self._pending_start <= step)
         self._learn_cadence(step)
         if self._ended_by is not None or (self._down_since is not None and time.monotonic() < self._retry_at):
             self._dropped += 1
@@ -257,7 +279,37 @@ class LRFeed:
             self._dropped += 1
             return None
         self._recovered()
+        # On a run without a plateau, a metric changes no LR: when it lands does not matter.
+        if result.effective_step > step and self._plateau is not False:
+            self._warn_late(step, result.effective_step, fetched)
         return result
+
+    def _warn_late(self, step: int, effective: int, fetched: bool) -> None:
+        if self._warned_late:
+            return
+        self._warned_late = True
+        if fetched:
+            cause = (
+                f"this job had fetched step {step} already (lookahead {self.lookahead}): the metric came "
+                "at a step it did not expect. Pass metric_every= (the steps between metrics) and post "
+                "at that cadence, or use lookahead=1"
+            )
+        else:
+            cause = (
+                f"another rank or process was served step {step} before this metric arrived, as when "
+                "rank 0 posts without a barrier while the other ranks run ahead. Post before any rank "
+                "asks for the next step (a dist.barrier() right after rank 0's post), or post the "
+                "all-reduced value from every rank"
+            )
+        warnings.warn(
+            LateMetricWarning(
+                f"lrtower: run {self.run!r}: the metric posted for step {step} applies from step "
+                f"{effective}: the LRs of steps {step} to {effective - 1} were served before it "
+                f"arrived, so a plateau reduction lands {effective - step} steps later than torch's "
+                f"ReduceLROnPlateau would. Likely cause: {cause}. (Warned once per run.)"
+            ),
+            stacklevel=_application_level(),
+        )
 
     def expect_metrics(self, every: int, first: int) -> None:
         """Metrics will be posted for steps `first`, `first + every`, ...: windows end before each."""
@@ -293,7 +345,9 @@ class LRFeed:
         if self._plateau is False:
             return end
         if self._cadence is None or self._last_metric is None:
-            return start + 1  # the cadence is not known yet: every step may get a metric
+            # The cadence is not known yet: any step may get a metric, `start` too, so nothing is
+            # fetched before the job asks for it (after its post, if it posts there).
+            return start
         # The next expected metric step at or after `start`: last + j * cadence, j >= 1.
         last, cadence = self._last_metric, self._cadence
         upcoming = last + cadence * max(1, -(-(start - last) // cadence))

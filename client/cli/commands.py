@@ -448,7 +448,13 @@ def runs_finish(ctx: click.Context, run: str, archive: bool, reason: str | None)
 @as_json
 @click.pass_context
 def lr(ctx: click.Context, run: str, step: int, as_json: bool) -> None:
-    """Print the LR of a step (every group's, if several). The step then counts as served."""
+    """Serve STEP's LR, as a training job is served it, and print it (every group's, if several).
+
+    This changes the run: STEP and every step before it are frozen from now on (the high-water
+    mark moves up to STEP), so a later scale, schedule change or plateau reduction applies only
+    after it. Above the mark it needs a write token. To look without changing anything, use
+    `lrtower curve`.
+    """
     answer = connect(ctx).lr(run, step)
     if as_json:
         echo_json(answer)
@@ -458,6 +464,41 @@ def lr(ctx: click.Context, run: str, step: int, as_json: bool) -> None:
 
 def _lrs(lrs: list[float]) -> str:
     return " ".join(repr(x) for x in lrs)
+
+
+@lrtower.command()
+@click.argument("run")
+@click.argument("start", type=click.IntRange(min=0))
+@click.argument("stop", type=click.IntRange(min=1))
+@click.option(
+    "--every",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Only every N-th step from START.",
+)
+@connection
+@as_json
+@click.pass_context
+def curve(ctx: click.Context, run: str, start: int, stop: int, every: int, as_json: bool) -> None:
+    """Print the planned LRs of steps START to STOP - 1, without serving them: a line per step,
+    with every group's LR.
+
+    This changes nothing: the high-water mark stays where it is, so the steps above it may still
+    change (a scale, a schedule change, a plateau reduction), and a read token is enough. Use it
+    to look at a run; `lrtower lr` is what a job is served, and freezes the steps up to it. At
+    most 100,000 steps per call.
+    """
+    if stop <= start:
+        raise click.BadParameter(f"must be above START ({start})", param_hint="STOP")
+    answer = connect(ctx).curve(run, start, stop, every)
+    if as_json:
+        echo_json(answer)
+        return
+    groups = len(answer.lrs[0]) if answer.lrs else 1
+    header = ["STEP", "LR"] if groups == 1 else ["STEP", *(f"LR[{g}]" for g in range(groups))]
+    rows = [[step, *(repr(x) for x in lrs)] for step, lrs in zip(answer.steps, answer.lrs, strict=True)]
+    table(header, rows)
 
 
 @lrtower.command()
