@@ -335,3 +335,46 @@ def test_every_type_the_playground_picker_offers_is_a_spec_the_preview_accepts(
         assert spec["type"] == name
         answer = httpx.post(f"{url}/schedules/preview", json={"lr": 0.1, "schedule": spec, "stop": 50})
         assert answer.status_code == 200, (name, answer.text)
+
+
+def test_copy_as_torch_code_gives_a_scheduler_from_torch_reads_back_as_the_spec(
+    console: tuple[str, Page], browser: Browser, request: pytest.FixtureRequest
+) -> None:
+    from lrtower import from_torch
+
+    url, _ = console
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
+    page = context.new_page()
+    page.goto(f"{url}/ui/playground")
+    page.select_option("#type-picker", "OneCycleLR")
+    expect(page.locator("#torch-code")).to_contain_text("OneCycleLR(optimizer")
+    page.click("#copy-torch")
+    expect(page.locator("#copy-torch")).to_have_text("Copied")
+    code = page.evaluate("navigator.clipboard.readText()")
+    scope: dict[str, object] = {}
+    exec(compile(code, "<copied>", "exec"), scope)  # the copied code, run as a user runs it
+    spec = json.loads(page.input_value("#spec"))
+    read = from_torch(scope["scheduler"])["schedule"]
+    assert {key: read[key] for key in spec} == spec  # with torch's defaults written out besides
+    page.screenshot(path=str(SHOTS / f"playground-torch-{request.node.callspec.id}.png"), full_page=True)
+    page.select_option("#type-picker", "optax.warmup_cosine_decay_schedule")
+    expect(page.locator("#torch-code")).to_have_count(0)  # not a torch schedule: no torch code
+    context.close()
+
+
+def test_a_log_scale_draws_a_curve_that_reaches_zero(console: tuple[str, Page]) -> None:
+    url, page = console
+    spec = {"type": "CosineAnnealingLR", "T_max": 100}  # 0 at step 100, and back up after it
+    assert httpx.post(f"{url}/runs", json={"name": "to-zero", "lr": 0.1, "schedule": spec}).status_code == 201
+    page.goto(f"{url}/ui/runs/to-zero?start=90&stop=111&log=1")
+    expect(page.locator("#chart .range")).to_have_text("steps 90 to 110")
+    assert page.evaluate("lrtowerCharts.lr.scales.y.distr") == 4  # asinh: log-like, and 0 has a place
+    zero, small, top = page.evaluate("[0, 1e-5, 0.01].map(v => lrtowerCharts.lr.valToPos(v, 'y'))")
+    height = page.evaluate("lrtowerCharts.lr.bbox.height / devicePixelRatio")
+    assert 0 <= top < small < zero <= height  # every value on the plot, in order, zero included
+    box = over_box(page, "lr-panel")
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
+    expect(page.locator(".readout")).to_have_attribute("data-step", "100")
+    planned = httpx.get(f"{url}/runs/to-zero/curve", params={"start": 100, "stop": 101}).json()["lr"][0]
+    assert float(page.locator(".readout .lr .value").inner_text()) == planned < 1e-15

@@ -37,6 +37,7 @@ from ..chart import chart_source, default_stop, markers, planned
 from ..deps import RunsDep
 from ..ratelimit import RateLimit
 from ..svg import curve_svg, sparkline
+from ..torch_code import torch_code
 from ..wire import QueryInt, integer_text
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -321,7 +322,9 @@ def playground(
             errors += [(".".join(map(str, e.loc)) or "spec", e.msg) for e in exc.errors]
         except (ValueError, TypeError, ArithmeticError) as exc:  # whatever the spec, the page answers
             errors.append(("spec", str(exc)))
+    code = torch_code(parsed, base[0]) if svg and base else None
     context = {"spec": spec, "lr": lr, "start": start, "stop": stop, "log": log, "errors": errors, "svg": svg}
+    context["torch_code"] = code
     chosen = parsed.get("type") if isinstance(parsed, dict) else None
     context |= {
         "types": sorted(EXAMPLES),

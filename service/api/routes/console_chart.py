@@ -73,7 +73,9 @@ def compare_page(
         "log": log,
         "missing": missing,
         "metrics": sorted(metrics),
-        "metric": metric if metric in metrics else next(iter(sorted(watched & metrics)), min(metrics, default="")),
+        "metric": metric
+        if metric in metrics
+        else next(iter(sorted(watched & metrics)), min(metrics, default="")),
         "live": bool(shown),
     }
     return page(request, "compare.html", context)

@@ -35,7 +35,12 @@
   const detail = root.querySelector(".marker-detail");
   const rangeNote = root.querySelector(".range");
 
-  const fmt = v => (v === 0 ? "0" : Math.abs(v) >= 1e-3 && Math.abs(v) < 1e6 ? String(+v.toPrecision(4)) : v.toExponential(2));
+  const fmt = v => {  // a tick: 0.025, 1e-4, 2.5e-7
+    if (v == null) return "";
+    if (v === 0 || (Math.abs(v) >= 1e-3 && Math.abs(v) < 1e6)) return String(+v.toPrecision(4));
+    const [mantissa, exponent] = v.toExponential(2).split("e");
+    return `${+mantissa}e${exponent}`;
+  };
   const stepText = v => Math.round(v).toLocaleString("en-US");
 
   async function fetchAll(range) {
@@ -211,6 +216,7 @@
       draw: [markerLines, markerLabels], setSelect: [zoom],
     }), next.metrics, panels[1]);
     root.querySelector(".metrics-note").textContent = next.metricSeries.length ? "" : "none posted in this range";
+    panels[1].hidden = !next.metricSeries.length;  // an empty panel would have no y axis to line up
     window.lrtowerCharts = {lr, metrics};
   }
 

@@ -12,7 +12,7 @@
       if (!answer.ok || asked !== latest) return;  // a later edit's drawing wins, whatever arrives last
       const page = new DOMParser().parseFromString(await answer.text(), "text/html");
       if (asked !== latest) return;
-      for (const id of ["errors", "preview", "hints"]) document.getElementById(id).innerHTML = page.getElementById(id).innerHTML;
+      for (const id of ["errors", "preview", "hints", "torch"]) document.getElementById(id).innerHTML = page.getElementById(id).innerHTML;
       history.replaceState(null, "", "/ui/playground?" + query);
     }, 300);
   });
@@ -30,3 +30,18 @@
     spec.dispatchEvent(new Event("input", {bubbles: true}));
   });
 })();
+
+// "Copy as torch code": to the clipboard where the page may write it (a secure origin), else by
+// selecting the code and copying the selection.
+document.addEventListener("click", async event => {
+  if (event.target.id !== "copy-torch") return;
+  const code = document.getElementById("torch-code");
+  try {
+    await navigator.clipboard.writeText(code.textContent);
+  } catch (error) {
+    getSelection().selectAllChildren(code);
+    document.execCommand("copy");
+  }
+  event.target.textContent = "Copied";
+  setTimeout(() => { event.target.textContent = "Copy as torch code"; }, 1500);
+});
