@@ -3,6 +3,7 @@ served steps and change markers, metrics and audit trail; live fragments; signin
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -580,3 +581,21 @@ def test_the_playground_picks_every_type_with_a_spec_the_preview_accepts_and_hin
     )
     assert rows == {"step_size": "required", "gamma": "0.1"}
     assert 'value="StepLR" selected' in hinted
+
+
+def test_the_run_page_shows_the_schedule_in_force_and_every_schedule_it_had(client: TestClient) -> None:
+    client.post("/runs", json={"name": "s", "lr": 0.1, "schedule": STEP})
+    client.get("/runs/s/lr", params={"step": 20})
+    client.post("/runs/s/scale", json={"factor": 0.5, "reason": "hot"})
+    cosine = {"type": "CosineAnnealingLR", "T_max": 500}
+    client.post("/runs/s/schedule", json={"schedule": cosine, "restart": True, "reason": "to cosine"})
+    later = {"type": "ExponentialLR", "gamma": 0.99}
+    client.post("/runs/s/schedule", json={"schedule": later, "from_step": 400, "reason": "later on"})
+    page = client.get("/ui/runs/s").text
+    now = client.get("/runs/s").json()["schedule_now"]
+    shown = page.split('id="schedule-now"')[1].split("</p>")[0]
+    assert f"<code>{json.dumps(cosine, sort_keys=True)}</code>" in html.unescape(shown)
+    assert f"restarted at step {now['from_step']}" in shown and "scaled by 0.5" in shown
+    assert rows(page, "schedules", "data-seq")[0] == "created" and len(rows(page, "schedules", "data-seq")) == 3
+    table = html.unescape(page.split('id="schedules"')[1].split("</table>")[0])
+    assert "(in force)" in table and "(pending)" in table and "to cosine" in table and "later on" in table

@@ -24,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import TypeAdapter, ValidationError
 
 from ...core.auth import ANONYMOUS, Caller, Forbidden, Tokens, Unauthorized
+from ...core.in_force import schedule_now
 from ...core.problems import NotFound, Problem
 from ...core.runs import Runs
 from ...core.serving import timeline_of
@@ -245,8 +246,10 @@ def _run_view(
 ) -> Response:
     """The run's page; with the error of a form just posted, which is never read from the URL
     (a link could then put any words on the page)."""
-    record, _, attempts = runs.history(run)
+    record, every_change, attempts = runs.history(run)
     events = _all_events(runs, run)
+    # A change's event is written in its transaction: at its time, from its step.
+    made = {(e.at, e.effective_step): e for e in events if e.kind in ("schedule_changed", "rewound")}
     stop = stop if stop is not None and stop > start else default_stop(record, markers(events), start)
     context = {
         "can_write": viewer.allows("write"),
@@ -256,6 +259,12 @@ def _run_view(
         # The answer to a refused form stands at the form's address, which has no page to refresh.
         "live": error is None,
         "run": record,
+        "now": schedule_now(record, every_change),
+        "schedules": [
+            (c, made.get((c.created_at, c.effective_step)))
+            for c in every_change
+            if c.kind == "schedule" and c.discarded_in is None
+        ],
         "attempts": attempts,
         "forks": [e for e in events if e.kind == "forked" and isinstance(e.details, dict)],
         "sources": [chart_source(record.name)],
