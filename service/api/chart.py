@@ -124,6 +124,24 @@ def chart_data(runs: Runs, viewer: Caller, name: str, start: int, stop: int | No
     }
 
 
+def preview_data(answers: list[Answer], start: int, stop: int) -> dict[str, Any]:
+    """A spec's curve in the playground, in the shape of a run's chart: nothing served, changed
+    or posted."""
+    return {
+        "run": "preview",
+        "attempt": 1,
+        "high_water": -1,
+        "start": start,
+        "stop": stop,
+        "steps": [a.step for a in answers],
+        "lrs": [list(group) for group in zip(*(a.lrs for a in answers), strict=True)],
+        "markers": [],
+        "branches": [],
+        "plateau_metric": None,
+        "metrics": {},
+    }
+
+
 def discarded(
     run: RunRecord, changes: list[ChangeRecord], attempts: list[AttemptRecord], start: int, stop: int
 ) -> Iterator[dict[str, Any]]:

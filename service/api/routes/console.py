@@ -34,10 +34,10 @@ from ...schedules import STEP_MAX, SpecError
 from ...schedules.examples import EXAMPLES
 from ...schedules.registry import MAX_NESTING, TYPE_NAMES
 from ...schemas import LR, RUN_NAME, ScaleIn, ScheduleChangeIn, StateIn
-from ..chart import chart_source, default_stop, markers, planned
+from ..chart import POINTS, chart_source, default_stop, markers, planned, preview_data, sampled
 from ..deps import RunsDep
 from ..ratelimit import RateLimit
-from ..svg import curve_svg, sparkline
+from ..svg import sparkline
 from ..torch_code import torch_code
 from ..wire import QueryInt, integer_text
 
@@ -309,7 +309,7 @@ def playground(
 ) -> Response:
     """A spec's curve as it is edited, with each invalid field named next to the editor."""
     errors: list[tuple[str, str]] = []
-    svg = ""
+    preview: dict[str, Any] | None = None
     parsed: Any = None
     try:
         parsed = _load_json(spec)
@@ -323,17 +323,21 @@ def playground(
             errors.append(("lr", f"{lr.strip()[:40]!r}: {exc.errors()[0]['msg']}"))
     if not errors:
         try:
-            timeline = Timeline(base, parsed, None)
-            steps = range(start, max(stop, start + 1), max(1, (max(stop, start + 1) - start) // 600))
-            answers = planned(timeline, steps)
-            svg = curve_svg([a.step for a in answers], [a.lrs for a in answers], -1, [], log)
+            stop = max(stop, start + 1)
+            preview = preview_data(
+                planned(Timeline(base, parsed, None), sampled(start, stop, POINTS)), start, stop
+            )
         except SpecError as exc:
             errors += [(".".join(map(str, e.loc)) or "spec", e.msg) for e in exc.errors]
         except (ValueError, TypeError, ArithmeticError) as exc:  # whatever the spec, the page answers
             errors.append(("spec", str(exc)))
-    code = torch_code(parsed, base[0]) if svg and base else None
-    context = {"spec": spec, "lr": lr, "start": start, "stop": stop, "log": log, "errors": errors, "svg": svg}
-    context["torch_code"] = code
+    code = torch_code(parsed, base[0]) if preview and base else None
+    context = {"spec": spec, "lr": lr, "start": start, "stop": stop, "log": log, "errors": errors}
+    context |= {
+        "preview": preview,
+        "torch_code": code,
+        "sources": [{"name": "preview", "inline": "preview-data"}],
+    }
     chosen = parsed.get("type") if isinstance(parsed, dict) else None
     context |= {
         "types": sorted(EXAMPLES),

@@ -1,8 +1,8 @@
 // The console's chart (uPlot, vendored): the LR of every param group over steps, and below it, on
 // the same step axis, the metrics posted; or several runs overlaid (the compare page).
 //
-// Its data is /ui/runs/<run>/chart.json: LRs exactly as the API answers them, at about 600 steps
-// of the range shown. A drag zooms both panels and asks for the zoomed range again, so that every
+// Its data is /ui/runs/<run>/chart.json (the playground's is in the page: #preview-data): LRs
+// exactly as the API answers them, at about 600 steps of the range shown. A drag zooms both panels and asks for the zoomed range again, so that every
 // step is drawn once the range is narrow enough; a double-click goes back. The readout shows the
 // hovered step's LRs as the API gives them, and each metric's last post at or before it. Markers
 // name each change (schedule, scale, plateau, rewind, fork); hover or click one for who and why.
@@ -29,7 +29,7 @@
     <div class="panel lr-panel"></div>
     <div class="readout" aria-live="polite"></div>
     <div class="marker-detail"></div>
-    <div class="panel-title">Metrics <span class="metrics-note hint"></span></div>
+    <div class="panel-title metrics-title">Metrics <span class="metrics-note hint"></span></div>
     <div class="panel metrics-panel"></div>`;
   const readout = root.querySelector(".readout");
   const detail = root.querySelector(".marker-detail");
@@ -44,6 +44,7 @@
   const stepText = v => Math.round(v).toLocaleString("en-US");
 
   async function fetchAll(range) {
+    if (sources[0].inline) return [JSON.parse(document.getElementById(sources[0].inline).textContent)];
     const get = async (source, stop) => {
       const query = new URLSearchParams({start: range.start});
       if (stop !== null) query.set("stop", stop);
@@ -206,7 +207,7 @@
     const lrSeries = next.lrSeries.map(s => ({...s, spanGaps: true, points: {show: false}}));
     const metricSeries = next.metricSeries.map(s => ({label: s.label, stroke: s.stroke, width: s.width, spanGaps: true}));
     const positive = next.lr.slice(1).flat().filter(v => v > 0);
-    const yLR = log ? {distr: 4, asinh: positive.length ? Math.min(...positive) : 1e-12} : {};
+    const yLR = next.log ? {distr: 4, asinh: positive.length ? Math.min(...positive) : 1e-12} : {};
     const panels = root.querySelectorAll(".panel");
     for (const chart of [lr, metrics]) if (chart) chart.destroy();
     lr = new uPlot(options(320, lrSeries, yLR, {
@@ -217,6 +218,7 @@
     }), next.metrics, panels[1]);
     root.querySelector(".metrics-note").textContent = next.metricSeries.length ? "" : "none posted in this range";
     panels[1].hidden = !next.metricSeries.length;  // an empty panel would have no y axis to line up
+    root.querySelector(".metrics-title").hidden = Boolean(sources[0].inline);  // a spec has no metrics
     window.lrtowerCharts = {lr, metrics};
   }
 
@@ -235,11 +237,14 @@
     if (busy) { again = true; return; }
     busy = true;
     try {
-      const range = view;
-      const next = build(await fetchAll(range || initial));
+      const range = view, page = asked();
+      const data = await fetchAll(range || page);
       if (range !== view) return;  // zoomed or reset meanwhile: asked again below
-      const same = lr && JSON.stringify([next.lrSeries, next.metricSeries.map(s => s.label)])
-        === JSON.stringify([shown.lrSeries, shown.metricSeries.map(s => s.label)]);
+      root.hidden = data.includes(null);  // the playground's spec has no curve: its errors say why
+      if (root.hidden) return;
+      const next = {...build(data), log: page.log};
+      const same = lr && JSON.stringify([next.log, next.lrSeries, next.metricSeries.map(s => s.label)])
+        === JSON.stringify([shown.log, shown.lrSeries, shown.metricSeries.map(s => s.label)]);
       if (!same) draw(next);
       redraw(next, range);
     } catch (error) {

@@ -1,5 +1,6 @@
 // The playground draws as the spec is edited: the form is submitted in the background, a moment
-// after typing stops, and the errors and the curve of the latest edit are swapped in.
+// after typing stops, and the errors and the curve of the latest edit are swapped in (the chart,
+// chart.js, reads the curve from the page: #preview-data).
 (() => {
   const form = document.getElementById("playground");
   let timer, latest = 0;
@@ -14,6 +15,7 @@
       if (asked !== latest) return;
       for (const id of ["errors", "preview", "hints", "torch"]) document.getElementById(id).innerHTML = page.getElementById(id).innerHTML;
       history.replaceState(null, "", "/ui/playground?" + query);
+      document.dispatchEvent(new Event("lrtower:refreshed"));  // the chart draws the new preview
     }, 300);
   });
 })();
