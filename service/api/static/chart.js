@@ -17,9 +17,12 @@
   const STEPS = Array.from({length: 17}, (_, k) => [1, 2, 5].map(m => m * 10 ** k)).flat();
   const sources = JSON.parse(root.dataset.sources);
   const compare = root.dataset.compare === "1";
-  const asked = new URLSearchParams(location.search);
-  const log = asked.get("log") === "1";
-  const initial = {start: Number(asked.get("start") || 0), stop: asked.get("stop") ? Number(asked.get("stop")) : null};
+  // The range and scale asked in the page's address (the playground's changes as it is edited).
+  const asked = () => {
+    const query = new URLSearchParams(location.search);
+    const stop = query.get("stop");
+    return {start: Number(query.get("start") || 0), stop: stop ? Number(stop) : null, log: query.get("log") === "1"};
+  };
   let view = null;  // the zoomed range, or null for the page's own
   let shown = null;  // what is drawn: {lr, metrics, markers, served, metricSeries, lrSeries}
   let lr = null, metrics = null, busy = false, again = false;
