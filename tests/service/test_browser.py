@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from halves import HALVES, unavailable
+from proxy import buffering_proxy
 from servers import Server
 
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -385,3 +386,24 @@ def test_a_log_scale_draws_a_curve_that_reaches_zero(console: tuple[str, Page]) 
     expect(page.locator(".readout")).to_have_attribute("data-step", "100")
     planned = httpx.get(f"{url}/runs/to-zero/curve", params={"start": 100, "stop": 101}).json()["lr"][0]
     assert float(page.locator(".readout .lr .value").inner_text()) == planned < 1e-15
+
+
+def test_the_console_works_behind_a_buffering_proxy_with_two_workers(
+    start_server: Callable[..., Server], browser: Browser
+) -> None:
+    direct = start_server("--workers", "2").url
+    assert httpx.post(f"{direct}/runs", json={"name": "far", "lr": 0.1, "schedule": STEP}).status_code == 201
+    with buffering_proxy(direct) as (url, asked):
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{url}/ui/runs/far")
+        expect(page.locator(".lr-panel .u-legend .u-label")).to_have_text(["group 0"])
+        httpx.get(f"{direct}/runs/far/lr", params={"step": 321})  # a job, served by either worker
+        expect(page.locator("#high-water")).to_have_text("321", timeout=15_000)
+        form = page.locator("#scale-form")
+        form.locator('input[name="factor"]').fill("0.5")
+        form.locator('input[name="reason"]').fill("through the proxy")
+        form.locator("button").click()
+        expect(page.locator("#events tbody tr").last).to_contain_text("through the proxy")
+        expect(page.locator(".lr-panel .marker[data-kind=scale]")).to_have_attribute("data-step", "322")
+        page.close()
+    assert sum("/chart.json" in path for path in asked) >= 2  # the chart fetched its data again, live
