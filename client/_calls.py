@@ -7,6 +7,7 @@ how they send the call, so every call is written once.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from .results import (
     LR,
     ChangeResult,
     EventPage,
+    FallbackReport,
     LRRange,
     MetricResult,
     RewindResult,
@@ -43,6 +45,8 @@ class Call(Generic[T]):
     ok: frozenset[int] = frozenset({200, 201})
     """Statuses that are answers, read by `read`; any other is an error."""
     retry: bool = True
+    timeout: float | None = None
+    """Seconds for this call (connecting included), instead of the client's timeout; None: the client's."""
 
 
 def _run_path(run: str, *rest: str) -> str:
@@ -65,13 +69,23 @@ def create_run(
     lrs: list[float] | None = None,
     plateau: Mapping[str, Any] | None = None,
     labels: Mapping[str, str] | None = None,
+    total_steps: int | None = None,
 ) -> Call[Run]:
     """Create a run, or return it if it exists with this same definition (Conflict if not).
 
     Give `lr` (one param group) or `lrs` (one per group). `plateau` configures plateau reduction,
-    for example `{"metric": "val_loss", "patience": 3}`.
+    for example `{"metric": "val_loss", "patience": 3}`. `total_steps` is how many steps the job
+    plans (steps 0 to total_steps - 1): lookahead windows, plots and the console stop there.
     """
-    body = _without_none(name=name, schedule=dict(schedule), lr=lr, lrs=lrs, plateau=plateau, labels=labels)
+    body = _without_none(
+        name=name,
+        schedule=dict(schedule),
+        lr=lr,
+        lrs=lrs,
+        plateau=plateau,
+        labels=labels,
+        total_steps=total_steps,
+    )
     return Call("POST", "/runs", _json(Run.from_json), json=body)
 
 
@@ -268,4 +282,41 @@ def ready() -> Call[bool]:
         lambda response: response.status_code == 200,
         ok=frozenset({200, 503}),
         retry=False,
+    )
+
+
+def healthz(*, timeout: float = 1.0) -> Call[bool]:
+    """Whether the server process answers at all: a cheap probe, asked once within `timeout`
+    seconds and never retried (a client in an outage asks it about once a second)."""
+    return Call("GET", "/healthz", lambda response: response.status_code == 200, retry=False, timeout=timeout)
+
+
+def report_fallbacks(
+    run: str,
+    stretches: list[dict[str, Any]],
+    *,
+    attempt: int | None = None,
+    rank: int | None = None,
+    dropped_metric_posts: int = 0,
+    reason: str | None = None,
+    idempotency_key: str | None = None,
+) -> Call[FallbackReport]:
+    """Record what a job ran while it could not reach the server: `stretches` of
+    `{"from_step", "to_step", "lrs"}` (steps included at both ends, one LR per param group). The
+    run appends it to its audit trail as a `fallback` event; the answer says whether the tower
+    had served any of those steps with other LRs (a divergence). Under an `Idempotency-Key`
+    like `change_schedule`, so a retry records it once."""
+    body = _without_none(
+        attempt=attempt,
+        rank=rank,
+        stretches=stretches,
+        dropped_metric_posts=dropped_metric_posts,
+        reason=None if reason is None else re.sub(r"[\x00-\x1f\x7f-\x9f]", " ", reason)[:1000],
+    )
+    return Call(
+        "POST",
+        _run_path(run, "fallbacks"),
+        _json(FallbackReport.from_json),
+        json=body,
+        headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
     )

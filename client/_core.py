@@ -100,13 +100,16 @@ class Core:
         return {"base_url": self.url, "headers": self.headers, "timeout": self.timeout}
 
     def request_options(self, call: Call[Any]) -> dict[str, Any]:
-        return {
+        options = {
             "method": call.method,
             "url": call.path,
             "params": call.params,
             "json": call.json,
             "headers": call.headers,
         }
+        if call.timeout is not None:
+            options["timeout"] = call.timeout
+        return options
 
     def settle(
         self, call: Call[T], attempt: int, outcome: httpx.Response | httpx.TransportError

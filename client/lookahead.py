@@ -37,9 +37,19 @@ later than torch's would, and the feed warns once (`LateMetricWarning`, naming b
 the likely cause). It is a warning, not a log line, because the application can fix it.
 
 **Outages.** When the server cannot be reached (or answers 5xx after the client's retries), the
-feed goes on with the fetched window, then with the last LR. It warns once per outage, retries
-in the background with growing pauses (never blocking a step), and says when it is back. With
-`strict=True` it raises instead. Errors that are not transient (401, 403, 404, 422) always raise.
+feed goes on with the fetched window, then with the last LR, and warns once per outage. Until the
+server is back it sends nothing but a probe (`GET /healthz`, 1 s timeout, never retried) on the
+worker thread, at most once a second (`PROBE_EVERY`), whatever the outage's length: it never
+blocks a step, and it never backs off, so the job is back within about a second of the server.
+Metric posts meanwhile are dropped without being sent (so they cannot slow the job or delay
+the return) and counted. Once a probe answers, the next step reports the outage before it asks
+for its LR (`POST /runs/{run}/fallbacks`, one request, under an Idempotency-Key that its retries
+keep): which steps ran on which fallback LR, the dropped posts, the feed's `rank`. Reporting
+first means the steps of the report that the tower has served were served to others (another
+rank), not to this job as it came back: where their LRs differ, the answer says so (a
+divergence) and the feed logs a warning naming the steps and both LRs. The run records the
+report as a `fallback` event. With `strict=True` it raises instead. Errors that are not
+transient (401, 403, 404, 422) always raise.
 
 **Attempts.** A rewind of the run starts a new attempt (SPEC §4.10). The feed pins the attempt
 of its first answer, and asks every window and posts every metric in it, so it never mixes two.
@@ -50,6 +60,13 @@ attempt.
 
 **Reach.** The server serves at most `LRTOWER_MAX_AHEAD` steps past a run's mark in one request
 (10,000 by default); a larger `lookahead` shrinks to that reach the first time the server says so.
+
+**Planned end.** With `total_steps` (the job's, or else the run's, read when the feed first asks
+about the run), no window reaches step `total_steps`: the job's steps 0 to 299 of a 300-step run
+are served, not the rest of its last window. A step at or past it that the job asks for is still
+answered, one request per step: step `total_steps` is what a loop's last `scheduler.step()`
+asks (after its last optimizer step, as torch computes it too), and past that the feed warns
+once that the job runs longer than it planned.
 """
 
 from __future__ import annotations
@@ -60,22 +77,27 @@ import queue
 import sys
 import threading
 import time
+import uuid
 import warnings
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
+from . import _calls
 from ._client import Client
 from .errors import APIError, Conflict, LateMetricWarning, LrtowerError, ServerError
-from .results import LRRange, MetricResult
+from .results import FallbackReport, LRRange, MetricResult
 
 log = logging.getLogger("lrtower")
+T = TypeVar("T")
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 MAX_WINDOW = 100_000  # the server's limit per range request
-PAUSES = (1.0, 2.0, 5.0, 10.0, 30.0)  # between background retries during an outage
+PROBE_EVERY = 1.0  # seconds between the starts of two probes during an outage
+PROBE_TIMEOUT = 1.0  # a probe's timeout: a server that does not answer within it is still down
+MAX_STRETCHES = 1000  # per fallback report, as the server takes them
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +133,9 @@ def _window(fetched: LRRange) -> Window:
     return Window(fetched.attempt, steps)
 
 
-_Jobs: TypeAlias = queue.SimpleQueue[tuple[Callable[[], Window], Future[Window]] | None]
-"""A worker's fetches to run, each with the future it answers; None stops the worker."""
+_Jobs: TypeAlias = queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None]
+"""A worker's fetches (windows, probes, reports) to run, each with the future it answers; None
+stops the worker."""
 
 
 class _Worker:
@@ -128,12 +151,12 @@ class _Worker:
         self._jobs: _Jobs = queue.SimpleQueue()
         self._pid: int | None = None
 
-    def submit(self, fetch: Callable[[], Window]) -> Future[Window]:
+    def submit(self, fetch: Callable[[], T]) -> Future[T]:
         if self._pid != os.getpid():
             self._jobs, self._pid = queue.SimpleQueue(), os.getpid()
             threading.Thread(target=_serve, args=(self._jobs,), name="lrtower-lookahead", daemon=True).start()
             weakref.finalize(self, _stop, self._jobs)
-        future: Future[Window] = Future()
+        future: Future[T] = Future()
         self._jobs.put((fetch, future))
         return future
 
@@ -195,6 +218,47 @@ def _reach_from(error: LrtowerError) -> int | None:
     return None
 
 
+class _Outage:
+    """An outage as the feed records it for its report: since when, why, which steps ran on which
+    fallback LRs (`[from_step, to_step, lrs]`, steps in order), how many metric posts it dropped."""
+
+    def __init__(self, since: float, reason: str) -> None:
+        self.since = since
+        self.reason = reason
+        self.stretches: list[list[Any]] = []
+        self.full: list[list[list[Any]]] = []  # earlier runs of stretches: full, or before a jump back
+        self.sealed: list[tuple[str, dict[str, Any]]] = []  # reports to send: (Idempotency-Key, body)
+        self.missed = 0
+        self.dropped = 0  # since the last report was sealed
+        self.dropped_in_all = 0
+
+    def ran(self, step: int, lrs: list[float]) -> None:
+        last = self.stretches[-1] if self.stretches else None
+        if last is not None and last[1] == step - 1 and last[2] == lrs:
+            last[1] = step
+            return
+        if last is not None and (step <= last[1] or len(self.stretches) >= MAX_STRETCHES):
+            self.full.append(self.stretches)  # a report's stretches are in step order, and bounded
+            self.stretches = []
+        self.stretches.append([step, step, list(lrs)])
+
+    def seal(self, attempt: int | None, rank: int | None) -> None:
+        """Turn what was recorded into reports, each under a key of its own that its retries keep."""
+        runs = [*self.full, self.stretches] if self.stretches else self.full
+        if not runs and self.dropped:
+            runs = [[]]
+        for i, stretches in enumerate(runs):
+            body = {
+                "stretches": [{"from_step": a, "to_step": b, "lrs": lrs} for a, b, lrs in stretches],
+                "attempt": attempt,
+                "rank": rank,
+                "dropped_metric_posts": self.dropped if i == 0 else 0,
+                "reason": self.reason,
+            }
+            self.sealed.append((str(uuid.uuid4()), body))
+        self.stretches, self.full, self.dropped = [], [], 0
+
+
 class LRFeed:
     """The LRs of `run` for steps asked in (mostly) increasing order. See the module doc.
 
@@ -205,6 +269,8 @@ class LRFeed:
         plateau: whether the run reduces on a plateau; None asks the server.
         metric_every: the steps between the job's metric posts, when known in advance.
         strict: raise on any failure instead of going on with the last LR.
+        total_steps: how many steps the job plans: no window reaches step `total_steps` or past
+            it. None takes the run's, when the feed asks the server about the run.
     """
 
     def __init__(
@@ -216,9 +282,17 @@ class LRFeed:
         plateau: bool | None = None,
         metric_every: int | None = None,
         strict: bool = False,
+        total_steps: int | None = None,
     ) -> None:
         if not 1 <= lookahead <= MAX_WINDOW:
             raise ValueError(f"lookahead must be in [1, {MAX_WINDOW}], got {lookahead}")
+        if total_steps is not None:
+            if isinstance(total_steps, bool) or not float(total_steps).is_integer() or total_steps < 1:
+                raise ValueError(f"total_steps must be a whole number of steps >= 1, got {total_steps!r}")
+            total_steps = int(total_steps)  # 300.0 is 300
+        self.total_steps = total_steps
+        """The job's planned length: windows end before it, and steps past it are asked one by one."""
+        self._noted_past_end = False
         self.client = client
         self.run = run
         self.lookahead = lookahead
@@ -235,11 +309,16 @@ class LRFeed:
         self._pending_start = 0
         self._worker = _Worker()
         self._pid = os.getpid()
-        self._down_since: float | None = None
-        self._retry_at = 0.0
-        self._failures = 0
-        self._missed = 0
-        self._dropped = 0
+        self._down_since: float | None = None  # unreachable since: nothing is sent but probes
+        self._probe: Future[bool] | None = None
+        self._probe_at = 0.0  # when the next probe may start
+        self._outage: _Outage | None = None  # open from the first failure to the first answer after it
+        self._last: StepLR | None = None  # the last answer the job ran with: what it keeps in an outage
+        self.held: list[float] | None = None
+        """The LRs the job runs with before any answer (the optimizer's own), for the fallback report
+        of an outage that starts before the first one."""
+        self.rank: int | None = None
+        """This process's rank in a distributed job, named in its fallback reports."""
         self.attempt: int | None = None
         """The attempt of the run this feed follows: pinned by the first answer."""
         self._ended_by: int | None = None  # the attempt that superseded ours, once the server says so
@@ -253,30 +332,36 @@ class LRFeed:
         self._collect()
         known = self._known.pop(step, None)
         if known is None and self._ended_by is not None:
-            self._missed += 1
             return None  # our attempt ended: never an LR of another one
         if known is None:
+            self._note_past_end(step)
             known = self._fetch_now(step)
             if known is None:
-                self._missed += 1
+                self._fell_back(step)
                 return None
+        self._last = known
         self._maybe_refill(step)
         return known
 
     def post_metric(self, step: int, value: float, name: str | None = None) -> MetricResult | None:
         """Post a metric for `step`, before its LR is asked for. During an outage it is dropped
-        (the plateau does not see it; the count is logged on recovery) and None is returned.
-        Warns (`LateMetricWarning`, once) if the run applies it from a later step."""
+        without being sent (the plateau does not see it; the count is logged and reported on
+        recovery) and None is returned. Warns (`LateMetricWarning`, once) if the run applies it
+        from a later step."""
         fetched = self._top >= step or (self._pending is not None and self._pending_start <= step)
         self._learn_cadence(step)
-        if self._ended_by is not None or (self._down_since is not None and time.monotonic() < self._retry_at):
-            self._dropped += 1
+        if self._ended_by is not None:
+            return None
+        if self._down_since is not None:
+            # Not even tried: the probes alone tell when the server is back.
+            self._dropped_post()
+            self._watch()
             return None
         try:
             result = self.client.post_metric(self.run, step, value, name=name, attempt=self.attempt)
         except LrtowerError as exc:
             self._failed(exc)
-            self._dropped += 1
+            self._dropped_post()
             return None
         self._recovered()
         # On a run without a plateau, a metric changes no LR: when it lands does not matter.
@@ -325,14 +410,21 @@ class LRFeed:
         self._pending = None
         self._worker.stop()
 
-    def forget(self) -> None:
+    def forget(self, at: int | None = None) -> None:
         """Drop what was fetched, and the attempt pinned (after a jump to another step, such as
-        a resume from a checkpoint): the next window pins the run's newest attempt."""
+        a resume from a checkpoint): the next window pins the run's newest attempt. With `at`,
+        the step the job goes on from: the metric cadence is counted from there, so that the
+        first post after the jump is not taken for one cadence after the last post before it."""
         self._known.clear()
         self._top = -1
         self._pending = None
         self.attempt = None
         self._ended_by = None
+        if at is not None and self._last_metric is not None:
+            if self._cadence is None:
+                self._last_metric = None  # one post seen: learn the cadence afresh
+            else:
+                self._last_metric += self._cadence * ((at - self._last_metric) // self._cadence)
 
     # -- windows ----------------------------------------------------------------------------
 
@@ -342,6 +434,8 @@ class LRFeed:
         end = start + self.lookahead if self._limit is None else min(start + self.lookahead, self._limit)
         if self._plateau is None:
             self._plateau = self._ask_plateau()
+        if self.total_steps is not None:  # the job's own asks past its planned end go one by one
+            end = min(end, max(start, self.total_steps))
         if self._plateau is False:
             return end
         if self._cadence is None or self._last_metric is None:
@@ -355,10 +449,27 @@ class LRFeed:
 
     def _ask_plateau(self) -> bool | None:
         try:
-            return self.client.get_run(self.run).plateau is not None
+            found = self.client.get_run(self.run)
         except LrtowerError as exc:
             self._failed(exc)
             return None  # unknown: windows of one step until the server answers
+        if self.total_steps is None:
+            self.total_steps = found.total_steps
+        return found.plateau is not None
+
+    def _note_past_end(self, step: int) -> None:
+        # Step total_steps itself is what a loop's last `scheduler.step()` asks, after the last
+        # planned optimizer step (torch computes it too): answered alone, and not a surprise.
+        if self.total_steps is None or step <= self.total_steps or self._noted_past_end:
+            return
+        self._noted_past_end = True
+        log.warning(
+            "lrtower: run %r: step %d is past the %d steps this job planned (total_steps): it is "
+            "answered, but from here on each step is fetched on its own, with no lookahead",
+            self.run,
+            step,
+            self.total_steps,
+        )
 
     def _learn_cadence(self, step: int) -> None:
         if self._last_metric is not None and step > self._last_metric:
@@ -372,20 +483,24 @@ class LRFeed:
             if known is not None:
                 return known
         if self._down_since is not None:
-            self._retry_in_background(step)
+            self._watch()
+            return None
+        if self._outage is not None and not self._report():  # the report first: see _report
             return None
         while True:
+            # At least `step` itself: the job asks for it, metric expected there or not.
+            end = max(self._window_end(step), step + 1)
+            if self._down_since is not None:  # asking about the run failed: do not wait twice
+                return None
             try:
-                # At least `step` itself: the job asks for it, metric expected there or not.
-                window = self.client.lr_range(
-                    self.run, step, max(self._window_end(step), step + 1), attempt=self.attempt
-                )
+                window = self.client.lr_range(self.run, step, end, attempt=self.attempt)
                 break
             except LrtowerError as exc:
                 if not self._ends_before(exc, step):  # else: again, up to the schedule's end
                     self._failed(exc)
                     return None
         self._store(_window(window))
+        self._recovered()
         return self._known.pop(step)
 
     def _ends_before(self, error: LrtowerError, start: int) -> bool:
@@ -424,9 +539,11 @@ class LRFeed:
         self._pending_start = start
 
     def _collect(self, wait: bool = False) -> None:
-        """Take in a finished background fetch (waiting for it if `wait`)."""
+        """Take in a finished background fetch (waiting for it if `wait`), and a finished probe."""
         if os.getpid() != self._pid:  # a forked child: the parent's thread is not ours
-            self._pid, self._pending = os.getpid(), None
+            self._pid, self._pending, self._probe = os.getpid(), None, None
+        if self._probe is not None and self._probe.done():
+            self._probed(self._probe)
         future = self._pending
         if future is None or not (wait or future.done()):
             return
@@ -470,8 +587,8 @@ class LRFeed:
         if self.strict or not _transient(error):
             raise error
         now = time.monotonic()
-        if self._down_since is None:
-            self._down_since, self._failures, self._missed, self._dropped = now, 0, 0, 0
+        if self._outage is None:
+            self._outage = _Outage(now, f"{type(error).__name__}: {error}")
             log.warning(
                 "lrtower: cannot reach %s for run %r (%s); training goes on with the fetched steps, "
                 "then the last LR, and reconnects by itself (metrics posted meanwhile are dropped)",
@@ -479,22 +596,99 @@ class LRFeed:
                 self.run,
                 error,
             )
-        self._retry_at = now + PAUSES[min(self._failures, len(PAUSES) - 1)]
-        self._failures += 1
+        if self._down_since is None:
+            # Whatever failed, and however often: the next probe is a second away, never more.
+            self._down_since, self._probe_at = now, now + PROBE_EVERY
 
-    def _retry_in_background(self, step: int) -> None:
-        if self._pending is None and time.monotonic() >= self._retry_at:
-            self._submit(step, step + 1 if self._plateau is not False else step + self.lookahead)
+    def _watch(self) -> None:
+        """While the server is down: start a probe on the worker thread, if one is due."""
+        if self._probe is None and time.monotonic() >= self._probe_at:
+            client = self.client
+            self._probe_at = time.monotonic() + PROBE_EVERY
+            self._probe = self._worker.submit(lambda: client.send(_calls.healthz(timeout=PROBE_TIMEOUT)))
 
-    def _recovered(self) -> None:
-        if self._down_since is not None:
+    def _probed(self, probe: Future[bool]) -> None:
+        self._probe = None
+        try:
+            up = probe.result()
+        except LrtowerError:
+            up = False
+        if up and self._down_since is not None:
+            self._down_since = None  # the next step asks the server; its answer ends the outage
+
+    def _fell_back(self, step: int) -> None:
+        """`step` runs on the LR the job has (the last answer's), for want of one."""
+        if self._outage is None:
+            return
+        self._outage.missed += 1
+        lrs = self._last.lrs if self._last is not None else self.held
+        if lrs is not None:
+            self._outage.ran(step, lrs)
+
+    def _dropped_post(self) -> None:
+        if self._outage is not None:
+            self._outage.dropped += 1
+            self._outage.dropped_in_all += 1
+
+    def _recovered(self) -> bool:
+        """A real answer came: the outage is over once its report is sent. False if that failed
+        (the server is down again)."""
+        if self._outage is not None and not self._report():
+            return False
+        self._down_since = None
+        outage, self._outage = self._outage, None
+        if outage is not None:
             log.info(
                 "lrtower: %s is back for run %r after %.1f s; %d steps ran on the last LR, "
                 "%d metric posts were dropped",
                 self.client.url,
                 self.run,
-                time.monotonic() - self._down_since,
-                self._missed,
-                self._dropped,
+                time.monotonic() - outage.since,
+                outage.missed,
+                outage.dropped_in_all,
             )
-            self._down_since = None
+        return True
+
+    def _report(self) -> bool:
+        """Send the outage's report, on the job's thread and before the feed asks the run for
+        anything else: then the steps the tower has served that the report covers were served to
+        others, not to this job as it comes back. False if the server is down again (the report
+        is kept, and sent under the same key at the next return)."""
+        outage = self._outage
+        assert outage is not None
+        outage.seal(self.attempt, self.rank)
+        while outage.sealed:
+            key, body = outage.sealed[0]
+            try:
+                result = self.client.send(_calls.report_fallbacks(self.run, **body, idempotency_key=key))
+            except LrtowerError as exc:
+                if _transient(exc):
+                    self._failed(exc)  # raises if strict
+                    return False
+                log.warning(
+                    "lrtower: run %r did not take the report of the steps run on the last LR: %s",
+                    self.run,
+                    exc,
+                )
+            else:
+                self._diverged(result)
+            outage.sealed.pop(0)
+        return True
+
+    def _diverged(self, result: FallbackReport) -> None:
+        for divergence in result.divergence:
+            log.warning(
+                "lrtower: run %r diverged: steps %d to %d ran on LR %s here%s, where the tower had "
+                "served other ranks LR %s (step %d) to %s (step %d): the job's ranks did not all "
+                "run the same LRs. Recorded in the run's audit trail (event %d)",
+                self.run,
+                divergence.from_step,
+                divergence.to_step,
+                divergence.fallback_lrs,
+                "" if self.rank is None else f" (rank {self.rank})",
+                divergence.served_lrs,
+                divergence.from_step,
+                divergence.served_lrs_last,
+                divergence.to_step,
+                result.seq,
+            )

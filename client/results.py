@@ -94,7 +94,8 @@ class Run:
     """A run: its definition, state, changes, version and high-water mark (-1: nothing served),
     the attempt it serves (each rewind starts one, and `attempts` lists them), and where it was
     forked from, if it was. `schedule` is the schedule it was created with; `schedule_now` the
-    one in force now (None from a server older than this field)."""
+    one in force now (None from a server older than this field). `total_steps` is how many steps
+    the job plans, if it said (steps 0 to total_steps - 1)."""
 
     name: str
     lrs: list[float] | None
@@ -111,6 +112,7 @@ class Run:
     attempts: list[Attempt] = field(default_factory=list)
     fork: Fork | None = None
     schedule_now: ScheduleNow | None = None
+    total_steps: int | None = None
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
@@ -294,3 +296,38 @@ class Verification:
     @classmethod
     def from_json(cls, data: Json) -> Self:
         return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """Steps `from_step` to `to_step` ran on `fallback_lrs` while the tower had served them with
+    other LRs (`served_lrs` at from_step, `served_lrs_last` at to_step) to another rank."""
+
+    from_step: int
+    to_step: int
+    fallback_lrs: list[float]
+    served_lrs: list[float]
+    served_lrs_last: list[float]
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackReport:
+    """A fallback report as recorded: its audit event's `seq`, the steps it covers, and where
+    they contradict what the tower served (`divergence`)."""
+
+    run: str
+    seq: int
+    steps: int
+    diverged: bool
+    divergence: list[Divergence] = field(default_factory=list)
+    unchecked_steps: int = 0
+
+    @classmethod
+    def from_json(cls, data: Json) -> Self:
+        known = _known(cls, data)
+        known["divergence"] = [Divergence.from_json(d) for d in data.get("divergence") or ()]
+        return cls(**known)

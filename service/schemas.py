@@ -31,6 +31,12 @@ MAX_LABELS = 32
 RunName = Annotated[str, Field(pattern=RUN_NAME, examples=["resnet50-lr-sweep-3"])]
 Step = Annotated[int, Field(ge=0, le=STEP_MAX), WholeNumber]
 LR = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+TotalSteps = Annotated[int, Field(ge=1, le=STEP_MAX + 1), WholeNumber]
+TOTAL_STEPS = (
+    "How many steps the job plans to run (steps 0 to total_steps - 1); null: not said. Clients' "
+    "lookahead stops there, and plots and the console end there by default; a step past it is "
+    "still answered (a job may run longer than planned). Set at creation"
+)
 SEQ_MAX = 2**31 - 1
 """The highest seq an event can have: `events.seq` is a 32-bit integer on every database."""
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -121,6 +127,7 @@ class RunCreate(Strict):
                     },
                     "plateau": {"metric": "val_loss", "patience": 3},
                     "labels": {"team": "vision"},
+                    "total_steps": 100000,
                 }
             ]
         },
@@ -135,6 +142,7 @@ class RunCreate(Strict):
     )
     plateau: PlateauConfig | None = None
     labels: Labels = Field(default_factory=dict)
+    total_steps: TotalSteps | None = Field(None, description=TOTAL_STEPS)
 
     @model_validator(mode="after")
     def _one_of_lr_or_lrs(self) -> RunCreate:
@@ -234,6 +242,7 @@ class RunOut(BaseModel):
     changes: list[ChangeOut]
     attempts: list[AttemptOut] = Field(default_factory=list, description="Every rewind, oldest first")
     fork: ForkOut | None = Field(None, description="Present on a run forked from another")
+    total_steps: int | None = Field(None, description=TOTAL_STEPS)
     created_at: datetime
     updated_at: datetime
 
@@ -494,6 +503,87 @@ class MetricOut(BaseModel):
     effective_step: int
     lr: float | None = Field(description="The LR from effective_step on; null where the plan has none")
     lrs: list[float] | None
+
+
+MAX_STRETCHES = 1000
+"""Stretches per fallback report: a job sends one per outage, more only if its LR changed."""
+
+
+class FallbackStretch(Strict):
+    """Steps `from_step` to `to_step` (both included) ran on `lrs`, one per param group."""
+
+    from_step: Step
+    to_step: Step
+    lrs: Annotated[list[LR], Field(min_length=1, max_length=MAX_GROUPS)]
+
+
+class FallbacksIn(Strict):
+    """What a job ran while it could not reach the server: the steps of each stretch ran on its
+    `lrs` (the last LR it had), in step order and without overlap."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "attempt": 1,
+                    "rank": 3,
+                    "stretches": [{"from_step": 180, "to_step": 1203, "lrs": [0.0496]}],
+                    "dropped_metric_posts": 51,
+                    "reason": "GET /runs/resnet50-a/lr: ConnectError: connection refused",
+                }
+            ]
+        },
+    )
+
+    attempt: Annotated[int, Field(ge=1, le=STEP_MAX), WholeNumber] | None = Field(
+        None, description="The attempt the job ran in; divergence is checked only against the current one"
+    )
+    rank: Annotated[int, Field(ge=0, le=SEQ_MAX), WholeNumber] | None = Field(
+        None, description="The reporting process's rank in a distributed job"
+    )
+    stretches: Annotated[list[FallbackStretch], Field(max_length=MAX_STRETCHES)]
+    dropped_metric_posts: Annotated[int, Field(ge=0, le=STEP_MAX), WholeNumber] = Field(
+        0, description="Metric posts the job dropped meanwhile: the plateau never saw them"
+    )
+    reason: Reason | None = Field(None, description="Why the job fell back (the error it met)")
+
+
+class Divergence(BaseModel):
+    """Steps `from_step` to `to_step` of a fallback stretch, which the tower had served with
+    other LRs: `served_lrs` at from_step and `served_lrs_last` at to_step; the job ran
+    `fallback_lrs`."""
+
+    from_step: int
+    to_step: int
+    fallback_lrs: list[float]
+    served_lrs: list[float]
+    served_lrs_last: list[float]
+
+
+class FallbacksOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "run": "resnet50-a",
+                    "seq": 7,
+                    "steps": 1024,
+                    "diverged": False,
+                    "divergence": [],
+                    "unchecked_steps": 0,
+                }
+            ]
+        }
+    )
+
+    run: str
+    seq: int = Field(description="The audit event that records the report")
+    steps: int = Field(description="The steps the stretches cover")
+    diverged: bool = Field(description="Whether the tower had served other LRs for some of them")
+    divergence: list[Divergence]
+    unchecked_steps: int = Field(
+        0, description="Served steps past the check's bound, not compared (a very long stretch)"
+    )
 
 
 class EventOut(BaseModel):

@@ -76,20 +76,29 @@ def runs() -> None:
     "path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     required=True,
-    help="The run as JSON or YAML: name, lr or lrs, schedule, plateau, labels.",
+    help="The run as JSON or YAML: name, lr or lrs, schedule, plateau, labels, total_steps.",
 )
 @click.option("--name", help="The run's name (overrides the file's).")
+@click.option(
+    "--total-steps",
+    type=click.IntRange(min=1),
+    help="How many steps the job plans (overrides the file's): lookahead, plots and the console stop there.",
+)
 @connection
 @as_json
 @click.pass_context
-def runs_create(ctx: click.Context, path: Path, name: str | None, as_json: bool) -> None:
+def runs_create(
+    ctx: click.Context, path: Path, name: str | None, total_steps: int | None, as_json: bool
+) -> None:
     """Create a run from a file. Creating it again with the same definition is a no-op."""
     body = load_definition(path)
     if name is not None:
         body["name"] = name
+    if total_steps is not None:
+        body["total_steps"] = total_steps
     if "name" not in body or "schedule" not in body:
         raise click.BadParameter(f"{path}: a run needs `name` and `schedule`", param_hint="-f")
-    known = ("lr", "lrs", "plateau", "labels")
+    known = ("lr", "lrs", "plateau", "labels", "total_steps")
     unknown = sorted(set(body) - {"name", "schedule", *known})
     if unknown:
         raise click.BadParameter(f"{path}: unknown fields {', '.join(unknown)}", param_hint="-f")
@@ -156,6 +165,8 @@ def runs_show(ctx: click.Context, run: str, as_json: bool) -> None:
     echo(f"plateau     {json.dumps(found.plateau)}")
     echo(f"labels      {_labels(found)}")
     echo(f"high-water  {found.high_water}")
+    if found.total_steps is not None:
+        echo(f"total steps {found.total_steps}")
     echo(f"attempt     {found.attempt}")
     if found.fork is not None:
         echo(f"forked from {found.fork.parent} at step {found.fork.at_step}")

@@ -58,9 +58,13 @@ def run_curve(client: Client, run: str, start: int, stop: int | None, points: in
         for e in events
         if e.seq is not None and e.kind in MARKED and e.effective_step is not None and not e.damaged
     ]
+    if stop is None and found.total_steps is not None:
+        # The planned run, and the steps served past it if the job ran longer.
+        stop = max(found.total_steps, found.high_water + 1)
+        stop = stop if stop > start else None
     if stop is None:
         last = max([found.high_water, *(m.step for m in markers)], default=0)
-        stop = max(1000, math.ceil(last * 1.25))
+        stop = max(start + 10, 1000, math.ceil(last * 1.25))
     answer = client.curve(run, start, stop, stride_for(start, stop, points))
     by_group = [list(column) for column in zip(*answer.lrs, strict=True)]
     return Curve(run, answer.steps, by_group, found.high_water, markers)
@@ -187,7 +191,11 @@ def render(curve: Curve, path: Path, log: bool = False) -> None:
     help="The image: .png, .svg or .pdf.",
 )
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--stop", type=click.IntRange(min=1), help="Default: past the run's changes, at least 1000.")
+@click.option(
+    "--stop",
+    type=click.IntRange(min=1),
+    help="Default: the run's total_steps if it has one, else past its changes, at least 1000.",
+)
 @click.option(
     "--points",
     type=click.IntRange(2, 100_000),
@@ -218,7 +226,10 @@ def plot(
     if stop is not None and stop <= start:
         raise click.BadParameter(f"must be above --start ({start})", param_hint="--stop")
     if path is not None:
-        curve = spec_curve(load_definition(path), lr, start, stop or 1000, points)
+        definition = load_definition(path)
+        planned = definition.get("total_steps")  # a run definition's planned length
+        default = planned if isinstance(planned, int) and planned > start else 1000
+        curve = spec_curve(definition, lr, start, stop or default, points)
     else:
         assert run is not None
         curve = run_curve(connect(ctx), run, start, stop, points)

@@ -34,6 +34,7 @@ MARKED = {
     "plateau_reduced": "plateau",
     "rewound": "rewind",
     "forked": "fork",
+    "fallback": "fallback",
 }
 
 
@@ -82,7 +83,12 @@ def title(event: StoredEvent) -> str:
 
 
 def default_stop(run: RunRecord, marked: list[dict[str, Any]], start: int) -> int:
-    """Where a run's chart ends unless asked: past its mark and its last change, by a quarter."""
+    """Where a run's chart ends unless asked: at its planned end (`total_steps`), or past its mark
+    if the job ran longer; without a planned end, past its mark and its last change, by a quarter."""
+    if run.total_steps is not None:
+        end = min(STEP_MAX + 1, max(run.total_steps, run.high_water + 1))
+        if end > start:
+            return end
     last = max([run.high_water, *(int(m["step"]) for m in marked), 0])
     return min(STEP_MAX + 1, max(start + 10, math.ceil(last * 1.25), 1000))
 

@@ -70,7 +70,7 @@ class Runs:
                 store = Store(session)
                 existing = store.run(body.name)
                 if existing is not None:
-                    return same_definition(existing, digest, "exists with a different definition"), False
+                    return _same_creation(existing, digest, body.total_steps), False
                 now = datetime.now(UTC)
                 run = store.insert_run(
                     name=body.name,
@@ -80,7 +80,15 @@ class Runs:
                     labels=body.labels,
                     definition_hash=digest,
                     now=now,
+                    total_steps=body.total_steps,
                 )
+                details: dict[str, Any] = {
+                    "lrs": body.base_lrs,
+                    "schedule": body.schedule,
+                    "plateau": run.plateau,
+                }
+                if body.total_steps is not None:
+                    details["total_steps"] = body.total_steps
                 store.append_event(
                     run,
                     actor,
@@ -88,7 +96,7 @@ class Runs:
                     at=now,
                     effective_step=0,
                     lr_after=lrs_at_zero,
-                    details={"lrs": body.base_lrs, "schedule": body.schedule, "plateau": run.plateau},
+                    details=details,
                 )
                 return run, True
         except IntegrityError:
@@ -97,7 +105,7 @@ class Runs:
                 existing = Store(session).run(body.name)
             if existing is None:  # pragma: no cover - the unique name is the only constraint hit
                 raise
-            return same_definition(existing, digest, "exists with a different definition"), False
+            return _same_creation(existing, digest, body.total_steps), False
 
     def get(self, name: str) -> tuple[RunRecord, list[ChangeRecord], list[AttemptRecord]]:
         """The run, its changes in force, and its rewinds."""
@@ -160,11 +168,13 @@ class Runs:
         key: str | None,
         change: Callable[[Locked], R],
         result: type[R],
+        live_only: bool = True,
     ) -> R:
         """Make `change` under the run's lock; under an Idempotency-Key seen before, replay its answer.
 
         The key is looked up before anything else is checked, so a retry gets the first answer even
-        after the mark moved past `from_step` or the run was finished.
+        after the mark moved past `from_step` or the run was finished. `live_only=False` takes it on
+        a finished or archived run too (a record of what a job ran, not a change).
         """
         digest = hashlib.sha256(audit.canonical({endpoint: body.model_dump(mode="json")})).hexdigest()
         with Session(self.writer) as session, session.begin():
@@ -179,7 +189,8 @@ class Runs:
                             [FieldError(("idempotency_key",), "already used with another body")],
                         )
                     return result.model_validate(answer)
-            require_live(locked.run)
+            if live_only:
+                require_live(locked.run)
             made = change(locked)
             if key is not None:
                 locked.store.add_idempotent_write(
@@ -350,6 +361,21 @@ def same_definition(existing: RunRecord, digest: str, otherwise: str) -> RunReco
     if existing.definition_hash != digest:
         raise Conflict(f"run {existing.name!r} {otherwise}", extra={"high_water": existing.high_water})
     return existing
+
+
+def _same_creation(existing: RunRecord, digest: str, total_steps: int | None) -> RunRecord:
+    """`existing`, if a creation of it again (definition `digest`) matches it, else 409. A planned
+    length is not part of the definition (nothing it answers depends on it), but one given must be
+    the run's: a job that plans another length than the run was made for is told so, not ignored.
+    Omitting it matches any, so that a job may attach without knowing it."""
+    run = same_definition(existing, digest, "exists with a different definition")
+    if total_steps is not None and total_steps != run.total_steps:
+        raise Conflict(
+            f"run {run.name!r} exists with total_steps {run.total_steps}, not {total_steps}: "
+            "a job of another length is another run",
+            extra={"high_water": run.high_water, "total_steps": run.total_steps},
+        )
+    return run
 
 
 def require_live(run: RunRecord) -> None:

@@ -23,6 +23,7 @@ EventKind = Literal[
     "run_archived",
     "rewound",
     "forked",
+    "fallback",
 ]
 """What an audit event records. An event read back may hold any text (the database can be
 edited): reads keep `str`, writes take an EventKind."""

@@ -56,6 +56,7 @@ class Run(Base):
         CheckConstraint(f"state IN {RUN_STATES}", name="state"),
         CheckConstraint("high_water >= -1", name="high_water"),
         CheckConstraint("attempt >= 1", name="attempt"),
+        CheckConstraint("total_steps >= 1", name="total_steps"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -80,6 +81,9 @@ class Run(Base):
     ended in `parent_head`."""
     forked_at: Mapped[int | None] = mapped_column(BigInteger)
     parent_head: Mapped[str | None] = mapped_column(String(64))
+    total_steps: Mapped[int | None] = mapped_column(BigInteger)
+    """How many steps the job plans (steps 0 to total_steps - 1), if it said: where clients'
+    lookahead windows, plots and the console stop. Steps past it are still answered."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -45,6 +45,7 @@ class RunRecord:
     parent: str | None = None
     forked_at: int | None = None
     parent_head: str | None = None
+    total_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ def _run(row: Run) -> RunRecord:
         parent=row.parent,
         forked_at=row.forked_at,
         parent_head=row.parent_head,
+        total_steps=row.total_steps,
     )
 
 
@@ -206,6 +208,7 @@ class Store:
         now: datetime,
         high_water: int = -1,
         parent: tuple[str, int, str] | None = None,
+        total_steps: int | None = None,
     ) -> RunRecord:
         """A new run; a fork also gives its mark, and its `parent` as (name, step, chain head)."""
         parent_name, forked_at, parent_head = parent if parent is not None else (None, None, None)
@@ -223,6 +226,7 @@ class Store:
             parent=parent_name,
             forked_at=forked_at,
             parent_head=parent_head,
+            total_steps=total_steps,
             created_at=now,
             updated_at=now,
         )

@@ -273,6 +273,7 @@ def test_methods_keep_their_builders_signatures() -> None:
             "lrs",
             "plateau",
             "labels",
+            "total_steps",
         ]
         assert list(inspect.signature(tower.lr).parameters) == ["run", "step", "attempt"]
     assert list(inspect.signature(AsyncClient("http://tower.test").scale).parameters) == list(

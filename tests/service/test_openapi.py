@@ -23,6 +23,8 @@ EXAMPLED = [
     schemas.MetricIn,
     schemas.MetricOut,
     schemas.VerifyOut,
+    schemas.FallbacksIn,
+    schemas.FallbacksOut,
 ]
 
 
@@ -83,7 +85,7 @@ def test_creating_a_run_links_to_every_operation_on_it(client: TestClient) -> No
         op["operationId"] for path, ops in document["paths"].items() if "{run}" in path for op in ops.values()
     }
     links = document["paths"]["/runs"]["post"]["responses"]["201"]["links"]
-    assert {link["operationId"] for link in links.values()} == on_a_run and len(on_a_run) == 11
+    assert {link["operationId"] for link in links.values()} == on_a_run and len(on_a_run) == 12
     assert all(link["parameters"] == {"run": "$response.body#/name"} for link in links.values())
     created = client.post("/runs", json=example(schemas.RunCreate)).json()
     assert client.get(f"/runs/{created['name']}").status_code == 200  # the link's expression names it

@@ -6,11 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
+from ...core import fallbacks
 from ...schemas import (
     SEQ_MAX,
     ChangeResult,
     EventOut,
     EventPage,
+    FallbacksIn,
+    FallbacksOut,
     ForkIn,
     MetricIn,
     MetricOut,
@@ -104,6 +107,18 @@ def post_metric(run: RunPath, body: MetricIn, runs: RunsDep, caller: Writer) -> 
     the high-water mark, else from the step after it (`effective_step` says which). Posting the
     same (name, step, value) again returns the same answer; another value for it is a 409."""
     return runs.post_metric(run, body, caller.name)
+
+
+@router.post("/runs/{run}/fallbacks", response_model=FallbacksOut, name="report_fallbacks")
+def report_fallbacks(
+    run: RunPath, body: FallbacksIn, runs: RunsDep, caller: Writer, key: IdempotencyKey = None
+) -> FallbacksOut:
+    """Record what a job ran while it could not reach the server: each stretch of steps and the
+    LRs it ran them on, and the metric posts it dropped. Appended to the audit trail as a
+    `fallback` event, the record of steps nobody was served. Steps the tower had served with
+    other LRs (to another rank) are a divergence, named in the answer and the event. With an
+    Idempotency-Key, a retried report makes one event."""
+    return fallbacks.record(runs, run, body, caller.name, key)
 
 
 @router.post("/runs/{run}/state", response_model=RunOut)

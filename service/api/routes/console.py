@@ -204,7 +204,10 @@ def sparkline_image(
     (`v`) never changes, and the browser may keep it."""
     record, changes, _ = runs.get(run)
     at = record.high_water if mark is None else mark
-    horizon = max(1000, math.ceil(max(at, *(c.effective_step for c in changes), 0) * 1.25))
+    if record.total_steps is not None:  # the planned end, or the mark if the job ran longer
+        horizon = min(STEP_MAX + 1, max(record.total_steps, at + 1))
+    else:
+        horizon = max(1000, math.ceil(max(at, *(c.effective_step for c in changes), 0) * 1.25))
     timeline = timeline_of(record, changes)
     answers = planned(timeline, range(0, horizon, math.ceil(horizon / SPARK_POINTS)))
     now = planned(timeline, range(max(at, 0), max(at, 0) + 1))

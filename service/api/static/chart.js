@@ -11,7 +11,7 @@
   const root = document.getElementById("chart");
   if (!root || typeof uPlot === "undefined") return;
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
-  const KINDS = {schedule: "#222222", scale: "#8b4513", plateau: "#b00020", rewind: "#6a3d9a", fork: "#008080"};
+  const KINDS = {schedule: "#222222", scale: "#8b4513", plateau: "#b00020", rewind: "#6a3d9a", fork: "#008080", fallback: "#d97706"};
   const SERVED = "rgba(10, 125, 40, 0.07)";
   const AXIS = 84;  // px of each panel's y axis: the same on both, so that a step is at one x on both
   const STEPS = Array.from({length: 17}, (_, k) => [1, 2, 5].map(m => m * 10 ** k)).flat();
