@@ -13,8 +13,10 @@ Lightning's `configure_optimizers`, `transformers.Trainer(optimizers=(optimizer,
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import uuid
 import weakref
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -222,18 +224,26 @@ class RemoteScheduler(LRScheduler):
         rewind to k itself, finds the newest attempt started at k, after the checkpoint's, and
         joins it.
         """
+        launch = _launch()
         try:
             run = self.client.get_run(self.run)
-            if k >= run.high_water or _started_at(run, k, saved):
+            if k >= run.high_water:
                 return None
-            # An older checkpoint: the run's attempt now, the same for every rank that reads it
-            # before the first rewind (those after it join that one, just above).
+            # A launch of its own: every rank of it sends the same key, so the first makes the
+            # attempt and the others get its answer, and a later launch from the same checkpoint
+            # (the job crashed again before its next one) makes an attempt of its own. Without
+            # one, the ranks that read the run after another's rewind join the attempt started
+            # at k; an older checkpoint takes the run's attempt now, the same for every rank that
+            # reads it before the first rewind.
+            if (launch is None or saved is None) and _started_at(run, k, saved):
+                return None
             attempt = run.attempt if saved is None else saved
             rewound = self.client.rewind(
                 self.run,
                 k,
                 reason=f"resumed from the checkpoint of step {k} of attempt {attempt}",
-                idempotency_key=f"resume-{attempt}-{k}",
+                idempotency_key=f"resume-{attempt}-{k}"
+                + (f"-{launch}" if launch and saved is not None else ""),
             )
         except Conflict as exc:
             if exc.high_water is not None and exc.high_water <= k:
@@ -272,6 +282,29 @@ def _started_at(run: Run, k: int, saved: int | None) -> bool:
     return (
         newest.number == run.attempt and newest.rewound_to == k and (saved is None or newest.number > saved)
     )
+
+
+def _launch() -> str | None:
+    """What every rank of this launch of the job shares, and no other launch does: lrtower's
+    `LRTOWER_LAUNCH_ID` if set, else torchrun's run id and restart count, else, in a process that
+    is the job's only one, an id of its own; None where ranks share nothing lrtower can see."""
+    shared = os.environ.get("LRTOWER_LAUNCH_ID") or (
+        f"{os.environ['TORCHELASTIC_RUN_ID']}.{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+        if os.environ.get("TORCHELASTIC_RUN_ID")
+        else None
+    )
+    if shared:  # any text: a digest of it fits an Idempotency-Key
+        return hashlib.sha256(shared.encode()).hexdigest()[:16]
+    alone = os.environ.get("WORLD_SIZE", "1") == "1" and not (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
+    return _PROCESS_LAUNCH if alone else None
+
+
+_PROCESS_LAUNCH = uuid.uuid4().hex[:16]
+"""The launch id of a job that is one process."""
 
 
 def _close(feed: LRFeed, client: Client) -> None:

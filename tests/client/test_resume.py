@@ -66,6 +66,8 @@ class Job:
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
+        """As from a file: torch's optimizer keeps the tensors it loads, so each job gets copies."""
+        checkpoint = _copied(checkpoint)
         self.net.load_state_dict(checkpoint["model"])
         self.opt.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -223,3 +225,47 @@ def test_two_ddp_ranks_resume_together_on_one_new_attempt(
     with Client(server.url) as client:
         run = client.get_run("ddp-resume")
     assert run.attempt == 2 and [(a.number, a.rewound_to) for a in run.attempts] == [(2, resume_job.K)]
+
+
+def test_a_second_launch_from_the_same_checkpoint_starts_an_attempt_of_its_own(
+    tower: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job crashes again before its next checkpoint and is launched once more from the same
+    one: that launch makes a new attempt (its metrics differ from the first resume's), and every
+    rank of it joins that one."""
+    run = "resume-twice"
+    _, saved = crashed_job(remote(run, tower, **DEFINITION))
+    monkeypatch.setenv("LRTOWER_LAUNCH_ID", "launch-2")
+    second = Job(remote(run, tower))
+    second.restore(saved)
+    second.steps(range(K, K + 40), shuffled=True)  # and crashes again
+    second.scheduler.feed.close()
+    monkeypatch.setenv("LRTOWER_LAUNCH_ID", "launch-3")
+    third = [Job(remote(run, tower)) for _ in range(2)]  # two ranks of the third launch
+    for rank in third:
+        rank.restore(saved)
+        rank.steps(range(K, K + 40))  # in order this time: other metrics than the second launch's
+    with Client(tower) as client:
+        after = client.get_run(run)
+    assert after.attempt == 3 and [a.rewound_to for a in after.attempts] == [K, K]
+    assert [rank.scheduler.feed.attempt for rank in third] == [3, 3]
+    assert third[0].used == third[1].used != second.used
+    for rank in third:
+        rank.scheduler.feed.close()
+
+
+def test_a_launch_is_what_its_ranks_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lrtower.scheduler import _launch
+
+    monkeypatch.delenv("LRTOWER_LAUNCH_ID", raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job 7")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    first = _launch()
+    assert first is not None and first == _launch() and len(first) == 16
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # torchrun restarted the ranks
+    assert _launch() not in (None, first)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # ranks launched some other way share nothing lrtower sees
+    assert _launch() is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert _launch() is not None  # a job that is one process
