@@ -105,6 +105,7 @@ class Branching:
                     now=locked.now,
                     high_water=k,
                     parent=(parent.name, k, head),
+                    total_steps=parent.total_steps,
                 )
                 for c in kept:
                     store.add_change(

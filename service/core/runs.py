@@ -458,7 +458,9 @@ def _replayed(store: Store, run: RunRecord, body: MetricIn) -> MetricOut | None:
     if value == body.value:
         return MetricOut.model_validate(stored)  # the same post again: the same answer
     raise Conflict(
-        f"step {body.step} of {metric!r} was posted with value {value!r}; post one all-reduced "
-        "value per step (for example from rank 0)",
+        f"step {body.step} of {metric!r} was posted with value {value!r} in attempt {run.attempt}: "
+        "the ranks of a job post one all-reduced value per step (for example from rank 0); a job "
+        "resumed from a checkpoint below this step rewinds the run to it first (POST "
+        f"/runs/{run.name}/rewind), and posts in the attempt that starts",
         [FieldError(("value",), f"already posted as {value!r}")],
     )

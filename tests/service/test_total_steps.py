@@ -40,6 +40,14 @@ def test_a_run_created_with_total_steps_shows_it_and_one_without_shows_null(clie
     assert client.get("/runs/planned/events/verify").json()["ok"]
 
 
+def test_a_fork_plans_its_parents_length(client: TestClient) -> None:
+    create(client, total_steps=300)
+    client.get("/runs/planned/lr", params={"step": 40})
+    forked = client.post("/runs/planned/fork", json={"name": "branch", "at_step": 30, "reason": "try"})
+    assert forked.status_code == 201, forked.text
+    assert client.get("/runs/branch").json()["total_steps"] == 300
+
+
 def test_the_bounds_are_one_and_one_past_the_last_step(client: TestClient) -> None:
     assert create(client, "one", total_steps=1).json()["total_steps"] == 1
     assert create(client, "most", total_steps=STEP_MAX + 1).json()["total_steps"] == STEP_MAX + 1
