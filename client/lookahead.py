@@ -198,6 +198,17 @@ def _application_level() -> int:
     return level
 
 
+def whole_steps(total_steps: float | None) -> int | None:
+    """A planned length as a whole number of steps (300.0 is 300; Lightning's
+    `estimated_stepping_batches` is a float); ValueError for anything else, an unlimited
+    trainer's `inf` included, before any request is made."""
+    if total_steps is None:
+        return None
+    if isinstance(total_steps, bool) or not float(total_steps).is_integer() or total_steps < 1:
+        raise ValueError(f"total_steps must be a whole number of steps >= 1, got {total_steps!r}")
+    return int(total_steps)
+
+
 def _transient(error: LrtowerError) -> bool:
     return not isinstance(error, APIError) or isinstance(error, ServerError)
 
@@ -282,15 +293,11 @@ class LRFeed:
         plateau: bool | None = None,
         metric_every: int | None = None,
         strict: bool = False,
-        total_steps: int | None = None,
+        total_steps: float | None = None,
     ) -> None:
         if not 1 <= lookahead <= MAX_WINDOW:
             raise ValueError(f"lookahead must be in [1, {MAX_WINDOW}], got {lookahead}")
-        if total_steps is not None:
-            if isinstance(total_steps, bool) or not float(total_steps).is_integer() or total_steps < 1:
-                raise ValueError(f"total_steps must be a whole number of steps >= 1, got {total_steps!r}")
-            total_steps = int(total_steps)  # 300.0 is 300
-        self.total_steps = total_steps
+        self.total_steps = whole_steps(total_steps)
         """The job's planned length: windows end before it, and steps past it are asked one by one."""
         self._noted_past_end = False
         self.client = client

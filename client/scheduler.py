@@ -29,7 +29,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from ._client import Client
 from ._core import Retry
 from .errors import APIError, Conflict, LrtowerError, ServerError
-from .lookahead import LRFeed, StepLR
+from .lookahead import LRFeed, StepLR, whole_steps
 from .results import Run
 
 log = logging.getLogger("lrtower")
@@ -82,7 +82,7 @@ class RemoteScheduler(LRScheduler):
         schedule: Mapping[str, Any] | None = None,
         plateau: Mapping[str, Any] | None = None,
         labels: Mapping[str, str] | None = None,
-        total_steps: int | None = None,
+        total_steps: float | None = None,
         client: Client | None = None,
         last_epoch: int = -1,
         resume: Literal["rewind", "replay"] = "rewind",
@@ -94,6 +94,7 @@ class RemoteScheduler(LRScheduler):
         self.strict = strict
         self._attempt: int | None = None  # the attempt resumed in, until the feed pins one
         self._replaying_from: int | None = None  # the checkpoint's step, after a resume="replay"
+        total_steps = whole_steps(total_steps)  # before the run is made with it
         owned = client is None
         self.client = client = client or Client(url, token, timeout=TRAINING_TIMEOUT, retry=TRAINING_RETRY)
         plateau_known: bool | None = None

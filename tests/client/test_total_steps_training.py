@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from lrtower import Client
+from lrtower import Client, NotFound
 from lrtower.scheduler import RemoteScheduler
 
 COSINE = {"type": "CosineAnnealingLR", "T_max": 300, "eta_min": 0.001}
@@ -96,7 +96,11 @@ def test_a_job_that_runs_longer_than_planned_is_answered_and_told_once(
     assert len(told) == 1 and "step 51 is past the 50 steps" in told[0], told
 
 
-def test_a_planned_length_is_a_whole_number_of_steps(tower: str) -> None:
-    for bad in (0, 2.5, float("inf")):
+def test_a_planned_length_is_a_whole_number_of_steps(tower: str, client: Client) -> None:
+    for bad in (0, 2.5, float("inf")):  # inf: an unlimited Lightning trainer's estimated_stepping_batches
         with pytest.raises(ValueError, match=f"total_steps must be a whole number of steps >= 1, got {bad}"):
-            RemoteScheduler(_optimizer(), "never-made", tower, total_steps=bad)  # type: ignore[arg-type]
+            RemoteScheduler(_optimizer(), "never-made", tower, total_steps=bad)
+        with pytest.raises(ValueError, match="total_steps must be a whole number"):
+            RemoteScheduler(_optimizer(), "never-made", tower, schedule=COSINE, total_steps=bad)
+    with pytest.raises(NotFound):  # refused before any request: no run was made
+        client.get_run("never-made")
