@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
+from cli_runs import cli, ok
 from lrtower import Client
 from lrtower.cli.commands import lrtower
 from lrtower.cli.plot import run_curve
@@ -41,16 +42,6 @@ def server(tower: str) -> str:
 
 def run_yaml(folder: Path, name: str = "yaml-run", team: str = "vision") -> Path:
     return _write(folder, "run.yaml", RUN_YAML.format(name=name, team=team))
-
-
-def cli(server: str, *args: str) -> Result:
-    return CliRunner().invoke(lrtower, [*args], env={"LRTOWER_URL": server, "LRTOWER_TOKEN": None})
-
-
-def ok(server: str, *args: str) -> str:
-    result = cli(server, *args)
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def test_create_list_and_show_runs(server: str, tmp_path: Path) -> None:

@@ -8,22 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
+from cli_runs import cli, ok
 from lrtower import Client
 from lrtower.cli.commands import lrtower
 
 STEP = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
-
-
-def cli(server: str, *args: str) -> Result:
-    return CliRunner().invoke(lrtower, [*args], env={"LRTOWER_URL": server, "LRTOWER_TOKEN": None})
-
-
-def ok(server: str, *args: str) -> str:
-    result = cli(server, *args)
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def api_curve(server: str, run: str, start: int, stop: int, stride: int = 1) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 import lrtower.cli.plot as plot
+from cli_runs import cli, ok
 from lrtower import Client
 from lrtower.cli.commands import lrtower
 from lrtower.cli.plot import run_curve, spec_curve
@@ -24,16 +25,6 @@ COSINE = {"type": "CosineAnnealingLR", "T_max": 2000}
 def client(tower: str) -> Iterator[Client]:
     with Client(tower) as client:
         yield client
-
-
-def cli(server: str, *args: str) -> Result:
-    return CliRunner().invoke(lrtower, [*args], env={"LRTOWER_URL": server, "LRTOWER_TOKEN": None})
-
-
-def ok(server: str, *args: str) -> str:
-    result = cli(server, *args)
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def test_runs_create_takes_total_steps_from_the_file_or_the_option(
