@@ -2,10 +2,12 @@
 // the same step axis, the metrics posted; or several runs overlaid (the compare page).
 //
 // Its data is /ui/runs/<run>/chart.json (the playground's is in the page: #preview-data): LRs
-// exactly as the API answers them, at about 600 steps of the range shown. A drag zooms both panels and asks for the zoomed range again, so that every
-// step is drawn once the range is narrow enough; a double-click goes back. The readout shows the
-// hovered step's LRs as the API gives them, and each metric's last post at or before it. Markers
-// name each change (schedule, scale, plateau, rewind, fork); hover or click one for who and why.
+// exactly as the API answers them, at about 600 steps of the range shown. A drag zooms both
+// panels and asks for the zoomed range again, so that every step is drawn once the range is
+// narrow enough; a double-click goes back. The readout shows the hovered step's LRs as the API
+// gives them, and each metric's last post at or before it. Markers name each change (schedule,
+// scale, plateau, rewind, fork) and each fallback stretch a job reported; hover or click one for
+// who and why.
 // The page's live refresh (console.js) keeps this element and tells it to fetch its data again.
 (() => {
   const root = document.getElementById("chart");
@@ -222,7 +224,7 @@
     root.querySelector(".metrics-note").textContent = next.metricSeries.length ? "" : "none posted in this range";
     panels[1].hidden = !next.metricSeries.length;  // an empty panel would have no y axis to line up
     root.querySelector(".metrics-title").hidden = Boolean(sources[0].inline);  // a spec has no metrics
-    window.lrtowerCharts = {lr, metrics};
+    window.lrtowerCharts = {lr, metrics};  // the two uPlot instances, for the browser tests (and a console user)
   }
 
   function redraw(next, range) {  // new data for the same series: the charts stay, their data changes
