@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import lr_scheduler
 
-from training import data, model
+from training import copied, data, model
 
 SPEC = {"type": "StepLR", "step_size": 25, "gamma": 0.5}
 PLATEAU = {"metric": "loss", "factor": 0.5, "patience": 0, "threshold": 0.05}
@@ -112,8 +112,8 @@ class _Job:
         schedulers = self.scheduler if isinstance(self.scheduler, tuple) else (self.scheduler,)
         return {
             "model": {k: v.clone() for k, v in self.net.module.state_dict().items()},
-            "optimizer": _copied(self.opt.state_dict()),
-            "schedulers": [_copied(s.state_dict()) for s in schedulers],
+            "optimizer": copied(self.opt.state_dict()),
+            "schedulers": [copied(s.state_dict()) for s in schedulers],
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
@@ -122,11 +122,3 @@ class _Job:
         schedulers = self.scheduler if isinstance(self.scheduler, tuple) else (self.scheduler,)
         for scheduler, state in zip(schedulers, checkpoint["schedulers"], strict=True):
             scheduler.load_state_dict(state)
-
-
-def _copied(state: Any) -> Any:
-    if isinstance(state, dict):
-        return {k: _copied(v) for k, v in state.items()}
-    if isinstance(state, list):
-        return [_copied(v) for v in state]
-    return state.clone() if isinstance(state, torch.Tensor) else state

@@ -99,3 +99,13 @@ def train(
         opt.step()
         step(scheduler, i, validation_loss)
     return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+
+def copied(state: Any) -> Any:
+    """A checkpoint's state with every tensor copied, as if read back from a file: torch's
+    `load_state_dict` may keep the tensors it is given."""
+    if isinstance(state, dict):
+        return {k: copied(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [copied(v) for v in state]
+    return state.clone() if isinstance(state, torch.Tensor) else state

@@ -18,7 +18,7 @@ import resume_job
 from lrtower import Client, Conflict
 from lrtower.scheduler import RemoteScheduler
 from servers import Server, free_port
-from training import FLAT, data, model, optimizer
+from training import FLAT, copied, data, model, optimizer
 
 K, END, EVERY = 150, 250, 10
 PLATEAU = {"factor": 0.5, "patience": 1, "threshold": 0.1}
@@ -61,27 +61,19 @@ class Job:
     def checkpoint(self) -> dict[str, Any]:
         return {
             "model": {k: v.clone() for k, v in self.net.state_dict().items()},
-            "optimizer": _copied(self.opt.state_dict()),
-            "scheduler": _copied(self.scheduler.state_dict()),
+            "optimizer": copied(self.opt.state_dict()),
+            "scheduler": copied(self.scheduler.state_dict()),
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """As from a file: torch's optimizer keeps the tensors it loads, so each job gets copies."""
-        checkpoint = _copied(checkpoint)
+        checkpoint = copied(checkpoint)
         self.net.load_state_dict(checkpoint["model"])
         self.opt.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
 
     def weights(self) -> torch.Tensor:
         return torch.cat([p.detach().flatten() for p in self.net.parameters()])
-
-
-def _copied(state: Any) -> Any:
-    if isinstance(state, dict):
-        return {k: _copied(v) for k, v in state.items()}
-    if isinstance(state, list):
-        return [_copied(v) for v in state]
-    return state.clone() if isinstance(state, torch.Tensor) else state
 
 
 def remote(run: str, tower: str, **options: Any) -> Callable[[torch.optim.Optimizer], RemoteScheduler]:

@@ -15,7 +15,7 @@ from torch.optim import lr_scheduler
 
 from lrtower import Client, Conflict
 from lrtower.scheduler import RemoteScheduler
-from training import FLAT, WARMUP_COSINE, data, model, optimizer, warmup_cosine
+from training import FLAT, WARMUP_COSINE, copied, data, model, optimizer, warmup_cosine
 
 CHECKPOINT_EVERY = 40
 SPIKE, K, END = 150, 120, 200
@@ -69,11 +69,11 @@ class Job:
     def checkpoint(self) -> dict[str, Any]:
         saved = {
             "model": {k: v.clone() for k, v in self.net.state_dict().items()},
-            "optimizer": _copied(self.opt.state_dict()),
-            "scheduler": _copied(self.scheduler.state_dict()),
+            "optimizer": copied(self.opt.state_dict()),
+            "scheduler": copied(self.scheduler.state_dict()),
         }
         if self.scheduler.optimizer is not self.opt:  # the local reference's twin holds the LRs
-            saved["twin"] = _copied(self.scheduler.optimizer.state_dict())
+            saved["twin"] = copied(self.scheduler.optimizer.state_dict())
         return saved
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
@@ -85,14 +85,6 @@ class Job:
 
     def weights(self) -> torch.Tensor:
         return torch.cat([p.detach().flatten() for p in self.net.parameters()])
-
-
-def _copied(state: Any) -> Any:
-    if isinstance(state, dict):
-        return {k: _copied(v) for k, v in state.items()}
-    if isinstance(state, list):
-        return [_copied(v) for v in state]
-    return state.clone() if isinstance(state, torch.Tensor) else state
 
 
 def local_reference(

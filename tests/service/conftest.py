@@ -6,7 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lrtower_server.api.app import create_app
+from lrtower_server.core.auth import Tokens
 from lrtower_server.core.config import Settings
+from lrtower_server.db.engine import make_engine
 
 
 @pytest.fixture
@@ -19,3 +21,13 @@ def settings(database_url: str) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as client:
         yield client
+
+
+@pytest.fixture
+def secured(database_url: str) -> Iterator[tuple[TestClient, Tokens]]:
+    """An app that requires tokens, and the tokens' store to make them with."""
+    settings = Settings(database_url=database_url, auth="required")
+    engine = make_engine(settings)
+    with TestClient(create_app(settings)) as client:
+        yield client, Tokens(engine)
+    engine.dispose()

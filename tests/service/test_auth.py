@@ -7,27 +7,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from lrtower_server.api.app import create_app
 from lrtower_server.core.auth import Tokens
-from lrtower_server.core.config import Settings
-from lrtower_server.db.engine import make_engine
 
 RUN = {"name": "secure", "lr": 0.1, "schedule": {"type": "StepLR", "step_size": 10}}
-
-
-@pytest.fixture
-def secured(database_url: str) -> Iterator[tuple[TestClient, Tokens]]:
-    settings = Settings(database_url=database_url, auth="required")
-    engine = make_engine(settings)
-    with TestClient(create_app(settings)) as client:
-        yield client, Tokens(engine)
-    engine.dispose()
 
 
 def bearer(secret: str) -> dict[str, str]:

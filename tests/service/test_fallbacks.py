@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from lrtower_server.api.app import create_app
 from lrtower_server.core.auth import Tokens
-from lrtower_server.core.config import Settings
-from lrtower_server.db.engine import make_engine
 
 GAMMA = 0.99
 RUN = {"name": "job", "lrs": [0.1, 0.01], "schedule": {"type": "ExponentialLR", "gamma": GAMMA}}
@@ -126,15 +122,6 @@ def test_invalid_reports_name_the_field(client: TestClient, stretches: list[Any]
 def test_an_unknown_run_is_a_404(client: TestClient) -> None:
     answer = client.post("/runs/nope/fallbacks", json={"stretches": []})
     assert answer.status_code == 404
-
-
-@pytest.fixture
-def secured(database_url: str) -> Iterator[tuple[TestClient, Tokens]]:
-    settings = Settings(database_url=database_url, auth="required")
-    engine = make_engine(settings)
-    with TestClient(create_app(settings)) as client:
-        yield client, Tokens(engine)
-    engine.dispose()
 
 
 def test_reporting_needs_write_scope(secured: tuple[TestClient, Tokens]) -> None:
