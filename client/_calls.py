@@ -57,6 +57,16 @@ def _json(result: Callable[[dict[str, Any]], T]) -> Callable[[httpx.Response], T
     return lambda response: result(response.json())
 
 
+def _served(result: Callable[[dict[str, Any]], T]) -> Callable[[httpx.Response], T]:
+    """Read an `/lr` answer, with the run's divergence from its header."""
+
+    def read(response: httpx.Response) -> T:
+        seq = response.headers.get("lrtower-divergence")
+        return result({**response.json(), "divergence": int(seq) if seq and seq.isdigit() else None})
+
+    return read
+
+
 def _without_none(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
@@ -113,7 +123,7 @@ def lr(run: str, step: int, *, attempt: int | None = None) -> Call[LR]:
     params: list[tuple[str, str | int]] = [("step", step)]
     if attempt is not None:
         params.append(("attempt", attempt))
-    return Call("GET", _run_path(run, "lr"), _json(LR.from_json), params=params)
+    return Call("GET", _run_path(run, "lr"), _served(LR.from_json), params=params)
 
 
 def lr_range(
@@ -124,7 +134,7 @@ def lr_range(
     params: list[tuple[str, str | int]] = [("start", start), ("stop", stop), ("stride", stride)]
     if attempt is not None:
         params.append(("attempt", attempt))
-    return Call("GET", _run_path(run, "lr"), _json(LRRange.from_json), params=params)
+    return Call("GET", _run_path(run, "lr"), _served(LRRange.from_json), params=params)
 
 
 def curve(run: str, start: int = 0, stop: int = 1000, stride: int = 1) -> Call[LRRange]:

@@ -44,12 +44,14 @@ blocks a step, and it never backs off, so the job is back within about a second 
 Metric posts meanwhile are dropped without being sent (so they cannot slow the job or delay
 the return) and counted. Once a probe answers, the next step reports the outage before it asks
 for its LR (`POST /runs/{run}/fallbacks`, one request, under an Idempotency-Key that its retries
-keep): which steps ran on which fallback LR, the dropped posts, the feed's `rank`. Reporting
-first means the steps of the report that the tower has served were served to others (another
-rank), not to this job as it came back: where their LRs differ, the answer says so (a
-divergence) and the feed logs a warning naming the steps and both LRs. The run records the
-report as a `fallback` event. With `strict=True` it raises instead. Errors that are not
-transient (401, 403, 404, 422) always raise.
+keep): which steps ran on which fallback LR (and momentum), the dropped posts, the feed's
+`rank`. The steps nobody was served become the run's record of them: from then on they are
+served, and answer what ran. Reporting first means that the steps of the report the tower has
+served were served to others (another rank), not to this job as it came back: where their LRs
+differ, the answer says so (a divergence) and the feed logs a warning naming the steps and both
+LRs. Every other rank's feed warns too, once, when its next window's answer names the run's
+divergence (the `lrtower-divergence` header). With `strict=True` the feed raises instead of
+going on. Errors that are not transient (401, 403, 404, 422) always raise.
 
 **Attempts.** A rewind of the run starts a new attempt (SPEC §4.10). The feed pins the attempt
 of its first answer, and asks every window and posts every metric in it, so it never mixes two.
@@ -118,10 +120,11 @@ def _superseded(error: LrtowerError) -> int | None:
 
 
 class Window(NamedTuple):
-    """A fetched window: the attempt it belongs to, and its steps."""
+    """A fetched window: the attempt it belongs to, its steps, and the run's divergence."""
 
     attempt: int | None
     steps: Steps
+    divergence: int | None = None
 
 
 def _window(fetched: LRRange) -> Window:
@@ -130,7 +133,7 @@ def _window(fetched: LRRange) -> Window:
         step: StepLR(fetched.lrs[i], momentum[i] if momentum is not None else None)
         for i, step in enumerate(fetched.steps)
     }
-    return Window(fetched.attempt, steps)
+    return Window(fetched.attempt, steps, fetched.divergence)
 
 
 _Jobs: TypeAlias = queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None]
@@ -231,7 +234,7 @@ def _reach_from(error: LrtowerError) -> int | None:
 
 class _Outage:
     """An outage as the feed records it for its report: since when, why, which steps ran on which
-    fallback LRs (`[from_step, to_step, lrs]`, steps in order), how many metric posts it dropped."""
+    fallback LRs (`[from_step, to_step, StepLR]`, steps in order), how many metric posts it dropped."""
 
     def __init__(self, since: float, reason: str) -> None:
         self.since = since
@@ -243,15 +246,15 @@ class _Outage:
         self.dropped = 0  # since the last report was sealed
         self.dropped_in_all = 0
 
-    def ran(self, step: int, lrs: list[float]) -> None:
+    def ran(self, step: int, held: StepLR) -> None:
         last = self.stretches[-1] if self.stretches else None
-        if last is not None and last[1] == step - 1 and last[2] == lrs:
+        if last is not None and last[1] == step - 1 and last[2] == held:
             last[1] = step
             return
         if last is not None and (step <= last[1] or len(self.stretches) >= MAX_STRETCHES):
             self.full.append(self.stretches)  # a report's stretches are in step order, and bounded
             self.stretches = []
-        self.stretches.append([step, step, list(lrs)])
+        self.stretches.append([step, step, held])
 
     def seal(self, attempt: int | None, rank: int | None) -> None:
         """Turn what was recorded into reports, each under a key of its own that its retries keep."""
@@ -260,7 +263,11 @@ class _Outage:
             runs = [[]]
         for i, stretches in enumerate(runs):
             body = {
-                "stretches": [{"from_step": a, "to_step": b, "lrs": lrs} for a, b, lrs in stretches],
+                "stretches": [
+                    {"from_step": a, "to_step": b, "lrs": held.lrs}
+                    | ({} if held.momentum is None else {"momentum": held.momentum})
+                    for a, b, held in stretches
+                ],
                 "attempt": attempt,
                 "rank": rank,
                 "dropped_metric_posts": self.dropped if i == 0 else 0,
@@ -330,6 +337,7 @@ class LRFeed:
         """The attempt of the run this feed follows: pinned by the first answer."""
         self._ended_by: int | None = None  # the attempt that superseded ours, once the server says so
         self._warned_late = False
+        self._divergence: int | None = None  # the run's divergence warned about (its event's seq)
 
     # -- what the job calls -----------------------------------------------------------------
 
@@ -569,6 +577,18 @@ class LRFeed:
     def _store(self, window: Window) -> None:
         if self.attempt is None:
             self.attempt = window.attempt  # pinned by the first answer
+        if window.divergence is not None and window.divergence != self._divergence:
+            self._divergence = window.divergence
+            log.warning(
+                "lrtower: run %r diverged: a rank ran other LRs than the tower served it, for want "
+                "of the server (a partition it alone saw), so the job's ranks did not all run the "
+                "same LRs. The steps, both LRs and the rank are in the run's audit trail: event %d "
+                "(lrtower events %s --after %d)",
+                self.run,
+                window.divergence,
+                self.run,
+                window.divergence - 1,
+            )
         steps = window.steps
         self._known.update(steps)
         if steps:
@@ -628,9 +648,10 @@ class LRFeed:
         if self._outage is None:
             return
         self._outage.missed += 1
-        lrs = self._last.lrs if self._last is not None else self.held
-        if lrs is not None:
-            self._outage.ran(step, lrs)
+        if self._last is not None:
+            self._outage.ran(step, self._last)
+        elif self.held is not None:
+            self._outage.ran(step, StepLR(self.held, None))
 
     def _dropped_post(self) -> None:
         if self._outage is not None:
@@ -683,6 +704,8 @@ class LRFeed:
         return True
 
     def _diverged(self, result: FallbackReport) -> None:
+        if result.diverged:
+            self._divergence = result.seq  # warned here: the header naming it adds nothing
         for divergence in result.divergence:
             log.warning(
                 "lrtower: run %r diverged: steps %d to %d ran on LR %s here%s, where the tower had "

@@ -153,6 +153,9 @@ class LR:
     lrs: list[float]
     momentum: list[float] | None = None
     attempt: int = 1
+    divergence: int | None = None
+    """Set on a run where a rank ran other LRs than the tower served: the seq of the latest
+    `fallback` event that found it (the `lrtower-divergence` header)."""
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
@@ -170,6 +173,8 @@ class LRRange:
     momentum: list[list[float]] | None = None
     attempt: int | None = None
     """The run's attempt these LRs belong to (None for a preview)."""
+    divergence: int | None = None
+    """As `LR.divergence`, for a range of served steps."""
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
@@ -316,8 +321,9 @@ class Divergence:
 
 @dataclass(frozen=True, slots=True)
 class FallbackReport:
-    """A fallback report as recorded: its audit event's `seq`, the steps it covers, and where
-    they contradict what the tower served (`divergence`)."""
+    """A fallback report as recorded: its audit event's `seq`, the steps it covers, where they
+    contradict what the tower served (`divergence`), and which became the record of what ran
+    (`recorded`), with the run's mark after it."""
 
     run: str
     seq: int
@@ -325,9 +331,13 @@ class FallbackReport:
     diverged: bool
     divergence: list[Divergence] = field(default_factory=list)
     unchecked_steps: int = 0
+    recorded: list[tuple[int, int]] = field(default_factory=list)
+    """The (from_step, to_step) spans nobody had been served: they now answer what ran."""
+    high_water: int | None = None
 
     @classmethod
     def from_json(cls, data: Json) -> Self:
         known = _known(cls, data)
         known["divergence"] = [Divergence.from_json(d) for d in data.get("divergence") or ()]
+        known["recorded"] = [(r["from_step"], r["to_step"]) for r in data.get("recorded") or ()]
         return cls(**known)

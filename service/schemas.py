@@ -515,6 +515,13 @@ class FallbackStretch(Strict):
     from_step: Step
     to_step: Step
     lrs: Annotated[list[LR], Field(min_length=1, max_length=MAX_GROUPS)]
+    momentum: (
+        Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(max_length=MAX_GROUPS)] | None
+    ) = Field(
+        None,
+        description="The momentum (beta1) it ran with, one per group, on a schedule that cycles it; "
+        "null: the plan's",
+    )
 
 
 class FallbacksIn(Strict):
@@ -560,6 +567,11 @@ class Divergence(BaseModel):
     served_lrs_last: list[float]
 
 
+class StepSpan(BaseModel):
+    from_step: int
+    to_step: int
+
+
 class FallbacksOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -571,6 +583,8 @@ class FallbacksOut(BaseModel):
                     "diverged": False,
                     "divergence": [],
                     "unchecked_steps": 0,
+                    "recorded": [{"from_step": 180, "to_step": 1203}],
+                    "high_water": 1203,
                 }
             ]
         }
@@ -584,6 +598,12 @@ class FallbacksOut(BaseModel):
     unchecked_steps: int = Field(
         0, description="Served steps past the check's bound, not compared (a very long stretch)"
     )
+    recorded: list[StepSpan] = Field(
+        [],
+        description="The steps nobody had been served: they now count as served, and /lr and /curve answer "
+        "them with what ran",
+    )
+    high_water: int | None = Field(None, description="The run's high-water mark after the report")
 
 
 class EventOut(BaseModel):

@@ -34,7 +34,7 @@ from ..core.problems import Problem
 from ..core.serving import LOOP_WORK, Served, Serving
 from .headers import read_headers, request_id
 from .observability import FROM_DATABASE, FROM_MEMORY, FROM_SENT, HOT_LATENCY, HOT_OK, SERVED_STEPS
-from .wire import ATTEMPT_HEADER, JSON, TEXT, answer_body, asked_steps, wants_text
+from .wire import JSON, TEXT, answer_body, answer_headers, asked_steps, wants_text
 
 JSON_HEADERS = [(b"content-type", JSON.encode())]
 TEXT_HEADERS = [(b"content-type", TEXT.encode())]
@@ -122,13 +122,14 @@ class LrFastPath:
         text = wants_text(asked, headers.accept)
         # An answer belongs to an attempt: the bytes kept are looked up under the attempt this
         # process holds (a rewind here drops its copy, so no older answer is found again).
-        attempt = self.serving.attempt(name)
-        if asked.attempt is not None and asked.attempt != attempt:
+        held = self.serving.held(name)
+        if asked.attempt is not None and (held is None or asked.attempt != held.attempt):
             return None  # the route answers an earlier attempt's shared steps, or its 409
         counts = self._counts
-        body = None if attempt is None else self._sent.get(_key(name, attempt, steps, text))
-        if body is not None and attempt is not None:
+        body = None if held is None else self._sent.get(_key(name, held.attempt, steps, text))
+        if body is not None and held is not None:
             counts[1] += 1
+            attempt, divergence = held.attempt, held.divergence
         else:
             compiled = self.serving.known(name, steps, asked.attempt)
             if (
@@ -136,7 +137,7 @@ class LrFastPath:
                 and compiled.timeline.work(len(steps)) <= LOOP_WORK
                 and not compiled.timeline.has_products
             ):
-                served = Served(compiled.attempt, compiled.timeline.over(steps))
+                served = Served(compiled.attempt, compiled.timeline.over(steps), compiled.divergence)
                 counts[2] += 1
             else:
                 # New steps, cheap to compute, of a run held here: no worker thread, only the
@@ -148,17 +149,15 @@ class LrFastPath:
                     )
                 served = found
                 counts[3] += 1
-            attempt = served.attempt
+            attempt, divergence = served.attempt, served.divergence
             body = answer_body(name, attempt, asked, served.answers, text)
             self._keep(_key(name, attempt, steps, text), body)
         counts[4] += len(steps)
-        if text:
-            return body, [
-                *TEXT_HEADERS,
-                (ATTEMPT_HEADER, b"%d" % attempt),
-                (b"x-request-id", request_id(headers.request_id)),
-            ]
-        return body, [*JSON_HEADERS, (b"x-request-id", request_id(headers.request_id))]
+        return body, [
+            *(TEXT_HEADERS if text else JSON_HEADERS),
+            *answer_headers(attempt, divergence, text),
+            (b"x-request-id", request_id(headers.request_id)),
+        ]
 
     def _keep(self, key: bytes, body: bytes) -> None:
         size = len(key) + len(body) + ENTRY_BYTES

@@ -201,6 +201,19 @@ def answer_body(run: str, attempt: int, asked: Asked, answers: list[Answer], tex
 
 ATTEMPT_HEADER = b"lrtower-attempt"
 """The attempt of an answer given as text, which has no field to name it."""
+DIVERGENCE_HEADER = b"lrtower-divergence"
+"""On every `/lr` answer of a run where a rank ran other LRs than the tower served (a fallback
+report found a divergence): the seq of the latest such `fallback` event, so that every rank can
+warn. A header, not a field: kept answers are bytes, and the divergence may come after them."""
+
+
+def answer_headers(attempt: int, divergence: int | None, text: bool) -> list[tuple[bytes, bytes]]:
+    """The headers of `/lr`'s answer besides its content type: the attempt of a text answer, and
+    the run's divergence if it has one."""
+    headers = [(ATTEMPT_HEADER, b"%d" % attempt)] if text else []
+    if divergence is not None:
+        headers.append((DIVERGENCE_HEADER, b"%d" % divergence))
+    return headers
 
 
 def _floats(values: list[float]) -> str:

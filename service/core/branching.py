@@ -6,7 +6,10 @@ Both go back to a step k and take the run's plan as it stood when k was the last
 - every change decided above k is dropped with the future it belonged to;
 - the plateau state is the one the last watched metric at or below k left (each post keeps it).
 Steps 0..k answer exactly as before, bit for bit: every change that touches them was decided at
-or below k, since a change only ever takes effect above the mark it was decided at.
+or below k, since a change only ever takes effect above the mark it was decided at. The one
+exception is a record of what ran (kind `ran`, core/fallbacks.py): it is decided at its last
+step, after its steps ran, so a k inside it drops it, and the new attempt or fork gets a record
+of its own of the steps up to k.
 
 A rewind keeps the dropped changes and the metrics posted above k, marked as discarded by the
 new attempt; a fork copies the kept changes into the new run.
@@ -22,7 +25,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..db.store import PlateauRecord, RunRecord, Store
+from ..db.store import ChangeRecord, PlateauRecord, RunRecord, Store
 from ..schedules import DomainError, FieldError, SpecError, build_schedule
 from ..schedules.plateau import PlateauConfig
 from ..schemas import ForkIn, RewindIn, RewindResult
@@ -47,10 +50,12 @@ class Branching:
             _served(run, k, "to_step")
             number = run.attempt + 1
             before = lrs_at(locked.timeline, k + 1)
+            cut = _ran_through(store.changes(run.id), k)
             dropped, metrics = store.discard_above(run.id, k, number)
             _restore_plateau(store, run, k, run.id, "to_step")
             store.start_attempt(run, k, actor, body.reason, locked.now)
             rewound = replace(run, attempt=number, high_water=k)
+            _keep_ran_to(store, rewound, cut, k, locked.now)
             timeline = timeline_of(rewound, store.changes(run.id))
             after = _add_changes(store, rewound, timeline, body, k, locked.now)
             details: dict[str, Any] = {
@@ -74,7 +79,11 @@ class Branching:
                 discarded_to=run.high_water,
                 dropped_changes=dropped,
                 dropped_metrics=metrics,
-                version=run.version + 1 + int(body.schedule is not None) + int(body.scale is not None),
+                version=run.version
+                + 1
+                + len(cut)
+                + int(body.schedule is not None)
+                + int(body.scale is not None),
             )
 
         return self.runs.change(name, "rewind", body, key, make, RewindResult)
@@ -93,7 +102,8 @@ class Branching:
                 if existing is not None:
                     return same_definition(existing, digest, "exists, and is not this fork"), False
                 _served(parent, k, "at_step")
-                kept = [c for c in store.changes(parent.id) if c.decided_at <= k]
+                changes = store.changes(parent.id)
+                kept = [c for c in changes if c.decided_at <= k]
                 head = store.chain_head(parent.id)
                 child = store.insert_run(
                     name=body.name,
@@ -118,7 +128,11 @@ class Branching:
                         factor=c.factor,
                         factors=c.factors,
                         decided_at=c.decided_at,
+                        to_step=c.to_step,
+                        lrs=c.lrs,
+                        momentum=c.momentum,
                     )
+                _keep_ran_to(store, child, _ran_through(changes, k), k, locked.now)
                 _restore_plateau(store, parent, k, child.id, "at_step")
                 before = lrs_at(locked.timeline, k + 1)
                 after = _add_changes(
@@ -162,6 +176,21 @@ class Branching:
             if existing is None:  # pragma: no cover - the unique name is the only constraint hit
                 raise
             return same_definition(existing, digest, "exists, and is not this fork"), False
+
+
+def _ran_through(changes: list[ChangeRecord], k: int) -> list[ChangeRecord]:
+    """The records of what ran that start at or below k and end above it."""
+    return [
+        c for c in changes if c.kind == "ran" and c.to_step is not None and c.effective_step <= k < c.to_step
+    ]
+
+
+def _keep_ran_to(store: Store, run: RunRecord, cut: list[ChangeRecord], k: int, now: datetime) -> None:
+    """Give `run` (the new attempt, or the fork) the steps up to k of each record in `cut`."""
+    for c in cut:
+        store.add_change(
+            run, "ran", c.effective_step, now, decided_at=k, to_step=k, lrs=c.lrs, momentum=c.momentum
+        )
 
 
 def _served(run: RunRecord, k: int, field: str) -> None:

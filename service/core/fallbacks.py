@@ -2,12 +2,20 @@
 
 A job that loses the server keeps training on the last LR it had. When it is back, it reports
 the steps it ran that way (`FallbacksIn`), and the report is appended to the run's audit trail
-as a `fallback` event: for steps nobody was served, it is their only record.
+as a `fallback` event. Each stretch's steps fall in two parts:
 
-Where the tower had served a step of a stretch (to another rank, or to a window whose answer
-was lost), the step's served LR is the timeline's answer there (served steps never change), so
-the report is compared with it: a stretch that ran another LR is a divergence, named in the
-event's details and logged at WARNING. `/curve` keeps answering the plan; the event says what ran.
+- Steps nobody was served (above the high-water mark): the report becomes their record. They
+  are stored as a change of kind `ran` (timeline.RanChange) and the mark rises to the last of
+  them, so they count as served: `/lr`, `/curve`, plots and the console answer what ran there,
+  and no later change can alter them.
+- Steps the tower had served (to another rank, or to a window whose answer was lost): served
+  steps never change, so the report is compared with them. A stretch that ran another LR is a
+  divergence: named in the event's details and the answer, logged at WARNING, and named by the
+  run's `divergence` (this event's seq), which every `/lr` answer of the run carries in a header
+  so that every rank warns.
+
+Both parts are of the run's current attempt: a report of an attempt a rewind ended is recorded
+in the trail only.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from typing import Any
 
 from ..db.store import RunRecord
 from ..schedules import DomainError, FieldError
-from ..schemas import Divergence, FallbacksIn, FallbacksOut
+from ..schemas import Divergence, FallbacksIn, FallbacksOut, StepSpan
 from .problems import Invalid
 from .runs import Locked, Runs, lrs_at
 from .timeline import Timeline
@@ -40,15 +48,18 @@ def record(runs: Runs, name: str, body: FallbacksIn, actor: str, key: str | None
         _check(body, timeline.n_groups)
         current = body.attempt is None or body.attempt == run.attempt
         divergence, unchecked = _divergence(timeline, run, body) if current else ([], 0)
+        recorded = _record_unserved(locked, body) if current else []
         steps = sum(s.to_step - s.from_step + 1 for s in body.stretches)
+        high_water = max([run.high_water, *(r.to_step for r in recorded)])
         details: dict[str, Any] = {
             "attempt": body.attempt,
             "rank": body.rank,
-            "stretches": [s.model_dump() for s in body.stretches],
+            "stretches": [s.model_dump(exclude_none=True) for s in body.stretches],
             "steps": steps,
             "dropped_metric_posts": body.dropped_metric_posts,
             "high_water": run.high_water,
             "divergence": [d.model_dump() for d in divergence],
+            "recorded": [r.model_dump() for r in recorded],
         }
         if unchecked:
             details["unchecked_steps"] = unchecked
@@ -67,6 +78,7 @@ def record(runs: Runs, name: str, body: FallbacksIn, actor: str, key: str | None
             details=details,
         )
         if divergence:
+            locked.store.set_divergence(run, event.seq, locked.now)
             log.warning(
                 "run %r diverged: rank %s ran fallback LRs on steps the tower had served with others: %s",
                 run.name,
@@ -83,6 +95,8 @@ def record(runs: Runs, name: str, body: FallbacksIn, actor: str, key: str | None
             diverged=bool(divergence),
             divergence=divergence,
             unchecked_steps=unchecked,
+            recorded=recorded,
+            high_water=high_water,
         )
 
     return runs.change(name, "fallbacks", body, key, make, FallbacksOut, live_only=False)
@@ -102,15 +116,43 @@ def _check(body: FallbacksIn, groups: int) -> None:
                     ("stretches", i, "from_step"), f"must be above the previous stretch's end {previous}"
                 )
             )
-        if len(stretch.lrs) != groups:
-            errors.append(
-                FieldError(
-                    ("stretches", i, "lrs"), f"the run has {groups} param groups, not {len(stretch.lrs)}"
+        for field, values in (("lrs", stretch.lrs), ("momentum", stretch.momentum)):
+            if values is not None and len(values) != groups:
+                errors.append(
+                    FieldError(
+                        ("stretches", i, field), f"the run has {groups} param groups, not {len(values)}"
+                    )
                 )
-            )
         previous = max(previous, stretch.to_step)
     if errors:
-        raise Invalid("the fallback stretches are not a job's steps in order, one LR per param group", errors)
+        raise Invalid(
+            "the fallback stretches are not a job's steps in order, one value per param group", errors
+        )
+
+
+def _record_unserved(locked: Locked, body: FallbacksIn) -> list[StepSpan]:
+    """Store the stretches' steps above the mark as what ran there, and count them as served.
+    Decided at their last step: a rewind or fork below it keeps only the steps up to where it
+    goes back to (branching.py)."""
+    run, recorded = locked.run, []
+    for stretch in body.stretches:
+        start = max(stretch.from_step, run.high_water + 1)
+        if start > stretch.to_step:
+            continue
+        locked.store.add_change(
+            run,
+            "ran",
+            start,
+            locked.now,
+            decided_at=stretch.to_step,
+            to_step=stretch.to_step,
+            lrs=list(stretch.lrs),
+            momentum=None if stretch.momentum is None else list(stretch.momentum),
+        )
+        recorded.append(StepSpan(from_step=start, to_step=stretch.to_step))
+    if recorded:
+        locked.store.raise_high_water(run, recorded[-1].to_step)
+    return recorded
 
 
 def _divergence(timeline: Timeline, run: RunRecord, body: FallbacksIn) -> tuple[list[Divergence], int]:

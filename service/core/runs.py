@@ -35,7 +35,7 @@ from ..schemas import (
 from . import audit
 from .problems import Conflict, Invalid
 from .serving import timeline_of
-from .timeline import Change, PlateauChange, ScaleChange, ScheduleChange, Timeline
+from .timeline import PlateauChange, ScaleChange, ScheduleChange, Timeline
 from .vocabulary import EventKind
 
 R = TypeVar("R", bound=BaseModel)
@@ -201,7 +201,7 @@ class Runs:
     def apply(
         self,
         locked: Locked,
-        change: Change,
+        change: ScheduleChange | ScaleChange | PlateauChange,
         kind: EventKind,
         actor: str,
         reason: str | None,

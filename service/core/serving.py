@@ -38,7 +38,7 @@ from ..schedules.plateau import PlateauConfig
 from .auth import Forbidden
 from .marks import GroupCommit, reached
 from .problems import Conflict, Invalid, NotFound, Unavailable
-from .timeline import Answer, Change, PlateauChange, ScaleChange, ScheduleChange, Timeline
+from .timeline import Answer, Change, PlateauChange, RanChange, ScaleChange, ScheduleChange, Timeline
 
 LOOP_WORK = 200.0
 """Work (points x groups x cost) that may be computed on the event loop, about 0.2 ms."""
@@ -64,6 +64,8 @@ class Compiled:
     attempt: int = 1
     rewinds: tuple[int, ...] = ()
     """The step each rewind went back to: attempt i + 2 started at rewinds[i]."""
+    divergence: int | None = None
+    """The seq of the run's latest fallback event that found a divergence: answers name it."""
 
     def shared_with(self, attempt: int) -> int:
         """The last step that `attempt` (an earlier one) answers as the current attempt does."""
@@ -71,10 +73,11 @@ class Compiled:
 
 
 class Served(NamedTuple):
-    """Answers, and the attempt they belong to."""
+    """Answers, the attempt they belong to, and the run's latest divergence (`Compiled`)."""
 
     attempt: int
     answers: list[Answer]
+    divergence: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,9 @@ class Serving:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def attempt(self, name: str) -> int | None:
-        """The attempt of the run as this process holds it, if it does."""
-        compiled = self._compiled.get(name)
-        return None if compiled is None else compiled.attempt
+    def held(self, name: str) -> Compiled | None:
+        """The run as this process holds it, if it does."""
+        return self._compiled.get(name)
 
     def known(self, name: str, steps: range, attempt: int | None = None) -> Compiled | None:
         """The run as compiled here if every step asked is at or below the mark this process
@@ -138,7 +140,7 @@ class Serving:
         if mark is None:
             return None
         self._keep(name, replace(compiled, mark=mark))
-        return Served(compiled.attempt, answers)
+        return Served(compiled.attempt, answers, compiled.divergence)
 
     def check_work(self, timeline: Timeline, steps: range, field: str = "stop") -> None:
         work = timeline.work(len(steps))
@@ -172,9 +174,12 @@ class Serving:
                 if not fresh:
                     compiled = None  # a rewind may have started the caller's attempt since
                     continue
-                return Served(attempt, self._shared(name, compiled, attempt, steps, field))
+                answers = self._shared(name, compiled, attempt, steps, field)
+                return Served(attempt, answers, compiled.divergence)
             if top <= compiled.mark:
-                return Served(compiled.attempt, self.answers(compiled.timeline, steps, field))
+                return Served(
+                    compiled.attempt, self.answers(compiled.timeline, steps, field), compiled.divergence
+                )
             if not (consume and top <= compiled.mark + self.limits.max_ahead) and not fresh:
                 compiled = None  # the mark known here may be stale: decide on the durable one
                 continue
@@ -199,14 +204,14 @@ class Serving:
             raised = self._raise(name, top, compiled.version)
             if raised is not None:
                 self._keep(name, replace(compiled, mark=raised))
-                return Served(compiled.attempt, answers)
+                return Served(compiled.attempt, answers, compiled.divergence)
             compiled = None  # a change committed since the copy was read: read again, recompute
         raise Unavailable("the run changed under every attempt to serve it; retry shortly")
 
     def plan(self, name: str, steps: range) -> Served:
         """The planned answers for `steps`, without serving them: later changes may alter them."""
         compiled = self._read(name)
-        return Served(compiled.attempt, self.answers(compiled.timeline, steps))
+        return Served(compiled.attempt, self.answers(compiled.timeline, steps), compiled.divergence)
 
     def _shared(self, name: str, compiled: Compiled, attempt: int, steps: range, field: str) -> list[Answer]:
         """The answers of an earlier `attempt` for steps it shares with the current one; a 409
@@ -260,7 +265,7 @@ class Serving:
                 # The row's own version: a change may have committed since the first read.
                 compiled = _compile(run, store.changes(run.id), run.version, max(mark, run.high_water))
                 rewinds = tuple(a.rewound_to for a in store.attempts(run.id))
-                compiled = replace(compiled, attempt=run.attempt, rewinds=rewinds)
+                compiled = replace(compiled, attempt=run.attempt, rewinds=rewinds, divergence=run.divergence)
         self._keep(name, compiled)
         return compiled
 
@@ -312,6 +317,9 @@ def change_of(record: ChangeRecord) -> Change:
         return ScaleChange(record.effective_step, record.factor)
     if record.kind == "plateau" and record.factors is not None:
         return PlateauChange(record.effective_step, tuple(record.factors))
+    if record.kind == "ran" and record.to_step is not None and record.lrs is not None:
+        momentum = None if record.momentum is None else tuple(record.momentum)
+        return RanChange(record.effective_step, record.to_step, tuple(record.lrs), momentum)
     raise ValueError(f"malformed change {record.seq}: {record.kind}")  # pragma: no cover - schema prevents it
 
 

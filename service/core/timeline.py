@@ -4,10 +4,12 @@ Each change takes effect at its `effective_step`:
 - a schedule change replaces the schedule from there on; with `restart`, the new schedule
   counts its own steps from 0 at that point, otherwise it is read at the absolute step;
 - a scale multiplies the LR from there on (scales accumulate);
-- a plateau reduction sets every group's plateau factor from there on.
+- a plateau reduction sets every group's plateau factor from there on;
+- a record of what ran (`RanChange`) answers its own steps, and no others, with the LRs a job
+  ran there while it could not reach the tower: nobody had been served them (core/fallbacks.py).
 When two changes of a kind take effect at the same step, the later one wins.
 
-LR(s) = plateau(schedule(s) * scale(s), factors(s)), with the plateau rule of
+Outside what ran, LR(s) = plateau(schedule(s) * scale(s), factors(s)), with the plateau rule of
 `schedules.plateau.reduce_by_plateau`. Each lookup is a bisection over the change steps, so an answer costs
 the same whatever the step and (but for a logarithm) however long the history.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import mul
@@ -50,7 +53,18 @@ class PlateauChange:
     factors: tuple[float, ...]
 
 
-Change = ScheduleChange | ScaleChange | PlateauChange
+@dataclass(frozen=True)
+class RanChange:
+    """Steps `effective_step`..`to_step` ran with `lrs` (and `momentum`, if the job said): a record,
+    not a plan, so nothing else changes what they answer, and it ends where they do."""
+
+    effective_step: int
+    to_step: int
+    lrs: tuple[float, ...]
+    momentum: tuple[float, ...] | None = None
+
+
+Change = ScheduleChange | ScaleChange | PlateauChange | RanChange
 
 
 class Answer(NamedTuple):
@@ -105,6 +119,8 @@ class Plan:
         self.scale_products = [1.0, *accumulate((c.factor for c in scales), mul)]
         self.plateau_steps = [c.effective_step for c in reductions]
         self.reductions = [c.factors for c in reductions]
+        # Records of what ran never overlap (each covers steps above the mark, and raises it).
+        self.ran = [c for _, c in ordered if isinstance(c, RanChange)]
 
     def in_force(self, step: int) -> InForce:
         """The schedule in force at `step`, and the scale and plateau factors carried into it."""
@@ -155,9 +171,20 @@ class Timeline:
         self._plateau_steps = plan.plateau_steps
         self._plateau_factors = [(1.0,) * self.n_groups, *plan.reductions]
         self._floors = plateau.min_lrs(self.n_groups) if plateau else None
-        # The steps where a segment, a scale or a plateau factor begins: a range is answered in
-        # pieces between them, each of one segment, one scale and one set of factors.
-        self._bounds = sorted({*self._starts[1:], *self._scale_steps, *self._plateau_steps})
+        self._ran = plan.ran
+        self._ran_starts = [c.effective_step for c in plan.ran]
+        # The steps where a segment, a scale, a plateau factor or a record of what ran begins (or
+        # where such a record ends): a range is answered in pieces between them, each of one
+        # segment, one scale and one set of factors, or inside one record.
+        self._bounds = sorted(
+            {
+                *self._starts[1:],
+                *self._scale_steps,
+                *self._plateau_steps,
+                *self._ran_starts,
+                *(c.to_step + 1 for c in plan.ran),
+            }
+        )
         # Each answer evaluates one segment; the dearest bounds them all.
         self.cost: float = max(schedule.cost for schedule, _ in self._segments)
         # A product over steps may first have to be extended to the step asked: a one-time cost
@@ -166,6 +193,9 @@ class Timeline:
 
     def at(self, step: int) -> Answer:
         """The LRs (and momentum) served at `step`. Raises DomainError where there is none."""
+        ran = self._ran_at(step)
+        if ran is not None:
+            return self._record(ran, step)
         schedule, origin = self._segments[bisect_right(self._starts, step) - 1]
         lrs, momentum = schedule.at(step - origin)
         scale = self._scale_products[bisect_right(self._scale_steps, step)]
@@ -189,8 +219,28 @@ class Timeline:
             answers.extend(self._piece(piece))
         return answers
 
+    def _ran_at(self, step: int) -> RanChange | None:
+        """The record of what ran at `step`, if one covers it."""
+        i = bisect_right(self._ran_starts, step) - 1
+        return self._ran[i] if i >= 0 and step <= self._ran[i].to_step else None
+
+    def _record(self, ran: RanChange, step: int) -> Answer:
+        """What `ran` says step `step` ran with. A job that did not report its momentum is taken
+        to have run the plan's (where the plan has one), so that a run's answers all carry it."""
+        if ran.momentum is not None:
+            return Answer(step, list(ran.lrs), list(ran.momentum))
+        schedule, origin = self._segments[bisect_right(self._starts, step) - 1]
+        momentum = None
+        # Where the plan has no value, the record still answers its LRs.
+        with suppress(DomainError):
+            momentum = schedule.at(step - origin)[1] if schedule.has_momentum else None
+        return Answer(step, list(ran.lrs), momentum)
+
     def _piece(self, steps: range) -> list[Answer]:
         first = steps[0]
+        ran = self._ran_at(first)
+        if ran is not None:
+            return [self._record(ran, step) for step in steps]
         schedule, origin = self._segments[bisect_right(self._starts, first) - 1]
         values = schedule.over(range(steps.start - origin, steps.stop - origin, steps.step))
         scale = self._scale_products[bisect_right(self._scale_steps, first)]

@@ -11,7 +11,8 @@ from typing import Literal, get_args
 RunState = Literal["live", "finished", "archived"]
 RUN_STATES: tuple[RunState, ...] = get_args(RunState)
 
-ChangeKind = Literal["schedule", "scale", "plateau"]
+ChangeKind = Literal["schedule", "scale", "plateau", "ran"]
+"""`ran`: LRs a job ran on steps nobody was served, reported after an outage (core/fallbacks.py)."""
 CHANGE_KINDS: tuple[ChangeKind, ...] = get_args(ChangeKind)
 
 EventKind = Literal[

@@ -82,6 +82,9 @@ class Run(Base):
     forked_at: Mapped[int | None] = mapped_column(BigInteger)
     parent_head: Mapped[str | None] = mapped_column(String(64))
     total_steps: Mapped[int | None] = mapped_column(BigInteger)
+    divergence: Mapped[int | None] = mapped_column(Integer)
+    """The seq of the latest `fallback` event that found a rank ran other LRs than the tower
+    served (None: none): every `/lr` answer of the run names it (the lrtower-divergence header)."""
     """How many steps the job plans (steps 0 to total_steps - 1), if it said: where clients'
     lookahead windows, plots and the console stop. Steps past it are still answered."""
     created_at: Mapped[datetime]
@@ -90,7 +93,8 @@ class Run(Base):
 
 class Change(Base):
     """A change to what a run answers from `effective_step` on: a new schedule, a scale, or a
-    plateau reduction (the new factor of every group)."""
+    plateau reduction (the new factor of every group); or, of kind `ran`, the LRs (and momentum)
+    a job ran on steps `effective_step`..`to_step` while it could not reach the tower."""
 
     __tablename__ = "changes"
     __table_args__ = (
@@ -108,6 +112,9 @@ class Change(Base):
     restart: Mapped[bool] = mapped_column(Boolean, default=False)
     factor: Mapped[float | None]
     factors: Mapped[list[float] | None]
+    to_step: Mapped[int | None] = mapped_column(BigInteger)
+    lrs: Mapped[list[float] | None]
+    momentum: Mapped[list[float] | None]
     created_at: Mapped[datetime]
     decided_at: Mapped[int] = mapped_column(BigInteger)
     """The last step its decision saw: the mark, for an operator's change; the metric's step,

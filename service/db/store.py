@@ -46,6 +46,8 @@ class RunRecord:
     forked_at: int | None = None
     parent_head: str | None = None
     total_steps: int | None = None
+    divergence: int | None = None
+    """The seq of the latest fallback event that found a divergence (None: none)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class ChangeRecord:
     created_at: datetime
     decided_at: int
     """The last step its decision saw (see models.Change)."""
+    to_step: int | None = None
+    lrs: list[float] | None = None
+    momentum: list[float] | None = None
     attempt: int = 1
     discarded_in: int | None = None
 
@@ -148,6 +153,7 @@ def _run(row: Run) -> RunRecord:
         forked_at=row.forked_at,
         parent_head=row.parent_head,
         total_steps=row.total_steps,
+        divergence=row.divergence,
     )
 
 
@@ -252,6 +258,9 @@ class Store:
                 decided_at=r.decided_at,
                 attempt=r.attempt,
                 discarded_in=r.discarded_in,
+                to_step=r.to_step,
+                lrs=r.lrs,
+                momentum=r.momentum,
             )
             for r in self.session.scalars(query)
         ]
@@ -388,6 +397,9 @@ class Store:
         factor: float | None = None,
         factors: list[float] | None = None,
         decided_at: int | None = None,
+        to_step: int | None = None,
+        lrs: list[float] | None = None,
+        momentum: list[float] | None = None,
     ) -> None:
         """Append a change and bump the run's version, so every cached copy reloads. It was
         decided at the run's mark unless `decided_at` says otherwise (a plateau reduction: the
@@ -403,6 +415,9 @@ class Store:
                 restart=restart,
                 factor=factor,
                 factors=factors,
+                to_step=to_step,
+                lrs=lrs,
+                momentum=momentum,
                 created_at=now,
                 decided_at=run.high_water if decided_at is None else decided_at,
                 attempt=run.attempt,
@@ -410,6 +425,21 @@ class Store:
         )
         self.session.execute(
             update(Run).where(Run.id == run.id).values(version=Run.version + 1, updated_at=now)
+        )
+
+    def raise_high_water(self, run: RunRecord, step: int) -> None:
+        """Count steps up to `step` as served, under the run's lock (a record of what ran)."""
+        self.session.execute(
+            update(Run).where(Run.id == run.id, Run.high_water < step).values(high_water=step)
+        )
+
+    def set_divergence(self, run: RunRecord, seq: int, now: datetime) -> None:
+        """Name fallback event `seq` as the run's latest divergence, and bump the run's version so
+        that every process's copy, which names it in its answers, reloads."""
+        self.session.execute(
+            update(Run)
+            .where(Run.id == run.id)
+            .values(divergence=seq, version=Run.version + 1, updated_at=now)
         )
 
     def set_state(self, run: RunRecord, state: RunState, now: datetime) -> None:

@@ -1,5 +1,6 @@
 """Outages with real servers and real training loops: the job is back within seconds of the
-server, whatever the outage's length, and reports the steps it ran on its last LR."""
+server, whatever the outage's length, and reports the steps it ran on its last LR, which become
+the run's record of them; a rank cut off alone is a divergence, which every rank warns of."""
 
 from __future__ import annotations
 
@@ -130,6 +131,11 @@ def test_the_job_reconnects_within_seconds_and_reports_its_fallback_stretch(
         assert client.verify(run).ok
         chart = httpx.get(f"{server.url}/ui/runs/{run}/chart.json").json()
         assert [m["step"] for m in chart["markers"] if m["kind"] == "fallback"] == [first]
+        # Nobody was served those steps: the curve (and so plots and the chart) says what ran.
+        curve = client.curve(run, first - 5, last + 6)
+        assert curve.lr[5:-5] == [held] * (last - first + 1)
+        assert all(on_plan(step, lr) for step, lr in zip(curve.steps[-5:], curve.lr[-5:], strict=True))
+        assert chart["high_water"] >= last
 
 
 class Partition(httpx.BaseTransport):
@@ -213,7 +219,13 @@ def test_a_rank_cut_off_while_the_others_are_served_is_a_divergence(
         for r in caplog.records
         if r.levelno == logging.WARNING and "diverged" in r.getMessage()
     ]
-    assert warned and f"steps {first} to" in warned[0] and "(rank 1)" in warned[0]
+    # The rank cut off warns of its report; the rank that was served, of its next window's
+    # answer, which names the event; neither warns twice.
+    reported = [w for w in warned if "(rank 1)" in w]
+    told = [w for w in warned if f"event {event.seq} " in w and "(rank 1)" not in w]
+    assert len(reported) == 1 and f"steps {first} to" in reported[0]
+    assert len(told) == 1 and "a rank ran other LRs than the tower served it" in told[0], warned
+    assert len(warned) == 2, warned
     assert "diverged" in server_log.read_text() and "rank 1" in server_log.read_text()
 
 

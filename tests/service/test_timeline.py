@@ -7,7 +7,7 @@ from functools import partial
 
 import pytest
 
-from lrtower_server.core.timeline import PlateauChange, ScaleChange, ScheduleChange, Timeline
+from lrtower_server.core.timeline import PlateauChange, RanChange, ScaleChange, ScheduleChange, Timeline
 from lrtower_server.schedules import DomainError
 from lrtower_server.schedules.plateau import PlateauConfig
 from work import lines_run
@@ -54,6 +54,35 @@ def test_same_step_the_later_change_wins() -> None:
         [ScheduleChange(5, COSINE, restart=True), ScheduleChange(5, STEP, restart=True)],
     )
     assert lr(timeline, 5) == 1.0 and lr(timeline, 15) == 0.5
+
+
+def test_a_record_of_what_ran_answers_its_steps_and_no_others() -> None:
+    """Nothing else touches its steps (a scale, a plateau factor, a schedule change inside it),
+    and the plan takes over after its last step; a range answers as step by step does."""
+    plateau = PlateauConfig(factor=0.5)
+    changes = [
+        RanChange(20, 29, (0.7,)),
+        ScaleChange(25, 0.1),
+        PlateauChange(22, (0.5,)),
+        ScheduleChange(27, COSINE, restart=True),
+        RanChange(40, 40, (0.0,)),
+    ]
+    timeline = Timeline([1.0], STEP, plateau, changes)
+    assert [lr(timeline, s) for s in range(20, 30)] == [0.7] * 10
+    assert lr(timeline, 19) == 0.5 and lr(timeline, 40) == 0.0
+    plan = Timeline([1.0], STEP, plateau, changes[1:4])
+    assert [lr(timeline, s) for s in (30, 39, 41, 90)] == [lr(plan, s) for s in (30, 39, 41, 90)]
+    for steps in (range(0, 100), range(15, 45, 3), range(29, 31), range(40, 41)):
+        assert timeline.over(steps) == [timeline.at(s) for s in steps], steps
+
+
+def test_a_record_without_momentum_answers_the_plans() -> None:
+    cycle = {"type": "OneCycleLR", "max_lr": 0.1, "total_steps": 100}
+    timeline = Timeline([0.01], cycle, None, [RanChange(10, 19, (0.05,)), RanChange(20, 29, (0.05,), (0.9,))])
+    plan = Timeline([0.01], cycle, None)
+    assert timeline.at(12).momentum == plan.at(12).momentum and timeline.at(12).lrs == [0.05]
+    assert timeline.at(25).momentum == [0.9]
+    assert timeline.over(range(5, 35)) == [timeline.at(s) for s in range(5, 35)]
 
 
 def test_scales_accumulate_across_schedule_changes() -> None:

@@ -111,14 +111,23 @@ def post_metric(run: RunPath, body: MetricIn, runs: RunsDep, caller: Writer) -> 
 
 @router.post("/runs/{run}/fallbacks", response_model=FallbacksOut, name="report_fallbacks")
 def report_fallbacks(
-    run: RunPath, body: FallbacksIn, runs: RunsDep, caller: Writer, key: IdempotencyKey = None
+    run: RunPath,
+    body: FallbacksIn,
+    runs: RunsDep,
+    serving: ServingDep,
+    caller: Writer,
+    key: IdempotencyKey = None,
 ) -> FallbacksOut:
     """Record what a job ran while it could not reach the server: each stretch of steps and the
-    LRs it ran them on, and the metric posts it dropped. Appended to the audit trail as a
-    `fallback` event, the record of steps nobody was served. Steps the tower had served with
-    other LRs (to another rank) are a divergence, named in the answer and the event. With an
-    Idempotency-Key, a retried report makes one event."""
-    return fallbacks.record(runs, run, body, caller.name, key)
+    LRs (and momentum) it ran them on, and the metric posts it dropped, as a `fallback` event.
+    Steps nobody was served become served, and answer what ran (`recorded`). Steps the tower had
+    served with other LRs (to another rank) are a divergence, named in the answer and the event,
+    and from then on in the `lrtower-divergence` header of every `/lr` answer of the run. With
+    an Idempotency-Key, a retried report makes one event."""
+    result = fallbacks.record(runs, run, body, caller.name, key)
+    if result.diverged or result.recorded:
+        serving.refresh(run)  # this process's copy answers its kept steps without the divergence
+    return result
 
 
 @router.post("/runs/{run}/state", response_model=RunOut)

@@ -14,12 +14,12 @@ from ..deps import Creator, Reader, RunPath, RunsDep, ServingDep, within_reach
 from ..headers import read_headers
 from ..observability import FROM_ROUTE, SERVED_STEPS
 from ..wire import (
-    ATTEMPT_HEADER,
     JSON,
     STEP_PARAMETERS,
     TEXT,
     QueryInt,
     answer_body,
+    answer_headers,
     asked_steps,
     parse_step_query,
     range_body,
@@ -84,7 +84,22 @@ def get_run(run: RunPath, runs: RunsDep, caller: Reader) -> RunOut:
 @router.get(
     "/runs/{run}/lr",
     response_model=LrAnswer,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string", "example": "0.001"}}}}},
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string", "example": "0.001"}}},
+            "headers": {
+                "lrtower-attempt": {
+                    "description": "The attempt of a text answer (a JSON answer names it in `attempt`).",
+                    "schema": {"type": "integer"},
+                },
+                "lrtower-divergence": {
+                    "description": "Only on a run where a rank ran other LRs than the tower served: the "
+                    "seq of the latest `fallback` event that found it (GET /runs/{run}/events).",
+                    "schema": {"type": "integer"},
+                },
+            },
+        }
+    },
     openapi_extra={"parameters": STEP_PARAMETERS},
 )
 def get_lr(run: RunPath, request: Request, serving: ServingDep, caller: Reader) -> Response:
@@ -99,7 +114,7 @@ def get_lr(run: RunPath, request: Request, serving: ServingDep, caller: Reader) 
     SERVED_STEPS.inc(len(served.answers))
     text = wants_text(asked, read_headers(request.scope["headers"]).accept)
     body = answer_body(run, served.attempt, asked, served.answers, text)
-    headers = {ATTEMPT_HEADER.decode(): str(served.attempt)} if text else None
+    headers = {k.decode(): v.decode() for k, v in answer_headers(served.attempt, served.divergence, text)}
     return Response(body, media_type=TEXT if text else JSON, headers=headers)
 
 
