@@ -174,9 +174,8 @@ def test_a_divergence_is_named_on_every_lr_answer_of_the_run(client: TestClient)
     calm = report(client, {"stretches": [{"from_step": 10, "to_step": 10, "lrs": planned(10)}]}).json()
     assert calm["diverged"] is False
     assert "lrtower-divergence" not in client.get("/runs/job/lr", params={"step": 10}).headers
-    seq = report(client, {"rank": 1, "stretches": [{"from_step": 20, "to_step": 30, "lrs": planned(5)}]}).json()[
-        "seq"
-    ]
+    diverging = {"rank": 1, "stretches": [{"from_step": 20, "to_step": 30, "lrs": planned(5)}]}
+    seq = report(client, diverging).json()["seq"]
     asked = [
         ({"step": 5}, {}),  # kept bytes of a served step
         ({"start": 0, "stop": 100}, {}),  # a kept range
@@ -188,9 +187,8 @@ def test_a_divergence_is_named_on_every_lr_answer_of_the_run(client: TestClient)
         answer = client.get("/runs/job/lr", params=params, headers=headers)
         assert answer.status_code == 200, answer.text
         assert answer.headers["lrtower-divergence"] == str(seq), params
-    assert client.get("/runs/job/lr", params={"step": 7}, headers={"accept": "text/plain"}).headers[
-        "lrtower-attempt"
-    ] == "1"
+    text = client.get("/runs/job/lr", params={"step": 7}, headers={"accept": "text/plain"})
+    assert text.headers["lrtower-attempt"] == "1"
     assert "lrtower-divergence" not in client.get("/runs/other/lr", params={"step": 5}).headers
     later = report(client, {"stretches": [{"from_step": 40, "to_step": 41, "lrs": planned(0)}]}).json()["seq"]
     assert client.get("/runs/job/lr", params={"step": 5}).headers["lrtower-divergence"] == str(later)
@@ -204,7 +202,9 @@ def test_a_rewind_or_fork_inside_a_stretch_keeps_its_steps_up_to_there(client: T
 
     forked = client.post("/runs/job/fork", json={"name": "branch", "at_step": 80})
     assert forked.status_code == 201, forked.text
-    rewound = client.post("/runs/job/rewind", json={"to_step": 80, "reason": "resumed from the step-80 checkpoint"})
+    rewound = client.post(
+        "/runs/job/rewind", json={"to_step": 80, "reason": "resumed from the step-80 checkpoint"}
+    )
     assert rewound.status_code == 200, rewound.text
     for run in ("job", "branch"):
         curve = client.get(f"/runs/{run}/curve", params={"start": 78, "stop": 83}).json()
@@ -242,5 +242,7 @@ def test_a_stretch_records_the_momentum_it_ran_or_else_the_plans(client: TestCli
     assert curve["lr"] == [0.02] * 10 + [0.03] * 10
     assert curve["momentum"][:10] == [[0.9]] * 10
     assert all(0.8 <= m[0] < 0.95 for m in curve["momentum"][10:]) and planned_momentum is not None
-    wrong = report(client, {"stretches": [{"from_step": 40, "to_step": 41, "lrs": [0.02], "momentum": [0.9, 0.8]}]})
-    assert wrong.status_code == 422 and "body.stretches.0.momentum" in [e["field"] for e in wrong.json()["errors"]]
+    two = {"from_step": 40, "to_step": 41, "lrs": [0.02], "momentum": [0.9, 0.8]}
+    wrong = report(client, {"stretches": [two]})
+    assert wrong.status_code == 422
+    assert "body.stretches.0.momentum" in [e["field"] for e in wrong.json()["errors"]]
