@@ -20,16 +20,21 @@ def _known(cls: type, data: Json) -> Json:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """A change to a run from `effective_step` on: a new schedule, a scale, or a plateau reduction."""
+    """A change to a run from `effective_step` on: a new schedule, a scale, or a plateau reduction;
+    or (kind `ran`) the LRs a job reported it ran on steps `effective_step`..`to_step`, which
+    nobody had been served, while it could not reach the server."""
 
     seq: int
-    kind: Literal["schedule", "scale", "plateau"]
+    kind: Literal["schedule", "scale", "plateau", "ran"]
     effective_step: int
     created_at: datetime
     schedule: Json | None = None
     restart: bool = False
     factor: float | None = None
     factors: list[float] | None = None
+    to_step: int | None = None
+    lrs: list[float] | None = None
+    momentum: list[float] | None = None
 
     @classmethod
     def from_json(cls, data: Json) -> Self:

@@ -163,6 +163,9 @@ class ChangeOut(BaseModel):
     restart: bool = False
     factor: float | None = None
     factors: list[float] | None = None
+    to_step: int | None = Field(None, description="Kind `ran`: the last step of what ran")
+    lrs: list[float] | None = Field(None, description="Kind `ran`: the LRs the job ran (a fallback report)")
+    momentum: list[float] | None = Field(None, description="Kind `ran`: the momentum it ran, if it said")
     created_at: datetime
 
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from .. import Client, LrtowerError
-from ..results import Event, Run, ScheduleNow
+from ..results import Change, Event, Run, ScheduleNow
 from .options import as_json, connect, connection, load_definition
 from .output import echo, echo_json, escaped, table
 from .plot import plot
@@ -184,10 +184,7 @@ def runs_show(ctx: click.Context, run: str, as_json: bool) -> None:
         echo("changes:")
         table(
             ["SEQ", "KIND", "FROM STEP", "WHAT"],
-            [
-                [c.seq, c.kind, c.effective_step, _what(c.kind, c.schedule, c.factor, c.factors, c.restart)]
-                for c in found.changes
-            ],
+            [[c.seq, c.kind, c.effective_step, _what(c)] for c in found.changes],
         )
     if found.attempts:
         echo("attempts:")
@@ -287,12 +284,15 @@ def _trail(client: Client, run: str) -> list[Event]:
         after = last
 
 
-def _what(kind: str, schedule: Any, factor: float | None, factors: Any, restart: bool) -> str:
-    if kind == "schedule":
-        return json.dumps(schedule) + (" (restart)" if restart else "")
-    if kind == "scale":
-        return f"x{factor:g}" if factor is not None else ""
-    return "plateau factors " + ", ".join(f"{f:g}" for f in factors or ())
+def _what(change: Change) -> str:
+    if change.kind == "schedule":
+        return json.dumps(change.schedule) + (" (restart)" if change.restart else "")
+    if change.kind == "scale":
+        return f"x{change.factor:g}" if change.factor is not None else ""
+    if change.kind == "ran":
+        lrs = ", ".join(f"{lr:g}" for lr in change.lrs or ())
+        return f"ran LR {lrs} through step {change.to_step} (a fallback report)"
+    return "plateau factors " + ", ".join(f"{f:g}" for f in change.factors or ())
 
 
 @runs.command("scale")

@@ -260,3 +260,53 @@ def test_metric_posts_during_an_outage_do_not_slow_the_probes(
         assert max(gaps) < PROBE_EVERY + 0.6 and min(gaps) > PROBE_EVERY - 0.2  # no backoff, no flood
         assert slowest < 0.5  # a step never waits on the server that is down
         feed.close()
+
+
+def test_a_job_cut_off_alone_leaves_what_it_ran_as_the_record_of_those_steps(
+    logged_server: tuple[Server, Path],
+) -> None:
+    """Nobody else was served those steps: what the job ran there (LR and cycled momentum) is
+    what the run answers for them from then on, and the plan resumes after them."""
+    server, _ = logged_server
+    cycle = {"type": "OneCycleLR", "max_lr": 0.1, "total_steps": 400}
+    partition = Partition()
+    with Client(server.url, transport=partition) as client:
+        scheduler = RemoteScheduler(
+            optimizer("sgd", model(), 0.01), "alone", client=client, lookahead=8, schedule=cycle
+        )
+        trace: list[tuple[int, float, float]] = []
+
+        def step() -> None:
+            scheduler.optimizer.step()
+            scheduler.step()
+            group = scheduler.optimizer.param_groups[0]
+            trace.append((scheduler.last_epoch, float(group["lr"]), float(group["momentum"])))
+
+        for _ in range(40):
+            step()
+        time.sleep(0.5)  # the background window is back: nothing in flight
+        partition.cut = True
+        for _ in range(60):
+            step()
+        partition.cut = False
+        healed = time.monotonic()
+        while not fallbacks(client, "alone"):  # the steps go on until a probe answers and it reports
+            assert time.monotonic() - healed < PROBE_EVERY * 5, "the job did not report"
+            step()
+            time.sleep(0.01)
+        for _ in range(20):
+            step()
+        (report,) = fallbacks(client, "alone")
+        (stretch,) = report.details["stretches"]
+        (recorded,) = report.details["recorded"]
+        assert (recorded["from_step"], recorded["to_step"]) == (stretch["from_step"], stretch["to_step"])
+        ran = {s: (lr, m) for s, lr, m in trace}
+        first, last = stretch["from_step"], stretch["to_step"]
+        assert last - first >= 40
+        assert {ran[s] for s in range(first, last + 1)} == {(stretch["lrs"][0], stretch["momentum"][0])}
+        curve = client.curve("alone", 0, max(ran) + 1)
+        answered = {
+            s: (lr, m[0]) for s, lr, m in zip(curve.steps, curve.lr, curve.momentum or [], strict=True)
+        }
+        assert all(answered[s] == ran[s] for s in ran), "the run answers every step as it ran"
+        assert client.get_run("alone").high_water >= last
