@@ -4,8 +4,8 @@ Both apps run under the same uvicorn settings (one worker, pinned to CPU 0; wrk 
 connections), and are measured alternately in every round; the figures are medians over rounds.
 
 - **hot path**: requests per second and p99 of the lr endpoint (JSON; text/plain; with a bearer
-  token, and with one limited to runs by name patterns; a range of 1,000 points), as ratios to
-  the bare app;
+  token, and with one limited to runs by name patterns; a range of 1,000 points; a run whose
+  answers carry the lrtower-divergence header), as ratios to the bare app;
 - **in-process**: the same two apps called directly (no network), in µs per request;
 - **O(1)**: step 10 against step 10^12, and a run with 100,000 audit events and metrics against
   a fresh one (each ratio should be about 1.0);
@@ -169,12 +169,15 @@ def seed(url: str, n_runs: int) -> None:
     now = datetime.now(UTC)
     digest = hashlib.sha256(b"bench").hexdigest()
 
-    def run(name: str, high_water: int = -1) -> dict[str, Any]:
+    def run(name: str, high_water: int = -1, divergence: int | None = None) -> dict[str, Any]:
         return {"name": name, "lrs": [0.1], "spec": SPEC, "plateau": None, "labels": {}, "definition_hash": digest,
-                "state": "live", "version": 0, "high_water": high_water, "created_at": now, "updated_at": now}  # fmt: skip
+                "state": "live", "version": 0, "high_water": high_water, "created_at": now, "updated_at": now,
+                "divergence": divergence}  # fmt: skip
 
     with engine.begin() as db:
         db.execute(insert(Run), [run(name) for name in ("bench", "busy", "writes")])
+        # A run where a rank ran other LRs than the tower served: every answer names the event.
+        db.execute(insert(Run), [run("diverged", divergence=7)])
         # Runs that jobs have served up to step 1000: reading them needs no write.
         db.execute(insert(Run), [run(f"r{i}", 1000) for i in range(n_runs)])
         busy = db.execute(Run.__table__.select().where(Run.name == "busy")).one().id
@@ -188,18 +191,27 @@ def seed(url: str, n_runs: int) -> None:
 
 
 def in_process(app: Any, path: bytes, query: bytes, repeat: int = 20_000) -> float:
-    """µs per request, calling the ASGI app directly."""
+    """µs per request, calling the ASGI app directly. The answer must be a 200 (a host name the
+    server refuses would time its 400 instead)."""
     scope = {"type": "http", "method": "GET", "path": path.decode(), "raw_path": path, "query_string": query,
-             "headers": [(b"host", b"bench")], "http_version": "1.1", "scheme": "http", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1")], "http_version": "1.1", "scheme": "http", "root_path": "",
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
+    statuses: set[int] = set()
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def first(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.add(message["status"])
 
     async def send(message: dict[str, Any]) -> None:
         pass
 
     async def loop() -> float:
+        await app(scope, receive, first)
+        if statuses != {200}:
+            raise SystemExit(f"{path.decode()}?{query.decode()} answered {statuses}, not 200")
         for _ in range(200):
             await app(scope, receive, send)
         started = time.perf_counter()
@@ -377,7 +389,7 @@ def main() -> None:
     lr = "http://127.0.0.1:8962/runs/{run}/lr?{query}"
     try:
         # Serve far ahead once: the reads below are at or below the mark, as for ranks in step.
-        for run in ("bench", "busy"):
+        for run in ("bench", "busy", "diverged"):
             httpx.get(lr.format(run=run, query=f"step={10**12}"))
         for secret in (token, scoped):
             httpx.get(
@@ -397,6 +409,7 @@ def main() -> None:
             ),
             "lr, step 10^12": (lr.format(run="bench", query=f"step={10**12}"), None),
             "lr, busy run": (lr.format(run="busy", query="step=10"), None),
+            "lr, diverged run": (lr.format(run="diverged", query="step=10"), None),
             "lr, range of 1,000": (lr.format(run="bench", query="start=0&stop=1000"), None),
         }
         distinct = {
@@ -446,6 +459,7 @@ def main() -> None:
         / median["lr, with a token"]["rps"],
         "far_over_near": single / median["lr, step 10^12"]["rps"],
         "busy_over_fresh": single / median["lr, busy run"]["rps"],
+        "diverged_over_calm": single / median["lr, diverged run"]["rps"],
         "in_process_us": {"bare": process_bare, "lr": process_lr},
         "many_runs": {
             "runs": args.runs,
@@ -484,6 +498,8 @@ def main() -> None:
         f"{s['scoped_over_unscoped_token']:.2f} (goal >= 0.95)",
         f"- step 10^12 / step 10: {s['far_over_near']:.2f}; a run with 100,000 events and metrics / a fresh one: "
         f"{s['busy_over_fresh']:.2f} (goal: about 1.0)",
+        f"- a run whose answers name a divergence (one more header) costs {s['diverged_over_calm']:.2f}x a calm "
+        "one (goal: about 1.0)",
         f"- in-process: bare app {process_bare:.1f} µs, lr {process_lr:.1f} µs per request",
         f"- {args.runs:,} runs served to step 1000, random runs and steps 0-1000: {many['rps']:.0f} req/s, p99 {many['p99_ms']:.1f} ms; "
         f"server memory {rss_before:.0f} -> {rss_after:.0f} MiB (cache bound {Settings().cache_runs:,} runs)",

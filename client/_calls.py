@@ -312,10 +312,11 @@ def report_fallbacks(
     idempotency_key: str | None = None,
 ) -> Call[FallbackReport]:
     """Record what a job ran while it could not reach the server: `stretches` of
-    `{"from_step", "to_step", "lrs"}` (steps included at both ends, one LR per param group). The
-    run appends it to its audit trail as a `fallback` event; the answer says whether the tower
-    had served any of those steps with other LRs (a divergence). Under an `Idempotency-Key`
-    like `change_schedule`, so a retry records it once."""
+    `{"from_step", "to_step", "lrs"}` (steps included at both ends, one LR per param group; and
+    `"momentum"`, one per group, where the schedule cycles it). The run appends it to its audit
+    trail as a `fallback` event; the steps nobody was served become served, answering what ran
+    (`recorded`); the answer says whether the tower had served any of the others with other LRs
+    (a divergence). Under an `Idempotency-Key` like `change_schedule`, so a retry records it once."""
     body = _without_none(
         attempt=attempt,
         rank=rank,

@@ -153,10 +153,13 @@ class LrFastPath:
             body = answer_body(name, attempt, asked, served.answers, text)
             self._keep(_key(name, attempt, steps, text), body)
         counts[4] += len(steps)
+        tagged = (b"x-request-id", request_id(headers.request_id))
+        if not text and divergence is None:
+            return body, [*JSON_HEADERS, tagged]  # the usual answer: no call to build the others
         return body, [
             *(TEXT_HEADERS if text else JSON_HEADERS),
             *answer_headers(attempt, divergence, text),
-            (b"x-request-id", request_id(headers.request_id)),
+            tagged,
         ]
 
     def _keep(self, key: bytes, body: bytes) -> None:

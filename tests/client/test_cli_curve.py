@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli_runs import cli, ok
-from lrtower import Client
+from lrtower import Client, _calls
 from lrtower.cli.commands import lrtower
 
 STEP = {"type": "StepLR", "step_size": 10, "gamma": 0.5}
@@ -92,3 +92,19 @@ def test_the_help_says_which_to_use_when() -> None:
     curve_help = CliRunner().invoke(lrtower, ["curve", "--help"]).output
     assert "frozen" in lr_help and "lrtower curve" in lr_help
     assert "without serving" in curve_help and "lrtower lr" in curve_help and "--every" in curve_help
+
+
+def test_a_fallback_report_is_what_curve_prints_and_runs_show_lists(tower: str, client: Client) -> None:
+    client.create_run("reported", STEP, lr=0.4)
+    client.lr_range("reported", 0, 20)  # served to step 19
+    reported = client.send(
+        _calls.report_fallbacks(
+            "reported", stretches=[{"from_step": 20, "to_step": 29, "lrs": [0.3]}], idempotency_key="k"
+        )
+    )
+    assert reported.recorded == [(20, 29)] and reported.high_water == 29
+    _, rows = printed_rows(ok(tower, "curve", "reported", "18", "32"))
+    assert rows == [(s, [api_curve(tower, "reported", s, s + 1)["lr"][0]]) for s in range(18, 32)]
+    assert [lrs for s, lrs in rows if 20 <= s <= 29] == [[0.3]] * 10
+    shown = ok(tower, "runs", "show", "reported")
+    assert "ran LR 0.3 through step 29 (a fallback report)" in shown and "high-water  29" in shown

@@ -30,6 +30,7 @@ from ...core.runs import Runs
 from ...core.serving import timeline_of
 from ...core.timeline import Timeline
 from ...core.vocabulary import Scope
+from ...db.store import ChangeRecord
 from ...schedules import STEP_MAX, SpecError
 from ...schedules.examples import EXAMPLES
 from ...schedules.registry import MAX_NESTING, TYPE_NAMES
@@ -181,7 +182,7 @@ def runs_page(
                 "labels": run.labels,
                 "state": run.state,
                 "high_water": run.high_water,
-                "last_change": f"{last.kind} from step {last.effective_step}" if last else None,
+                "last_change": _last_change(last) if last else None,
                 "sparkline": f"/ui/runs/{run.name}/sparkline.svg?"
                 + urlencode({"v": run.version, "mark": run.high_water}),
             }
@@ -487,3 +488,9 @@ async def finish_form(request: Request, run: RunName, runs: RunsDep, viewer: Vie
     except Problem as exc:
         return await _refused(request, run, runs, viewer, _problem_text(exc))
     return _back(run)
+
+
+def _last_change(change: ChangeRecord) -> str:
+    if change.kind == "ran":  # a fallback report's record of steps nobody was served
+        return f"ran on a fallback LR, steps {change.effective_step}-{change.to_step}"
+    return f"{change.kind} from step {change.effective_step}"
