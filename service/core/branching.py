@@ -69,6 +69,7 @@ class Branching:
             store.append_event(
                 rewound, actor, "rewound", locked.now, k + 1, before, after, body.reason, details
             )
+            changes_asked = int(body.schedule is not None) + int(body.scale is not None)
             return RewindResult(
                 run=run.name,
                 attempt=number,
@@ -79,11 +80,7 @@ class Branching:
                 discarded_to=run.high_water,
                 dropped_changes=dropped,
                 dropped_metrics=metrics,
-                version=run.version
-                + 1
-                + len(cut)
-                + int(body.schedule is not None)
-                + int(body.scale is not None),
+                version=run.version + 1 + len(cut) + changes_asked,
             )
 
         return self.runs.change(name, "rewind", body, key, make, RewindResult)

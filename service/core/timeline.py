@@ -193,9 +193,10 @@ class Timeline:
 
     def at(self, step: int) -> Answer:
         """The LRs (and momentum) served at `step`. Raises DomainError where there is none."""
-        ran = self._ran_at(step)
-        if ran is not None:
-            return self._record(ran, step)
+        if self._ran_starts:  # most runs have no record of what ran: no call for it
+            ran = self._ran_at(step)
+            if ran is not None:
+                return self._record(ran, step)
         schedule, origin = self._segments[bisect_right(self._starts, step) - 1]
         lrs, momentum = schedule.at(step - origin)
         scale = self._scale_products[bisect_right(self._scale_steps, step)]
@@ -238,7 +239,7 @@ class Timeline:
 
     def _piece(self, steps: range) -> list[Answer]:
         first = steps[0]
-        ran = self._ran_at(first)
+        ran = self._ran_at(first) if self._ran_starts else None
         if ran is not None:
             return [self._record(ran, step) for step in steps]
         schedule, origin = self._segments[bisect_right(self._starts, first) - 1]

@@ -206,6 +206,7 @@ def test_a_rewind_or_fork_inside_a_stretch_keeps_its_steps_up_to_there(client: T
         "/runs/job/rewind", json={"to_step": 80, "reason": "resumed from the step-80 checkpoint"}
     )
     assert rewound.status_code == 200, rewound.text
+    assert rewound.json()["version"] == client.get("/runs/job").json()["version"]  # the record's copy counted
     for run in ("job", "branch"):
         curve = client.get(f"/runs/{run}/curve", params={"start": 78, "stop": 83}).json()
         assert [lrs for lrs in curve["lrs"]][:3] == [held] * 3, run  # steps 78-80: what ran
