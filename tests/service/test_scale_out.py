@@ -51,17 +51,32 @@ class Log:
             assert not before or effective > max(before), (name, effective, max(before))
 
 
-def hammer(urls: list[str], seconds: float, log: Log, during: Callable[[], None] | None = None) -> None:
+def hammer(
+    urls: list[str],
+    seconds: float,
+    log: Log,
+    during: Callable[[], None] | None = None,
+    answers: int = 0,
+    changes: int = 0,
+) -> None:
     """32 readers advancing through the runs' steps with jitter and lag, like the ranks of jobs,
     each on a replica of its own; two writers posting metrics, scales and schedule changes
-    through random replicas; and `during`, in the main thread."""
-    stop = time.monotonic() + seconds
+    through random replicas; and `during`, in the main thread. They go on for `seconds`, and
+    then until the log holds `answers` reads and `changes` changes (a slow machine needs longer
+    to make as many), up to ten times as long."""
+    started = time.monotonic()
+
+    def going() -> bool:
+        elapsed = time.monotonic() - started
+        if elapsed < seconds:
+            return True
+        return elapsed < 10 * seconds and (len(log.answers) < answers or len(log.changes) < changes)
 
     def reader(seed: int) -> None:
         rng = random.Random(seed)
         steps = dict.fromkeys(RUNS, 0)
         with httpx.Client(base_url=urls[seed % len(urls)], timeout=30) as client:
-            while time.monotonic() < stop:
+            while going():
                 name = rng.choice(RUNS)
                 steps[name] += rng.randint(0, 3)
                 step = max(0, steps[name] - rng.randint(0, 5))  # ranks lag and repeat
@@ -77,7 +92,7 @@ def hammer(urls: list[str], seconds: float, log: Log, during: Callable[[], None]
         # Each run's metrics come from one writer, in step order, as from a job's rank 0.
         mine = RUNS[index::2]
         metric_step = dict.fromkeys(mine, 0)
-        while time.monotonic() < stop:
+        while going():
             client, name, asked = rng.choice(clients), rng.choice(RUNS), time.monotonic()
             action = rng.random()
             if action < 0.6:
@@ -128,7 +143,7 @@ def test_no_step_is_ever_answered_two_ways(
         urls = [start_server().url for _ in range(3)]
     create_runs(urls[0])
     log = Log()
-    hammer(urls, seconds=6, log=log)
+    hammer(urls, seconds=6, log=log, answers=2001, changes=21)
     log.check()
     assert len(log.answers) > 2000 and len(log.changes) > 20, (len(log.answers), len(log.changes))
     assert log.statuses.get(503, 0) == 0  # nothing failed: every request got its answer
@@ -163,7 +178,7 @@ def test_replicas_recover_from_killed_database_connections(
                 )
 
     log = Log()
-    hammer(urls, seconds=6, log=log, during=kill_connections)
+    hammer(urls, seconds=6, log=log, during=kill_connections, answers=1001)
     admin.dispose()
     log.check()
     assert killed > 0 and len(log.answers) > 1000
