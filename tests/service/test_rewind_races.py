@@ -59,15 +59,18 @@ def race(urls: list[str], seconds: float, record: Record) -> None:
     """RANKS ranks step through the run, each pinned to the attempt it started in; rank 0 of each
     job posts a metric every 5 steps. A rank whose attempt a rewind ended (409) restarts, as a
     job does from its checkpoint: at the newest attempt's rewind step. Meanwhile an operator
-    rewinds the run every half second, through a random replica, to a step near its mark."""
-    stop = time.monotonic() + seconds
+    rewinds the run every half second, through a random replica, to a step near its mark. After
+    `seconds`, the operator goes on until it has made 10 rewinds (a slow machine makes fewer in
+    the time), up to ten times as long; the ranks stop half a second after it."""
+    started = time.monotonic()
+    finished = threading.Event()
 
     def rank(index: int) -> None:
         rng = random.Random(index)
         with httpx.Client(base_url=urls[index % len(urls)], timeout=30) as client:
             pinned: int | None = None
             step = posted_up_to = 0
-            while time.monotonic() < stop:
+            while not finished.is_set():
                 step += rng.randint(0, 2)
                 asked = max(0, step - rng.randint(0, 3))  # ranks lag and repeat
                 if index == 0 and asked % 5 == 4 and pinned is not None and asked + 1 > posted_up_to:
@@ -90,7 +93,9 @@ def race(urls: list[str], seconds: float, record: Record) -> None:
 
     def operator() -> None:
         rng = random.Random(99)
-        while time.monotonic() < stop - 0.5:
+        while (elapsed := time.monotonic() - started) < seconds or (
+            record.rewinds < 10 and elapsed < 10 * seconds
+        ):
             time.sleep(0.5)
             with httpx.Client(base_url=rng.choice(urls), timeout=30) as client:
                 mark = client.get(f"/runs/{RUN}").json()["high_water"]
@@ -103,6 +108,8 @@ def race(urls: list[str], seconds: float, record: Record) -> None:
                 assert response.status_code == 200, response.text
                 with record.lock:
                     record.rewinds += 1
+        time.sleep(0.5)
+        finished.set()
 
     threads = [threading.Thread(target=rank, args=(i,)) for i in range(RANKS)]
     threads.append(threading.Thread(target=operator))
